@@ -1,0 +1,46 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The environment is rebuilt only when the dependency list changes.
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+SPARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session $(CONF_FLAGS))
+CONF_FLAGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: env demo data test test-fast sql clean-data
+
+env: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip wheel
+	$(PY) -m pip install --quiet -e '.[train,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## demo: set up (if needed) and run the pipeline end to end on the embedded default
+demo: env data
+
+data: env
+	$(SPARK_SUBMIT) jobs/generate_logs.py $(CONF_FLAGS)
+	$(SPARK_SUBMIT) jobs/build_features.py $(CONF_FLAGS)
+	$(SPARK_SUBMIT) jobs/validate.py $(CONF_FLAGS)
+	$(SPARK_SUBMIT) jobs/summarize.py $(CONF_FLAGS)
+
+## test: the whole suite, slow end-to-end tests included (what CI runs)
+test: env
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+test-fast: env
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## sql: make sql Q="SELECT slot, COUNT(*) FROM camoe.features GROUP BY slot"
+sql: env
+	$(VENV)/bin/spark-sql $$($(PY) -m features.session $(CONF_FLAGS)) -e "$(Q)"
+
+clean-data:
+	rm -rf warehouse metastore artifacts derby.log

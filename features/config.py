@@ -1,0 +1,457 @@
+"""Load and validate the platform configuration (conf/*.yaml) in one place.
+
+Every YAML file under conf/ contributes top-level sections; ``load_config`` merges them,
+applies extra files (whole sections replaced) and ``--set key.path=value`` overrides, then
+validates every section into frozen dataclasses. Unknown keys and bad values raise
+``ConfigError`` naming the dotted key and the file it came from.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import yaml
+
+from features.slots import Taxonomy, parse_taxonomy
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONF_DIR = Path(os.environ.get("CAMOE_CONF_DIR", PROJECT_ROOT / "conf"))
+_MISSING = object()
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the key."""
+
+
+class Section:
+    """Reads one mapping of the config, remembering which keys were consumed."""
+
+    def __init__(self, data: Any, path: str, source: str):
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: '{path}' must be a mapping, got {type(data).__name__}")
+        self.data, self.path, self.source = dict(data), path, source
+        self._seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: '{self.key(name)}' {message}")
+
+    def get(self, name: str, kind: Callable[[Any], Any] | type = str, default: Any = _MISSING,
+            check: Callable[[Any], bool] | None = None, expect: str = "") -> Any:
+        self._seen.add(name)
+        if name not in self.data or self.data[name] is None:
+            if default is _MISSING:
+                raise self.fail(name, "is required")
+            return default
+        raw = self.data[name]
+        try:
+            value = _coerce(raw, kind)
+        except (TypeError, ValueError):
+            raise self.fail(name, f"must be {expect or _kind_name(kind)}, got {raw!r}") from None
+        if check is not None and not check(value):
+            raise self.fail(name, f"must be {expect or 'valid'}, got {raw!r}")
+        return value
+
+    def sub(self, name: str, default: Any = _MISSING) -> "Section":
+        self._seen.add(name)
+        if name not in self.data or self.data[name] is None:
+            if default is _MISSING:
+                raise self.fail(name, "is required")
+            return Section(default, self.key(name), self.source)
+        return Section(self.data[name], self.key(name), self.source)
+
+    def str_list(self, name: str, default: Any = _MISSING) -> tuple[str, ...]:
+        self._seen.add(name)
+        raw = self.data.get(name, default)
+        if raw is _MISSING:
+            raise self.fail(name, "is required")
+        if not isinstance(raw, list) or not all(isinstance(v, str) and v for v in raw):
+            raise self.fail(name, f"must be a list of names, got {raw!r}")
+        if len(set(raw)) != len(raw):
+            raise self.fail(name, f"lists a name twice: {raw!r}")
+        return tuple(raw)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self._seen)
+        if unknown:
+            raise ConfigError(
+                f"{self.source}: unknown key(s) {', '.join(repr(self.key(k)) for k in unknown)}"
+                f" (allowed: {', '.join(sorted(self._seen))})")
+
+
+def _kind_name(kind: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        kind, getattr(kind, "__name__", str(kind)))
+
+
+def _coerce(raw: Any, kind: Any) -> Any:
+    if kind is bool:
+        if not isinstance(raw, bool):
+            raise TypeError
+        return raw
+    if kind is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise TypeError
+        return raw
+    if kind is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise TypeError
+        return float(raw)
+    if kind is str:
+        if not isinstance(raw, str):
+            raise TypeError
+        return raw
+    return kind(raw)
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _probability(v: float) -> bool:
+    return 0.0 <= v <= 1.0
+
+
+def _rate(v: float) -> bool:
+    return 0.0 < v <= 1.0
+
+
+def _date(raw: Any) -> dt.date:
+    if isinstance(raw, dt.date):
+        return raw
+    return dt.date.fromisoformat(str(raw))
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class StorageSettings:
+    warehouse_dir: Path
+    metastore_dir: Path
+    artifacts_dir: Path
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    app_name: str
+    master: str
+    shuffle_partitions: int
+    packages: tuple[str, ...]
+    conf: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class RawLogSchema:
+    """Which raw-log column plays which role; see conf/schema.yaml."""
+    id: str
+    timestamp: str
+    date: str
+    slot: str
+    label: str
+    user: str
+    ad: str
+    categorical: tuple[str, ...]
+    dense: tuple[str, ...]
+    passthrough: tuple[str, ...]
+    allow_extra_columns: bool
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        roles = (self.id, self.timestamp, self.date, self.slot, self.label, self.user, self.ad)
+        return tuple(dict.fromkeys(roles + self.categorical + self.dense))
+
+
+@dataclass(frozen=True)
+class SlotGeneratorSettings:
+    share: float
+    base_ctr: float
+    in_focus_share: float
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    start_date: dt.date
+    days: int
+    rows_per_day: int
+    seed: int
+    num_users: int
+    num_ads: int
+    num_advertisers: int
+    num_advertiser_categories: int
+    slots: Mapping[str, SlotGeneratorSettings]
+    in_focus_ctr_multiplier: float
+    effects: Mapping[str, float]
+
+
+GENERATOR_EFFECTS = ("user_category_affinity", "audio_cross", "video_cross", "content_podcast",
+                     "ad_quality_sd", "session_fatigue")
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    validation_days: int
+    test_days: int
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    seed: int
+    rates: Mapping[tuple[str, int], float]   # (slot, label) -> keep probability
+
+    def rate(self, slot: str, label: int) -> float:
+        return self.rates[(slot, label)]
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    min_count: int
+    history_days: int
+    log1p_dense: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    raw_max_bad_fraction: float
+    min_rows_per_day: int
+    positive_rate_min: float
+    positive_rate_max: float
+    dense_abs_max: float
+
+
+@dataclass(frozen=True)
+class Config:
+    project_root: Path
+    database: str
+    storage: StorageSettings
+    spark: SparkSettings
+    schema: RawLogSchema
+    taxonomy: Taxonomy
+    generator: GeneratorSettings
+    splits: SplitSettings
+    sampling: SamplingSettings
+    features: FeatureSettings
+    quality: QualitySettings
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    def table(self, name: str) -> str:
+        """Fully qualified name of a platform table (see features/tables.py)."""
+        return f"{self.database}.{name}"
+
+
+# ----------------------------------------------------------------------------- loading
+def load_config(conf_dir: str | Path | None = None, extra_files: Iterable[str | Path] = (),
+                overrides: Iterable[str] = (), project_root: str | Path | None = None) -> Config:
+    """Read every ``*.yaml`` in ``conf_dir``, then ``extra_files`` (each top-level section they
+    name replaces the earlier one wholesale), then dotted ``key=value`` overrides (YAML values).
+    """
+    conf_dir = Path(conf_dir) if conf_dir else DEFAULT_CONF_DIR
+    if not conf_dir.is_dir():
+        raise ConfigError(f"config folder {conf_dir} does not exist")
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for path in sorted(conf_dir.glob("*.yaml")) + [Path(p) for p in extra_files]:
+        for key, value in _read_yaml(path).items():
+            if key in merged and path.parent == conf_dir:
+                raise ConfigError(f"{path}: section '{key}' is also defined in {sources[key]}")
+            merged[key], sources[key] = value, str(path)
+    for item in overrides:
+        _apply_override(merged, sources, item)
+    root = Path(project_root) if project_root else PROJECT_ROOT
+    return parse_config(merged, sources, root)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def _apply_override(merged: dict, sources: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    dotted, raw_value = item.split("=", 1)
+    keys = dotted.strip().split(".")
+    node = merged
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: '{k}' is not a mapping")
+    node[keys[-1]] = yaml.safe_load(raw_value)
+    sources[keys[0]] = f"{sources.get(keys[0], 'override')} (+ --set {dotted})"
+
+
+def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_root: Path) -> Config:
+    merged = copy.deepcopy(dict(merged))
+    allowed = {"database", "storage", "spark", "schema", "slots", "groupings", "default_grouping",
+               "generator", "splits", "sampling", "features", "quality"}
+    unknown = sorted(set(merged) - allowed)
+    if unknown:
+        where = "; ".join(f"'{k}' in {sources.get(k, '?')}" for k in unknown)
+        raise ConfigError(f"unknown config section(s): {where} (allowed: {', '.join(sorted(allowed))})")
+
+    def src(name: str) -> str:
+        return sources.get(name, "conf")
+
+    database = Section({"database": merged.get("database")}, "", src("database")).get(
+        "database", check=lambda v: v.isidentifier(), expect="an identifier")
+    storage = _parse_storage(Section(merged.get("storage"), "storage", src("storage")), project_root)
+    spark = _parse_spark(Section(merged.get("spark"), "spark", src("spark")))
+    schema = _parse_schema(Section(merged.get("schema"), "schema", src("schema")))
+    taxonomy = parse_taxonomy(merged.get("slots"), merged.get("groupings"),
+                              merged.get("default_grouping"), src("slots"), ConfigError)
+    generator = _parse_generator(Section(merged.get("generator"), "generator", src("generator")), taxonomy)
+    splits = _parse_splits(Section(merged.get("splits"), "splits", src("splits")))
+    sampling = _parse_sampling(Section(merged.get("sampling"), "sampling", src("sampling")), taxonomy)
+    features = _parse_features(Section(merged.get("features"), "features", src("features")), schema)
+    quality = _parse_quality(Section(merged.get("quality"), "quality", src("quality")))
+    return Config(project_root, database, storage, spark, schema, taxonomy, generator, splits,
+                  sampling, features, quality, raw=merged)
+
+
+def _parse_storage(s: Section, root: Path) -> StorageSettings:
+    def path(name: str) -> Path:
+        p = Path(s.get(name))
+        return p if p.is_absolute() else (root / p)
+    out = StorageSettings(path("warehouse_dir"), path("metastore_dir"), path("artifacts_dir"))
+    s.done()
+    return out
+
+
+def _parse_spark(s: Section) -> SparkSettings:
+    conf = s.sub("conf", default={})
+    out = SparkSettings(
+        app_name=s.get("app_name"),
+        master=s.get("master"),
+        shuffle_partitions=s.get("shuffle_partitions", int, check=_positive, expect="a positive integer"),
+        packages=s.str_list("packages", default=[]),
+        conf={str(k): str(v) for k, v in conf.data.items()},
+    )
+    s.done()
+    return out
+
+
+def _parse_schema(s: Section) -> RawLogSchema:
+    out = RawLogSchema(
+        id=s.get("id"), timestamp=s.get("timestamp"), date=s.get("date"), slot=s.get("slot"),
+        label=s.get("label"), user=s.get("user"), ad=s.get("ad"),
+        categorical=s.str_list("categorical"), dense=s.str_list("dense", default=[]),
+        passthrough=s.str_list("passthrough", default=[]),
+        allow_extra_columns=s.get("allow_extra_columns", bool, default=False),
+    )
+    s.done()
+    roles = {"id": out.id, "timestamp": out.timestamp, "date": out.date, "slot": out.slot,
+             "label": out.label}
+    for name, column in roles.items():
+        if column in out.categorical or column in out.dense:
+            raise s.fail(name, f"column {column!r} cannot also be a categorical or dense feature")
+    both = set(out.categorical) & set(out.dense)
+    if both:
+        raise s.fail("dense", f"lists column(s) {sorted(both)} that are also categorical")
+    return out
+
+
+def _parse_generator(s: Section, taxonomy: Taxonomy) -> GeneratorSettings:
+    slots_section = s.sub("slots")
+    slots: dict[str, SlotGeneratorSettings] = {}
+    for slot in slots_section.data:
+        if slot not in taxonomy.slots:
+            raise slots_section.fail(slot, f"is not a slot of the taxonomy ({', '.join(taxonomy.slot_names)})")
+        one = slots_section.sub(slot)
+        slots[slot] = SlotGeneratorSettings(
+            share=one.get("share", float, check=_positive, expect="a positive number"),
+            base_ctr=one.get("base_ctr", float, check=lambda v: 0 < v < 1, expect="in (0, 1)"),
+            in_focus_share=one.get("in_focus_share", float, check=_probability, expect="in [0, 1]"))
+        one.done()
+    slots_section.done()
+    total = sum(v.share for v in slots.values())
+    if abs(total - 1.0) > 1e-6:
+        raise slots_section.fail("*.share", f"must sum to 1, got {total:.6f}")
+    effects_section = s.sub("effects")
+    effects = {name: effects_section.get(name, float) for name in GENERATOR_EFFECTS}
+    effects_section.done()
+    pos_int = dict(kind=int, check=_positive, expect="a positive integer")
+    out = GeneratorSettings(
+        start_date=s.get("start_date", _date, expect="an ISO date (YYYY-MM-DD)"),
+        days=s.get("days", **pos_int), rows_per_day=s.get("rows_per_day", **pos_int),
+        seed=s.get("seed", int), num_users=s.get("num_users", **pos_int),
+        num_ads=s.get("num_ads", **pos_int), num_advertisers=s.get("num_advertisers", **pos_int),
+        num_advertiser_categories=s.get("num_advertiser_categories", **pos_int),
+        slots=slots,
+        in_focus_ctr_multiplier=s.get("in_focus_ctr_multiplier", float, check=_positive,
+                                      expect="a positive number"),
+        effects=effects)
+    s.done()
+    return out
+
+
+def _parse_splits(s: Section) -> SplitSettings:
+    out = SplitSettings(
+        validation_days=s.get("validation_days", int, check=_positive, expect="a positive integer"),
+        test_days=s.get("test_days", int, check=_positive, expect="a positive integer"))
+    s.done()
+    return out
+
+
+def _parse_sampling(s: Section, taxonomy: Taxonomy) -> SamplingSettings:
+    def label_rates(section: Section, base: Mapping[int, float]) -> dict[int, float]:
+        rates = {
+            1: section.get("positive", float, default=base.get(1), check=_rate, expect="in (0, 1]"),
+            0: section.get("negative", float, default=base.get(0), check=_rate, expect="in (0, 1]"),
+        }
+        section.done()
+        return rates
+
+    default = label_rates(s.sub("default"), {})
+    per_slot = s.sub("slots", default={})
+    rates: dict[tuple[str, int], float] = {}
+    for slot in per_slot.data:
+        if slot not in taxonomy.slots:
+            raise per_slot.fail(slot, f"is not a slot of the taxonomy ({', '.join(taxonomy.slot_names)})")
+    for slot in taxonomy.slot_names:
+        slot_rates = label_rates(per_slot.sub(slot, default={}), default) if slot in per_slot.data \
+            else default
+        per_slot._seen.add(slot)
+        rates.update({(slot, label): rate for label, rate in slot_rates.items()})
+    per_slot.done()
+    out = SamplingSettings(seed=s.get("seed", int), rates=rates)
+    s.done()
+    return out
+
+
+def _parse_features(s: Section, schema: RawLogSchema) -> FeatureSettings:
+    out = FeatureSettings(
+        min_count=s.get("min_count", int, check=_positive, expect="a positive integer"),
+        history_days=s.get("history_days", int, check=_positive, expect="a positive integer"),
+        log1p_dense=s.str_list("log1p_dense", default=[]))
+    s.done()
+    for name in out.log1p_dense:
+        if name not in schema.dense:
+            raise s.fail("log1p_dense", f"names {name!r}, which is not in schema.dense")
+    return out
+
+
+def _parse_quality(s: Section) -> QualitySettings:
+    bounds = s.sub("positive_rate_bounds")
+    lo = bounds.get("min", float, check=_probability, expect="in [0, 1]")
+    hi = bounds.get("max", float, check=_probability, expect="in [0, 1]")
+    bounds.done()
+    if lo > hi:
+        raise bounds.fail("min", f"({lo}) must not exceed max ({hi})")
+    out = QualitySettings(
+        raw_max_bad_fraction=s.get("raw_max_bad_fraction", float, check=_probability, expect="in [0, 1]"),
+        min_rows_per_day=s.get("min_rows_per_day", int, check=lambda v: v >= 0, expect="a count >= 0"),
+        positive_rate_min=lo, positive_rate_max=hi,
+        dense_abs_max=s.get("dense_abs_max", float, check=_positive, expect="a positive number"))
+    s.done()
+    return out

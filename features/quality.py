@@ -1,0 +1,259 @@
+"""Data quality: the raw-log schema check, row-level rules with quarantine, and the Great
+Expectations 1.x suites that gate the raw and feature tables.
+
+Row-level rules split a raw batch into accepted and quarantined rows (accepted +
+quarantined = input, always); every quarantined row keeps its full content as JSON and the
+reasons it was rejected. Table-level gates run as GX suites; a failed gate stops the pipeline.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from features.config import Config, RawLogSchema
+
+REASONS = "_reasons"
+
+
+class SchemaDriftError(ValueError):
+    """The raw log's columns differ from conf/schema.yaml."""
+
+
+class EmptyInputError(ValueError):
+    """A requested day has no rows at all."""
+
+
+class QualityGateError(RuntimeError):
+    """A table-level expectation failed; ``summary`` is the readable report."""
+
+    def __init__(self, summary: str):
+        super().__init__(summary)
+        self.summary = summary
+
+
+# ----------------------------------------------------------------------------- schema
+def check_raw_schema(df: DataFrame, schema: RawLogSchema, table: str) -> None:
+    columns = set(df.columns)
+    missing = [c for c in schema.required_columns if c not in columns]
+    if missing:
+        raise SchemaDriftError(
+            f"{table}: missing column(s) {', '.join(missing)} required by conf/schema.yaml "
+            f"(present: {', '.join(df.columns)})")
+    expected = set(schema.required_columns) | set(schema.passthrough)
+    extra = [c for c in df.columns if c not in expected]
+    if extra and not schema.allow_extra_columns:
+        raise SchemaDriftError(
+            f"{table}: unexpected column(s) {', '.join(extra)} not declared in conf/schema.yaml; "
+            f"declare them (categorical/dense/passthrough) or set schema.allow_extra_columns: true")
+
+
+def check_days_present(day_counts: dict[dt.date, int], start: dt.date, end: dt.date,
+                       table: str, min_rows: int) -> None:
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    short = [f"{d.isoformat()} ({day_counts.get(d, 0)} rows)" for d in days
+             if day_counts.get(d, 0) < max(min_rows, 1)]
+    if short:
+        raise EmptyInputError(
+            f"{table}: day(s) with fewer than {max(min_rows, 1)} rows in the requested range "
+            f"{start}..{end}: {', '.join(short)}")
+
+
+# ----------------------------------------------------------------------------- row rules
+def row_rule_reasons(cfg: Config) -> list[Column]:
+    """One nullable string per rule: the reason a row breaks it, or null."""
+    s, q = cfg.schema, cfg.quality
+    slots = list(cfg.taxonomy.slot_names)
+    label = F.col(s.label).cast("double")
+    rules = [
+        F.when(F.col(s.id).isNull(), F.lit(f"{s.id}: null")),
+        F.when(F.col(s.timestamp).isNull(), F.lit(f"{s.timestamp}: null")),
+        F.when(F.col(s.slot).isNull(), F.lit(f"{s.slot}: null"))
+         .when(~F.col(s.slot).isin(*slots),
+               F.concat(F.lit(f"{s.slot}: '"), F.col(s.slot), F.lit("' is not in the taxonomy"))),
+        F.when(label.isNull() | ~label.isin(0.0, 1.0),
+               F.concat(F.lit(f"{s.label}: "), F.coalesce(F.col(s.label).cast("string"), F.lit("null")),
+                        F.lit(" is not 0 or 1"))),
+        F.when(F.to_date(F.col(s.timestamp)) != F.col(s.date),
+               F.concat(F.lit(f"{s.timestamp}: "), F.col(s.timestamp).cast("string"),
+                        F.lit(f" is outside its {s.date} "), F.col(s.date).cast("string"))),
+    ]
+    for c in s.dense:
+        v = F.col(c).cast("double")
+        rules.append(F.when(v.isNull() | F.isnan(v) | (F.abs(v) > q.dense_abs_max),
+                            F.concat(F.lit(f"{c}: "), F.coalesce(F.col(c).cast("string"), F.lit("null")),
+                                     F.lit(" is not a finite number"))))
+    return rules
+
+
+def annotate_row_rules(df: DataFrame, cfg: Config) -> DataFrame:
+    """Add ``_reasons`` (array<string>, empty when the row is accepted).
+
+    Duplicate impression ids: the earliest row (by timestamp, then full content) is kept,
+    every later copy is quarantined, so reruns pick the same survivor.
+    """
+    s = cfg.schema
+    reasons = F.filter(F.array(*row_rule_reasons(cfg)), lambda r: r.isNotNull())
+    order = Window.partitionBy(s.id).orderBy(F.col(s.timestamp).asc_nulls_last(),
+                                             F.to_json(F.struct(*[F.col(c) for c in df.columns])))
+    copy_number = F.when(F.col(s.id).isNull(), F.lit(1)).otherwise(F.row_number().over(order))
+    duplicate = F.when(copy_number > 1, F.lit(f"{s.id}: duplicate of an earlier row"))
+    with_reasons = df.withColumn(REASONS, reasons)
+    return with_reasons.withColumn(
+        REASONS, F.when(duplicate.isNotNull(), F.array_append(F.col(REASONS), duplicate))
+        .otherwise(F.col(REASONS)))
+
+
+def accepted_rows(annotated: DataFrame) -> DataFrame:
+    return annotated.where(F.size(REASONS) == 0).drop(REASONS)
+
+
+def quarantined_rows(annotated: DataFrame, cfg: Config, run_id: str) -> DataFrame:
+    """Rejected rows in the ``quarantine`` table's shape: key, reason, whole row as JSON."""
+    s = cfg.schema
+    content = [c for c in annotated.columns if c != REASONS]
+    return annotated.where(F.size(REASONS) > 0).select(
+        F.col(s.id).cast("string").alias("impression_id"),
+        F.col(s.date).cast("date").alias("event_date"),
+        F.array_join(F.col(REASONS), "; ").alias("reason"),
+        F.to_json(F.struct(*[F.col(c) for c in content])).alias("raw_row"),
+        F.lit(run_id).alias("run_id"),
+        F.current_timestamp().alias("quarantined_at"),
+    )
+
+
+# ----------------------------------------------------------------------------- GX suites
+@dataclass
+class ExpectationOutcome:
+    table: str
+    expectation: str
+    column: str | None
+    success: bool
+    observed: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SuiteResult:
+    table: str
+    outcomes: list[ExpectationOutcome]
+
+    @property
+    def success(self) -> bool:
+        return all(o.success for o in self.outcomes)
+
+    def summary(self) -> str:
+        failed = [o for o in self.outcomes if not o.success]
+        head = f"{self.table}: {len(self.outcomes) - len(failed)}/{len(self.outcomes)} expectations passed"
+        lines = [head] + [f"  FAILED {o.expectation}" + (f" [{o.column}]" if o.column else "")
+                          + f": {o.observed}" for o in failed]
+        return "\n".join(lines)
+
+
+def raw_expectations(cfg: Config, start: dt.date, end: dt.date) -> list:
+    """Raw-log suite: row-level rules hold for all but ``raw_max_bad_fraction`` of rows."""
+    import great_expectations as gx
+
+    s, q = cfg.schema, cfg.quality
+    mostly = 1.0 - q.raw_max_bad_fraction
+    days = (end - start).days + 1
+    suite = [
+        gx.expectations.ExpectTableRowCountToBeBetween(min_value=q.min_rows_per_day * days),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=s.id, mostly=mostly),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=s.timestamp, mostly=mostly),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=s.slot, mostly=mostly),
+        gx.expectations.ExpectColumnValuesToBeInSet(column=s.slot, value_set=list(cfg.taxonomy.slot_names),
+                                                    mostly=mostly),
+        gx.expectations.ExpectColumnValuesToBeInSet(column=s.label, value_set=[0, 1], mostly=mostly),
+        gx.expectations.ExpectColumnProportionOfUniqueValuesToBeBetween(column=s.id, min_value=mostly),
+    ]
+    suite += [gx.expectations.ExpectColumnValuesToBeBetween(
+        column=c, min_value=-q.dense_abs_max, max_value=q.dense_abs_max, mostly=mostly) for c in s.dense]
+    return suite
+
+
+def feature_expectations(cfg: Config) -> list:
+    """Feature-table suite: strict; the feature job must have removed every bad row."""
+    import great_expectations as gx
+
+    q, tax = cfg.quality, cfg.taxonomy
+    modality_pairs = [(slot, m) for slot, m in tax.modality_of().items()]
+    dense_cols = [f"dense_{c}" for c in cfg.schema.dense]
+    suite = [
+        gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="impression_id"),
+        gx.expectations.ExpectColumnValuesToBeUnique(column="impression_id"),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="event_date"),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "validation", "test"]),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="slot", value_set=list(tax.slot_names)),
+        gx.expectations.ExpectColumnPairValuesToBeInSet(column_A="slot", column_B="modality",
+                                                        value_pairs_set=modality_pairs,
+                                                        ignore_row_if="neither"),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="sample_weight", min_value=1.0),
+        gx.expectations.UnexpectedRowsExpectation(
+            description="train, validation and test dates are disjoint and ordered in time",
+            unexpected_rows_query=(
+                "SELECT event_date FROM {batch} GROUP BY event_date HAVING COUNT(DISTINCT split) > 1 "
+                "UNION ALL SELECT NULL FROM (SELECT "
+                "MAX(CASE WHEN split = 'train' THEN event_date END) AS tr_max, "
+                "MIN(CASE WHEN split = 'validation' THEN event_date END) AS va_min, "
+                "MAX(CASE WHEN split = 'validation' THEN event_date END) AS va_max, "
+                "MIN(CASE WHEN split = 'test' THEN event_date END) AS te_min FROM {batch}) "
+                "WHERE tr_max >= va_min OR va_max >= te_min OR tr_max >= te_min")),
+        gx.expectations.UnexpectedRowsExpectation(
+            description=(f"per-slot positive rate (before down-sampling correction, validation+test) "
+                         f"within [{q.positive_rate_min}, {q.positive_rate_max}]"),
+            unexpected_rows_query=(
+                "SELECT slot, AVG(label) AS positive_rate FROM {batch} WHERE split != 'train' "
+                f"GROUP BY slot HAVING AVG(label) < {q.positive_rate_min} "
+                f"OR AVG(label) > {q.positive_rate_max}")),
+    ]
+    suite += [gx.expectations.ExpectColumnValuesToBeBetween(
+        column=c, min_value=-q.dense_abs_max, max_value=q.dense_abs_max) for c in dense_cols]
+    suite += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in dense_cols]
+    return suite
+
+
+def run_suite(df: DataFrame, table: str, expectations: list) -> SuiteResult:
+    """Validate ``df`` against ``expectations`` with an ephemeral GX context (Spark engine)."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    safe = table.replace(".", "_")
+    asset = context.data_sources.add_spark(name=f"{safe}_source").add_dataframe_asset(name=safe)
+    batch_definition = asset.add_batch_definition_whole_dataframe(f"{safe}_batch")
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{safe}_suite", expectations=expectations))
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
+    result = batch.validate(suite, result_format="SUMMARY")
+    outcomes = []
+    for r in result.results:
+        cfg = r.expectation_config
+        kwargs = dict(cfg.kwargs)
+        observed = _describe(r.result, r.exception_info)
+        outcomes.append(ExpectationOutcome(
+            table=table, expectation=cfg.type if not cfg.description else f"{cfg.type}: {cfg.description}",
+            column=kwargs.get("column") or (f"{kwargs['column_A']},{kwargs['column_B']}"
+                                            if "column_A" in kwargs else None),
+            success=bool(r.success), observed=observed,
+            details={k: v for k, v in kwargs.items() if k not in ("batch_id",)}))
+    return SuiteResult(table, outcomes)
+
+
+def _describe(result: dict, exception_info: Any) -> str:
+    if exception_info and isinstance(exception_info, dict) and exception_info.get("raised_exception"):
+        return f"error: {exception_info.get('exception_message')}"
+    result = result or {}
+    if "unexpected_count" in result:
+        text = f"{result['unexpected_count']} unexpected of {result.get('element_count')}"
+        sample = result.get("partial_unexpected_list")
+        if sample:
+            text += f", e.g. {json.dumps(sample[:3], default=str)}"
+        return text
+    if "observed_value" in result:
+        return f"observed {json.dumps(result['observed_value'], default=str)[:200]}"
+    return json.dumps(result, default=str)[:200]

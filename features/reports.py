@@ -1,0 +1,29 @@
+"""SQL the platform's users run against its tables (printed by jobs, shown in the README)."""
+from __future__ import annotations
+
+from features import tables
+from features.config import Config
+
+
+def latest_run_sql(cfg: Config, job: str) -> str:
+    return (f"(SELECT run_id FROM {cfg.table(tables.RUNS)} WHERE job = '{job}' "
+            f"AND status = 'succeeded' ORDER BY finished_at DESC LIMIT 1)")
+
+
+def slot_summary_sql(cfg: Config, build_run_id: str | None = None) -> str:
+    """Per slot: rows, positives, CTR as stored, CTR re-weighted for down-sampling, rates."""
+    run = f"'{build_run_id}'" if build_run_id else latest_run_sql(cfg, "build_features")
+    return f"""WITH f AS (
+  SELECT * FROM {cfg.table(tables.FEATURES)} WHERE build_run_id = {run}
+), r AS (
+  SELECT slot, MAX(CASE WHEN label = 0 THEN rate END) AS negative_rate,
+         MAX(CASE WHEN label = 1 THEN rate END) AS positive_rate
+  FROM {cfg.table(tables.SAMPLING_RATES)} WHERE run_id = {run} GROUP BY slot
+)
+SELECT f.slot, FIRST(f.modality) AS modality, COUNT(*) AS rows, SUM(f.label) AS positives,
+       ROUND(AVG(f.label), 5) AS ctr_stored,
+       ROUND(SUM(f.label * f.sample_weight) / SUM(f.sample_weight), 5) AS ctr_reweighted,
+       r.negative_rate, r.positive_rate
+FROM f JOIN r ON f.slot = r.slot
+GROUP BY f.slot, r.negative_rate, r.positive_rate
+ORDER BY rows DESC"""

@@ -1,0 +1,154 @@
+"""Delta table names and I/O: the only module (with the jobs) that reads or writes tables.
+
+Writes are idempotent: a date range is replaced with ``replaceWhere``; run-keyed tables
+replace the rows of their run id. Every write returns the Delta version it produced so the
+``runs`` table can record exactly what a job read and wrote.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from features.config import PROJECT_ROOT, Config
+
+IMPRESSIONS = "impressions"
+QUARANTINE = "quarantine"
+FEATURES = "features"
+SAMPLING_RATES = "sampling_rates"
+VOCABULARIES = "vocabularies"
+FEATURE_STATS = "feature_stats"
+DQ_RESULTS = "dq_results"
+RUNS = "runs"
+
+
+def table_exists(spark: SparkSession, name: str) -> bool:
+    return spark.catalog.tableExists(name)
+
+
+def latest_version(spark: SparkSession, name: str) -> int:
+    from delta.tables import DeltaTable
+    return int(DeltaTable.forName(spark, name).history(1).select("version").first()[0])
+
+
+def read_table(spark: SparkSession, name: str, version: int | None = None) -> DataFrame:
+    if not table_exists(spark, name):
+        raise TableNotFound(f"table {name} does not exist; run the job that writes it first")
+    if version is None:
+        return spark.table(name)
+    return spark.sql(f"SELECT * FROM {name} VERSION AS OF {int(version)}")
+
+
+class TableNotFound(RuntimeError):
+    pass
+
+
+def read_date_range(spark: SparkSession, name: str, date_column: str, start: dt.date,
+                    end: dt.date, version: int | None = None) -> DataFrame:
+    return read_table(spark, name, version).where(
+        (F.col(date_column) >= F.lit(start)) & (F.col(date_column) <= F.lit(end)))
+
+
+def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.date, end: dt.date,
+                       partition_by: Iterable[str] | None = None) -> int:
+    """Write ``df`` as the complete content of [start, end] in table ``name``; returns the version.
+
+    Rows of ``df`` outside the range make Delta refuse the write (replaceWhere is checked),
+    so a bug cannot silently spill into other dates.
+    """
+    spark = df.sparkSession
+    writer = df.write.format("delta").mode("overwrite")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    if table_exists(spark, name):
+        writer = writer.option("replaceWhere",
+                               f"{date_column} >= '{start.isoformat()}' AND {date_column} <= '{end.isoformat()}'")
+    writer.saveAsTable(name)
+    return latest_version(spark, name)
+
+
+def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
+    """Replace the rows of one run id (re-running a run id rewrites only its own rows)."""
+    spark = df.sparkSession
+    writer = df.write.format("delta")
+    if table_exists(spark, name):
+        writer = writer.mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'")
+    else:
+        writer = writer.mode("overwrite")
+    writer.saveAsTable(name)
+    return latest_version(spark, name)
+
+
+def overwrite_table(df: DataFrame, name: str) -> int:
+    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(name)
+    return latest_version(df.sparkSession, name)
+
+
+# ----------------------------------------------------------------------------- runs
+def new_run_id(job: str) -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{job}-{now}-{uuid.uuid4().hex[:6]}"
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if sha:
+            return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return "camoe-" + version("camoe")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+RUNS_SCHEMA = T.StructType([
+    T.StructField("run_id", T.StringType(), False),
+    T.StructField("job", T.StringType(), False),
+    T.StructField("started_at", T.TimestampType(), False),
+    T.StructField("finished_at", T.TimestampType(), False),
+    T.StructField("status", T.StringType(), False),
+    T.StructField("code_version", T.StringType(), False),
+    T.StructField("config", T.StringType(), False),
+    T.StructField("params", T.StringType(), False),
+    T.StructField("inputs", T.StringType(), False),
+    T.StructField("outputs", T.StringType(), False),
+    T.StructField("metrics", T.StringType(), False),
+])
+
+
+@dataclass
+class RunRecord:
+    """What one job run did; appended to the ``runs`` table when the run ends."""
+    run_id: str
+    job: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)    # table -> Delta version read
+    outputs: dict[str, Any] = field(default_factory=dict)   # table -> Delta version written
+    metrics: dict[str, Any] = field(default_factory=dict)
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+
+def record_run(spark: SparkSession, cfg: Config, run: RunRecord, status: str = "succeeded") -> int:
+    finished = dt.datetime.now(dt.timezone.utc)
+    row = (run.run_id, run.job, run.started_at.replace(tzinfo=None), finished.replace(tzinfo=None),
+           status, code_version(), json.dumps(cfg.raw, default=str, sort_keys=True),
+           _json(run.params), _json(run.inputs), _json(run.outputs), _json(run.metrics))
+    df = spark.createDataFrame([row], RUNS_SCHEMA)
+    return replace_run_rows(df, cfg.table(RUNS), run.run_id)
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, default=str, sort_keys=True)

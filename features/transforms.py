@@ -1,0 +1,161 @@
+"""Feature transforms: time splits, point-in-time history, vocabularies, dense scaling.
+
+Pure functions of DataFrames. Anything fitted (vocabularies, dense statistics) is fitted on
+the train window only and applied to every split, so validation and test never leak into it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Mapping
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from features.config import Config, SplitSettings
+
+SPLITS = ("train", "validation", "test")
+OOV_INDEX = 0
+# Point-in-time aggregates: (entity role, per modality?) -> dense feature stems.
+HISTORY_FEATURES = ("user_modality_impressions", "user_modality_clicks", "user_modality_ctr",
+                    "ad_impressions", "ad_clicks", "ad_ctr")
+_CTR_PRIOR_IMPRESSIONS = 20.0   # smoothing: ctr = (clicks + prior_ctr * k) / (impressions + k)
+_CTR_PRIOR = 0.01
+
+
+def history_feature_names(cfg: Config) -> tuple[str, ...]:
+    return tuple(f"hist_{stem}_{cfg.features.history_days}d" for stem in HISTORY_FEATURES)
+
+
+def dense_feature_names(cfg: Config) -> tuple[str, ...]:
+    """Every dense input of the model, in column order (raw dense first, then history)."""
+    return cfg.schema.dense + history_feature_names(cfg)
+
+
+def log1p_feature_names(cfg: Config) -> tuple[str, ...]:
+    counts = tuple(name for stem, name in zip(HISTORY_FEATURES, history_feature_names(cfg))
+                   if not stem.endswith("_ctr"))
+    return cfg.features.log1p_dense + counts
+
+
+# ----------------------------------------------------------------------------- splits
+def assign_splits(start: dt.date, end: dt.date, splits: SplitSettings) -> dict[dt.date, str]:
+    """Train days, then validation days, then test days: a split never mixes time."""
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    held_out = splits.validation_days + splits.test_days
+    if len(days) <= held_out:
+        raise ValueError(
+            f"date range {start}..{end} has {len(days)} day(s); it needs more than "
+            f"splits.validation_days + splits.test_days = {held_out} to leave a train day")
+    n_train = len(days) - held_out
+    labels = ["train"] * n_train + ["validation"] * splits.validation_days + ["test"] * splits.test_days
+    return dict(zip(days, labels))
+
+
+def split_column(date_col: Column, day_split: Mapping[dt.date, str]) -> Column:
+    expr = None
+    for day, split in day_split.items():
+        cond = date_col == F.lit(day)
+        expr = F.when(cond, F.lit(split)) if expr is None else expr.when(cond, F.lit(split))
+    return expr
+
+
+def train_window(day_split: Mapping[dt.date, str]) -> tuple[dt.date, dt.date]:
+    train_days = [d for d, s in day_split.items() if s == "train"]
+    return min(train_days), max(train_days)
+
+
+# ----------------------------------------------------------------------------- taxonomy
+def with_modality(df: DataFrame, cfg: Config, slot_col: str) -> DataFrame:
+    mapping = cfg.taxonomy.modality_of()
+    expr = None
+    for slot, modality in mapping.items():
+        cond = F.col(slot_col) == slot
+        expr = F.when(cond, F.lit(modality)) if expr is None else expr.when(cond, F.lit(modality))
+    return df.withColumn("modality", expr)
+
+
+# ----------------------------------------------------------------------------- history
+def with_history(df: DataFrame, cfg: Config) -> DataFrame:
+    """Past-window impressions, clicks and smoothed CTR per (user, modality) and per ad.
+
+    The window covers [t - history_days, t - 1 second]: strictly before the event, so an
+    impression never sees its own label or anything later. ``df`` must include the
+    ``history_days`` before the first day to be featurised, or early days see short history.
+    """
+    s, days = cfg.schema, cfg.features.history_days
+    seconds = F.col(s.timestamp).cast("long")
+    label = F.col(s.label).cast("double")
+    before = (-days * 86400, -1)
+    user_w = Window.partitionBy(s.user, "modality").orderBy(seconds).rangeBetween(*before)
+    ad_w = Window.partitionBy(s.ad).orderBy(seconds).rangeBetween(*before)
+    n = dict(zip(HISTORY_FEATURES, history_feature_names(cfg)))
+    return (df
+            .withColumn(n["user_modality_impressions"], F.count(F.lit(1)).over(user_w).cast("double"))
+            .withColumn(n["user_modality_clicks"], F.coalesce(F.sum(label).over(user_w), F.lit(0.0)))
+            .withColumn(n["ad_impressions"], F.count(F.lit(1)).over(ad_w).cast("double"))
+            .withColumn(n["ad_clicks"], F.coalesce(F.sum(label).over(ad_w), F.lit(0.0)))
+            .withColumn(n["user_modality_ctr"], _smoothed_ctr(n["user_modality_clicks"], n["user_modality_impressions"]))
+            .withColumn(n["ad_ctr"], _smoothed_ctr(n["ad_clicks"], n["ad_impressions"])))
+
+
+def _smoothed_ctr(clicks: str, impressions: str) -> Column:
+    k = _CTR_PRIOR_IMPRESSIONS
+    return (F.col(clicks) + _CTR_PRIOR * k) / (F.col(impressions) + k)
+
+
+# ----------------------------------------------------------------------------- vocabularies
+def build_vocabularies(train: DataFrame, columns: tuple[str, ...], min_count: int) -> DataFrame:
+    """(feature, value, index, count): values seen >= min_count times in ``train``.
+
+    Indices start at 1 in descending count order (ties by value), 0 is out-of-vocabulary.
+    """
+    pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("feature"), F.col(c).cast("string").alias("value"))
+                                for c in columns]))
+    counts = (train.select(pairs.alias("p")).select("p.feature", "p.value")
+              .where(F.col("value").isNotNull())
+              .groupBy("feature", "value").agg(F.count(F.lit(1)).alias("count"))
+              .where(F.col("count") >= min_count))
+    order = Window.partitionBy("feature").orderBy(F.col("count").desc(), F.col("value"))
+    return counts.withColumn("index", F.row_number().over(order).cast("int")) \
+        .select("feature", "value", "index", "count")
+
+
+def encode_categoricals(df: DataFrame, vocabularies: DataFrame, columns: tuple[str, ...]) -> DataFrame:
+    """Add ``cat_<column>`` int ids from ``vocabularies``; unseen or null values get 0."""
+    out = df
+    for c in columns:
+        vocab = vocabularies.where(F.col("feature") == c).select(
+            F.col("value").alias(f"_v_{c}"), F.col("index").alias(f"cat_{c}"))
+        out = (out.join(vocab, F.col(c).cast("string") == F.col(f"_v_{c}"), "left")
+               .drop(f"_v_{c}")
+               .withColumn(f"cat_{c}", F.coalesce(F.col(f"cat_{c}"), F.lit(OOV_INDEX))))
+    return out
+
+
+# ----------------------------------------------------------------------------- dense
+def _pre_scale(column: str, log1p: tuple[str, ...]) -> Column:
+    v = F.col(column).cast("double")
+    return F.log1p(F.greatest(v, F.lit(0.0))) if column in log1p else v
+
+
+def dense_statistics(train: DataFrame, columns: tuple[str, ...], log1p: tuple[str, ...]) -> DataFrame:
+    """(feature, transform, mean, std) on the train window, after the log1p transform."""
+    aggs = []
+    for c in columns:
+        v = _pre_scale(c, log1p)
+        aggs += [F.avg(v).alias(f"{c}__mean"), F.stddev_pop(v).alias(f"{c}__std")]
+    row = train.agg(*aggs).first()
+    spark = train.sparkSession
+    rows = [(c, "log1p" if c in log1p else "identity", float(row[f"{c}__mean"] or 0.0),
+             float(row[f"{c}__std"] or 0.0)) for c in columns]
+    return spark.createDataFrame(rows, "feature string, transform string, mean double, std double")
+
+
+def scale_dense(df: DataFrame, stats: DataFrame, log1p: tuple[str, ...]) -> DataFrame:
+    """Add ``dense_<column>`` = (transform(x) - mean) / std as float."""
+    out = df
+    for r in stats.collect():
+        std = r["std"] if r["std"] and r["std"] > 1e-9 else 1.0
+        scaled = (_pre_scale(r["feature"], log1p) - F.lit(r["mean"])) / F.lit(std)
+        out = out.withColumn(f"dense_{r['feature']}", scaled.cast("float"))
+    return out

@@ -1,0 +1,91 @@
+"""What every job shares: flags, config, the SparkSession, logging, run recording, exit codes.
+
+A job defines ``add_arguments(parser)`` and ``run(spark, cfg, args, record) -> int`` and calls
+``main(...)``; failures become one readable line on stderr and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+from typing import Callable
+
+from features.config import ConfigError, load_config
+
+log = logging.getLogger("camoe")
+
+
+def iso_date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def date_range_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start-date", type=iso_date,
+                        help="first event_date (default: generator.start_date)")
+    parser.add_argument("--end-date", type=iso_date,
+                        help="last event_date, inclusive (default: start + generator.days - 1)")
+
+
+def resolve_date_range(args: argparse.Namespace, cfg) -> tuple[dt.date, dt.date]:
+    start = args.start_date or cfg.generator.start_date
+    end = args.end_date or (start + dt.timedelta(days=cfg.generator.days - 1))
+    if end < start:
+        raise ValueError(f"--end-date {end} is before --start-date {start}")
+    return start, end
+
+
+def main(job: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+         run: Callable, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"{job}.py", description=description)
+    parser.add_argument("--conf-dir", help="config folder (default: the project's conf/)")
+    parser.add_argument("--conf", action="append", default=[], metavar="FILE",
+                        help="extra YAML file; each section it names replaces the default one")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set spark.shuffle_partitions=64")
+    parser.add_argument("--run-id", help="run id to record (default: generated; Airflow passes its own)")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = time.time()
+    try:
+        cfg = load_config(args.conf_dir, extra_files=args.conf, overrides=args.set)
+    except ConfigError as exc:
+        print(f"{job}: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    from features.session import build_spark
+    from features.tables import RunRecord, new_run_id, record_run
+
+    record = RunRecord(run_id=args.run_id or new_run_id(job), job=job,
+                       params={k: v for k, v in vars(args).items() if k not in ("conf_dir",)})
+    try:
+        spark = build_spark(cfg, app_name=f"camoe-{job}")
+    except Exception as exc:  # noqa: BLE001 - report any start-up failure readably
+        print(f"{job}: could not start Spark: {exc}", file=sys.stderr)
+        return 1
+    log.info("%s: run %s started", job, record.run_id)
+    try:
+        code = run(spark, cfg, args, record)
+    except Exception as exc:  # noqa: BLE001 - one readable line, the trace in the log
+        log.debug("failure", exc_info=True)
+        record.metrics["error"] = f"{type(exc).__name__}: {exc}"
+        _try_record(spark, cfg, record, "failed")
+        print(f"{job}: FAILED ({type(exc).__name__}): {exc}", file=sys.stderr)
+        return 1
+    record.metrics["wall_seconds"] = round(time.time() - started, 2)
+    record_run(spark, cfg, record, "succeeded" if code == 0 else "failed")
+    log.info("%s: run %s finished in %.1fs", job, record.run_id, time.time() - started)
+    return code
+
+
+def _try_record(spark, cfg, record, status: str) -> None:
+    from features.tables import record_run
+    try:
+        record_run(spark, cfg, record, status)
+    except Exception:  # noqa: BLE001 - recording must not hide the original error
+        log.warning("could not record the failed run", exc_info=True)

@@ -1,0 +1,26 @@
+"""Print the per-slot summary of the feature table, read back through Spark SQL.
+
+    spark-submit jobs/summarize.py
+"""
+from __future__ import annotations
+
+import sys
+
+from jobs._cli import main
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--build-run-id", help="feature build to summarise (default: the latest)")
+
+
+def run(spark, cfg, args, record) -> int:
+    from features.reports import slot_summary_sql
+
+    sql = slot_summary_sql(cfg, args.build_run_id)
+    print(sql)
+    spark.sql(sql).show(50, truncate=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("summarize", __doc__, add_arguments, run))

@@ -1,0 +1,36 @@
+"""Run the Great Expectations suites on the raw and feature tables; gate the pipeline.
+
+Writes one ``dq_results`` row per expectation and exits non-zero (3) with a readable
+summary when any table-level expectation fails, so schedulers stop downstream tasks.
+
+    spark-submit jobs/validate.py --start-date 2026-01-01 --end-date 2026-01-10
+"""
+from __future__ import annotations
+
+import sys
+
+from jobs._cli import date_range_arguments, log, main, resolve_date_range
+
+GATE_FAILED = 3
+
+
+def run(spark, cfg, args, record) -> int:
+    from features.pipeline import validate_tables
+
+    start, end = resolve_date_range(args, cfg)
+    results, versions = validate_tables(spark, cfg, start, end, record.run_id)
+    record.inputs.update(versions)
+    record.metrics["suites"] = {r.table: r.success for r in results}
+    for r in results:
+        log.info("%s", r.summary())
+    failed = [r for r in results if not r.success]
+    if failed:
+        print("QUALITY GATE FAILED\n" + "\n".join(r.summary() for r in failed), file=sys.stderr)
+        return GATE_FAILED
+    print(f"quality gate passed: {sum(len(r.outcomes) for r in results)} expectations on "
+          f"{', '.join(r.table for r in results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("validate", __doc__, date_range_arguments, run))
