@@ -54,12 +54,13 @@ def check_raw_schema(df: DataFrame, schema: RawLogSchema, table: str) -> None:
 
 def check_days_present(day_counts: dict[dt.date, int], start: dt.date, end: dt.date,
                        table: str, min_rows: int) -> None:
+    """Fail on days below ``min_rows`` (quality.min_rows_per_day; 0 allows empty days)."""
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     short = [f"{d.isoformat()} ({day_counts.get(d, 0)} rows)" for d in days
-             if day_counts.get(d, 0) < max(min_rows, 1)]
+             if day_counts.get(d, 0) < min_rows]
     if short:
         raise EmptyInputError(
-            f"{table}: day(s) with fewer than {max(min_rows, 1)} rows in the requested range "
+            f"{table}: day(s) with fewer than {min_rows} rows in the requested range "
             f"{start}..{end}: {', '.join(short)}")
 
 

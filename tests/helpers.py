@@ -1,0 +1,20 @@
+"""Helpers for tests that need raw logs in a table."""
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame, SparkSession
+
+from features import tables
+from features.config import Config
+from features.synthetic import generate_impressions
+
+
+def write_raw(df: DataFrame, cfg: Config, start: dt.date, end: dt.date) -> int:
+    return tables.replace_date_range(df, cfg.table(tables.IMPRESSIONS), cfg.schema.date, start, end,
+                                     [cfg.schema.date])
+
+
+def generated(spark: SparkSession, cfg: Config, start: dt.date, days: int, rows_per_day: int) -> DataFrame:
+    return generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=start, days=days,
+                                rows_per_day=rows_per_day)

@@ -1,0 +1,65 @@
+"""conf/ loading: defaults are valid; bad files and values fail naming the key and file."""
+from __future__ import annotations
+
+import pytest
+
+from features.config import ConfigError, load_config
+
+
+def test_default_config_loads_with_the_papers_taxonomy():
+    cfg = load_config()
+    tax = cfg.taxonomy
+    assert len(tax.slot_names) == 7
+    assert tax.grouping().name == "audio_video"
+    assert tax.grouping("per_slot").num_tasks == 7
+    assert tax.grouping("single").num_tasks == 1
+    av = tax.grouping("audio_video")
+    assert av.task_index("stream_audio") == 0 and av.task_index("podcast_video") == 1
+    assert tax.grouping("music_podcast").task_of_slot["podcast_leavebehind"] == "podcast"
+    assert cfg.sampling.rate("stream_audio", 1) == 1.0
+    assert cfg.sampling.rate("stream_audio", 0) == 0.1
+    assert cfg.sampling.rate("podcast_video", 0) == 1.0
+
+
+def test_unknown_key_is_named_with_its_file():
+    with pytest.raises(ConfigError, match=r"data\.yaml.*'generator\.rows_per_dya'"):
+        load_config(overrides=["generator.rows_per_dya=5"])
+
+
+def test_bad_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"'generator\.rows_per_day' must be a positive integer, got -3"):
+        load_config(overrides=["generator.rows_per_day=-3"])
+    with pytest.raises(ConfigError, match=r"'sampling\.slots\.stream_audio\.negative' must be in \(0, 1\]"):
+        load_config(overrides=["sampling.slots.stream_audio.negative=0"])
+    with pytest.raises(ConfigError, match=r"'sampling\.slots\.stream_podcast' is not a slot"):
+        load_config(overrides=["sampling.slots.stream_podcast={negative: 0.5}"])
+
+
+def test_slot_shares_must_sum_to_one():
+    with pytest.raises(ConfigError, match=r"share' must sum to 1"):
+        load_config(overrides=["generator.slots.stream_audio.share=0.5"])
+
+
+def test_malformed_yaml_file_is_named(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("generator: {days: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        load_config(extra_files=[bad])
+
+
+def test_unknown_section_and_bad_grouping(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("trainng: {epochs: 3}\n")
+    with pytest.raises(ConfigError, match=r"unknown config section.*'trainng' in .*extra\.yaml"):
+        load_config(extra_files=[extra])
+    with pytest.raises(ConfigError, match=r"groupings\.audio_video\.tasks' must list exactly"):
+        load_config(overrides=["groupings.audio_video.tasks=[audio]"])
+    with pytest.raises(ConfigError, match=r"'default_grouping' must be one of"):
+        load_config(overrides=["default_grouping=by_mood"])
+
+
+def test_schema_roles_cannot_double_as_features():
+    with pytest.raises(ConfigError, match=r"'schema\.label'.*cannot also be"):
+        load_config(overrides=["schema.dense=[clicked]"])
+    with pytest.raises(ConfigError, match=r"'features\.log1p_dense' names 'bitrate'"):
+        load_config(overrides=["features.log1p_dense=[bitrate]"])

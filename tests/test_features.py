@@ -1,0 +1,155 @@
+"""The feature build on real Spark + Delta: splits, vocabularies, history, sampling, reruns."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+from pyspark.sql import Row
+from pyspark.sql import functions as F
+
+from features import tables
+from features.pipeline import build_features
+from tests.helpers import generated, write_raw
+
+START = dt.date(2026, 1, 1)
+END = dt.date(2026, 1, 6)
+
+
+@pytest.fixture(scope="module")
+def built(spark, make_config):
+    cfg = make_config(database="features_suite")
+    spark.sql(f"DROP DATABASE IF EXISTS {cfg.database} CASCADE")
+    spark.sql(f"CREATE DATABASE {cfg.database}")
+    write_raw(generated(spark, cfg, START, 6, 12_000), cfg, START, END)
+    result = build_features(spark, cfg, START, END, "build-1")
+    return cfg, result
+
+
+def test_every_accepted_row_lands_once_and_splits_follow_time(spark, built):
+    cfg, result = built
+    assert result.input_rows == 72_000
+    assert result.accepted_rows + result.quarantined_rows == result.input_rows
+    feats = spark.table(cfg.table(tables.FEATURES))
+    assert feats.count() == feats.select("impression_id").distinct().count() == result.feature_rows
+    by_date = {r.event_date: r.splits for r in feats.groupBy("event_date").agg(
+        F.collect_set("split").alias("splits")).collect()}
+    assert {d: s for d, s in by_date.items()} == {
+        START + dt.timedelta(days=i): ["train"] for i in range(4)} | {
+        dt.date(2026, 1, 5): ["validation"], dt.date(2026, 1, 6): ["test"]}
+    # validation and test are never down-sampled
+    raw = spark.table(cfg.table(tables.IMPRESSIONS))
+    for day in (dt.date(2026, 1, 5), dt.date(2026, 1, 6)):
+        assert feats.where(F.col("event_date") == day).count() == raw.where(F.col("event_date") == day).count()
+    assert feats.where("split != 'train'").agg(F.max("sample_weight")).first()[0] == 1.0
+
+
+def test_downsampling_keeps_each_stratum_at_its_rate_and_every_positive(spark, built):
+    cfg, _ = built
+    report = {(r.slot, r.label): r for r in spark.table(cfg.table(tables.SAMPLING_RATES))
+              .where("run_id = 'build-1'").collect()}
+    assert len(report) == 14
+    for (slot, label), r in report.items():
+        assert r.rate == cfg.sampling.rate(slot, label)
+        if r.rate == 1.0:
+            assert r.rows_after == r.rows_before, (slot, label)
+        else:
+            # binomial: kept fraction within 4 standard deviations of the rate
+            sd = math.sqrt(r.rate * (1 - r.rate) / r.rows_before)
+            assert abs(r.rows_after / r.rows_before - r.rate) < 4 * sd + 1e-9, (slot, label)
+    positives_before = sum(r.rows_before for (s, lab), r in report.items() if lab == 1)
+    positives_after = sum(r.rows_after for (s, lab), r in report.items() if lab == 1)
+    assert positives_before == positives_after > 0
+    weights = spark.table(cfg.table(tables.FEATURES)).where(
+        "split = 'train' AND slot = 'stream_audio' AND label = 0").agg(F.min("sample_weight"),
+                                                                      F.max("sample_weight")).first()
+    assert tuple(weights) == pytest.approx((10.0, 10.0))
+
+
+def test_vocabularies_come_from_the_train_window_only(spark, built):
+    cfg, _ = built
+    feats = spark.table(cfg.table(tables.FEATURES))
+    raw = spark.table(cfg.table(tables.IMPRESSIONS))
+    train_users = raw.where(F.col("event_date") <= dt.date(2026, 1, 4)).select("user_id").distinct()
+    test_only = (raw.where(F.col("event_date") == END).join(train_users, "user_id", "left_anti")
+                 .select("impression_id"))
+    assert test_only.count() > 0
+    ids = feats.join(test_only, "impression_id").select("cat_user_id").distinct().collect()
+    assert [r.cat_user_id for r in ids] == [0]
+    vocab = spark.table(cfg.table(tables.VOCABULARIES)).where("run_id = 'build-1'")
+    assert vocab.agg(F.min("count")).first()[0] >= cfg.features.min_count
+    assert vocab.agg(F.min("index")).first()[0] == 1
+    assert vocab.where("feature = 'slot'").count() == 0  # roles are not categorical features
+    # the most frequent train value of each feature gets index 1
+    top = vocab.where("feature = 'focus_state' AND index = 1").first().value
+    assert top == "out_of_focus"
+
+
+def test_dense_features_are_finite_and_standardised_on_train(spark, built):
+    cfg, _ = built
+    feats = spark.table(cfg.table(tables.FEATURES)).where("split = 'train'")
+    dense = [c for c in feats.columns if c.startswith("dense_")]
+    assert "dense_hist_user_modality_clicks_7d" in dense and "dense_ad_duration_s" in dense
+    # standardised on the train rows before down-sampling: weighted moments are ~(0, 1)
+    for c in dense:
+        m = feats.agg((F.sum(F.col(c) * F.col("sample_weight")) / F.sum("sample_weight")).alias("m")).first().m
+        assert abs(m) < 0.05, c
+        assert feats.where(F.isnan(c) | F.col(c).isNull()).count() == 0
+
+
+def test_rerunning_the_same_dates_replaces_them(spark, built, make_config):
+    cfg, first = built
+    before = spark.table(cfg.table(tables.FEATURES)).count()
+    again = build_features(spark, cfg, START, END, "build-2")
+    feats = spark.table(cfg.table(tables.FEATURES))
+    assert feats.count() == before
+    assert [r.build_run_id for r in feats.select("build_run_id").distinct().collect()] == ["build-2"]
+    assert again.versions_written[tables.FEATURES] > first.versions_written[tables.FEATURES]
+    # the same rows are kept: down-sampling is a pure function of the id and seed
+    v_first = first.versions_written[tables.FEATURES]
+    old = tables.read_table(spark, cfg.table(tables.FEATURES), v_first).select("impression_id")
+    assert old.exceptAll(feats.select("impression_id")).count() == 0
+
+
+def test_history_counts_only_strictly_earlier_events(spark, fresh_db):
+    cfg = fresh_db("features.min_count=1", "quality.min_rows_per_day=0", "sampling.slots={}")
+    template = generated(spark, cfg, dt.date(2026, 2, 1), 1, 1).first().asDict()
+    t0 = dt.datetime(2026, 2, 1, 12, 0, 0)
+
+    def event(i, ts, clicked, user="u_hist", slot="stream_audio"):
+        return Row(**{**template, "impression_id": f"h{i}", "event_ts": ts, "event_date": ts.date(),
+                      "user_id": user, "ad_id": "ad_hist", "clicked": clicked, "slot": slot})
+
+    rows = [
+        event(0, t0, 1),
+        event(1, t0 + dt.timedelta(seconds=10), 0),
+        event(2, t0 + dt.timedelta(seconds=10), 1),                 # same second as h1
+        event(3, t0 + dt.timedelta(days=1), 0),
+        event(4, t0 + dt.timedelta(days=1), 0, slot="stream_video"),  # other modality
+        event(5, t0 + dt.timedelta(days=7, seconds=5), 0),           # h0 is > 7 days old
+        event(6, t0 + dt.timedelta(days=9), 0),
+        event(7, t0 + dt.timedelta(days=10), 0),
+    ]
+    df = spark.createDataFrame(rows)
+    write_raw(df, cfg, dt.date(2026, 2, 1), dt.date(2026, 2, 11))
+    build_features(spark, cfg, dt.date(2026, 2, 1), dt.date(2026, 2, 11), "hist")
+    raw_hist = spark.table(cfg.table(tables.FEATURES))
+    # undo the scaling to read the counts back: dense = (log1p(x) - mean) / std
+    stats = {r.feature: r for r in spark.table(cfg.table(tables.FEATURE_STATS)).collect()}
+
+    def count(row, name):
+        st = stats[name]
+        return round(math.expm1(row[f"dense_{name}"] * (st.std if st.std > 1e-9 else 1.0) + st.mean))
+
+    got = {r.impression_id: (count(r, "hist_user_modality_impressions_7d"),
+                             count(r, "hist_user_modality_clicks_7d"),
+                             count(r, "hist_ad_impressions_7d")) for r in raw_hist.collect()}
+    assert got == {
+        "h0": (0, 0, 0),
+        "h1": (1, 1, 1), "h2": (1, 1, 1),   # neither sees the other (same second)
+        "h3": (3, 2, 3),
+        "h4": (0, 0, 3),                    # first video event of the user; h3 is the same second
+        "h5": (3, 1, 4),                    # h0 fell out of the 7-day window, h1..h4 remain
+        "h6": (1, 0, 1),                    # only h5 is within 7 days
+        "h7": (2, 0, 2),
+    }
