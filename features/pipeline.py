@@ -129,7 +129,7 @@ def validate_tables(spark: SparkSession, cfg: Config, start: dt.date, end: dt.da
                 tables.FEATURES: tables.latest_version(spark, feat_name)}
     raw = tables.read_date_range(spark, raw_name, cfg.schema.date, start, end, versions[tables.IMPRESSIONS])
     feats = tables.read_date_range(spark, feat_name, "event_date", start, end, versions[tables.FEATURES])
-    results = [quality.run_suite(raw, raw_name, quality.raw_expectations(cfg, start, end)),
+    results = [quality.run_suite(quality.numeric_label(raw, cfg), raw_name, quality.raw_expectations(cfg, start, end)),
                quality.run_suite(feats, feat_name, quality.feature_expectations(cfg))]
     rows = [(run_id, o.table, o.expectation, o.column, o.success, o.observed,
              json.dumps(o.details, default=str, sort_keys=True), start, end)

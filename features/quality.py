@@ -169,12 +169,19 @@ def raw_expectations(cfg: Config, start: dt.date, end: dt.date) -> list:
         gx.expectations.ExpectColumnValuesToNotBeNull(column=s.slot, mostly=mostly),
         gx.expectations.ExpectColumnValuesToBeInSet(column=s.slot, value_set=list(cfg.taxonomy.slot_names),
                                                     mostly=mostly),
-        gx.expectations.ExpectColumnValuesToBeInSet(column=s.label, value_set=[0, 1], mostly=mostly),
+        # the label is compared as a number (see numeric_label): 0/1 ints, booleans, "0"/"1"
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=s.label, mostly=mostly),
+        gx.expectations.ExpectColumnValuesToBeInSet(column=s.label, value_set=[0.0, 1.0], mostly=mostly),
         gx.expectations.ExpectColumnProportionOfUniqueValuesToBeBetween(column=s.id, min_value=mostly),
     ]
     suite += [gx.expectations.ExpectColumnValuesToBeBetween(
         column=c, min_value=-q.dense_abs_max, max_value=q.dense_abs_max, mostly=mostly) for c in s.dense]
     return suite
+
+
+def numeric_label(raw: DataFrame, cfg: Config) -> DataFrame:
+    """The raw batch as the raw suite sees it: label cast to double (null if not numeric)."""
+    return raw.withColumn(cfg.schema.label, F.col(cfg.schema.label).cast("double"))
 
 
 def feature_expectations(cfg: Config) -> list:
@@ -224,7 +231,10 @@ def run_suite(df: DataFrame, table: str, expectations: list) -> SuiteResult:
     """Validate ``df`` against ``expectations`` with an ephemeral GX context (Spark engine)."""
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     safe = table.replace(".", "_")
     asset = context.data_sources.add_spark(name=f"{safe}_source").add_dataframe_asset(name=safe)
     batch_definition = asset.add_batch_definition_whole_dataframe(f"{safe}_batch")

@@ -61,8 +61,23 @@ def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, st
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    _quiet_metastore_loggers(spark)
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
     return spark
+
+
+# Loggers that print stack traces at WARN for normal Delta-on-Hive-metastore operations
+# (Delta tables are stored in Spark's own format, so Hive "cannot alter" them its way).
+_NOISY_LOGGERS = ("org.apache.spark.sql.hive.HiveExternalCatalog",
+                  "org.apache.hadoop.hive.metastore.ObjectStore",
+                  "org.apache.hadoop.hive.conf.HiveConf")
+
+
+def _quiet_metastore_loggers(spark) -> None:
+    jvm = spark.sparkContext._jvm
+    level = jvm.org.apache.logging.log4j.Level.ERROR
+    for name in _NOISY_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
 
 
 def main(argv: list[str] | None = None) -> int:
