@@ -223,6 +223,45 @@ class QualitySettings:
     dense_abs_max: float
 
 
+MODEL_ARCHITECTURES = ("moe", "wide_deep")
+TRAINING_BACKENDS = ("horovod", "torch_distributor")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """One entry of conf/models.yaml, defaults applied."""
+    name: str
+    architecture: str
+    grouping: str
+    experts: int
+    embedding_dim: int
+    expert_hidden: tuple[int, ...]
+    tower_hidden: tuple[int, ...]
+    cross_layers: int
+    cross_rank: int
+    alm: bool
+    task_weights: tuple[float, ...] | None
+    train_modalities: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    min_lr_ratio: float
+    early_stopping_patience: int
+    seed: int
+    num_proc: int
+    backend: str
+    reader_workers: int
+    shuffle_buffer: int
+    mixed_precision: bool
+    use_sample_weight: bool
+
+
 @dataclass(frozen=True)
 class Config:
     project_root: Path
@@ -236,7 +275,16 @@ class Config:
     sampling: SamplingSettings
     features: FeatureSettings
     quality: QualitySettings
+    models: Mapping[str, ModelSettings]
+    default_model: str
+    training: TrainingSettings
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    def model(self, name: str | None = None) -> ModelSettings:
+        name = name or self.default_model
+        if name not in self.models:
+            raise ConfigError(f"unknown model {name!r}; conf/models.yaml defines: {', '.join(self.models)}")
+        return self.models[name]
 
     def table(self, name: str) -> str:
         """Fully qualified name of a platform table (see features/tables.py)."""
@@ -294,7 +342,8 @@ def _apply_override(merged: dict, sources: dict, item: str) -> None:
 def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_root: Path) -> Config:
     merged = copy.deepcopy(dict(merged))
     allowed = {"database", "storage", "spark", "schema", "slots", "groupings", "default_grouping",
-               "generator", "splits", "sampling", "features", "quality"}
+               "generator", "splits", "sampling", "features", "quality", "models",
+               "model_defaults", "default_model", "training"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
         where = "; ".join(f"'{k}' in {sources.get(k, '?')}" for k in unknown)
@@ -315,8 +364,14 @@ def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_
     sampling = _parse_sampling(Section(merged.get("sampling"), "sampling", src("sampling")), taxonomy)
     features = _parse_features(Section(merged.get("features"), "features", src("features")), schema)
     quality = _parse_quality(Section(merged.get("quality"), "quality", src("quality")))
+    models = _parse_models(merged.get("models"), merged.get("model_defaults"), taxonomy, src("models"))
+    default_model = merged.get("default_model")
+    if default_model not in models:
+        raise ConfigError(f"{src('default_model')}: 'default_model' must be one of {list(models)}, "
+                          f"got {default_model!r}")
+    training = _parse_training(Section(merged.get("training"), "training", src("training")))
     return Config(project_root, database, storage, spark, schema, taxonomy, generator, splits,
-                  sampling, features, quality, raw=merged)
+                  sampling, features, quality, models, default_model, training, raw=merged)
 
 
 def _parse_storage(s: Section, root: Path) -> StorageSettings:
@@ -453,5 +508,66 @@ def _parse_quality(s: Section) -> QualitySettings:
         min_rows_per_day=s.get("min_rows_per_day", int, check=lambda v: v >= 0, expect="a count >= 0"),
         positive_rate_min=lo, positive_rate_max=hi,
         dense_abs_max=s.get("dense_abs_max", float, check=_positive, expect="a positive number"))
+    s.done()
+    return out
+
+
+def _int_list(v: Any) -> tuple[int, ...]:
+    if not isinstance(v, list) or not v or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                   and i > 0 for i in v):
+        raise ValueError
+    return tuple(v)
+
+
+def _parse_models(models: Any, defaults: Any, taxonomy: Taxonomy, source: str) -> dict[str, ModelSettings]:
+    if not isinstance(models, Mapping) or not models:
+        raise ConfigError(f"{source}: 'models' must be a non-empty mapping of name -> settings")
+    defaults = Section(defaults or {}, "model_defaults", source)
+    parsed = {}
+    for name, overrides in models.items():
+        merged = {**defaults.data, **(overrides or {})}
+        s = Section(merged, f"models.{name}", source)
+        pos = dict(kind=int, check=_positive, expect="a positive integer")
+        arch = s.get("architecture", check=lambda v: v in MODEL_ARCHITECTURES,
+                     expect=f"one of {list(MODEL_ARCHITECTURES)}")
+        grouping = s.get("grouping", check=lambda v: v in taxonomy.groupings,
+                         expect=f"a grouping of conf/slots.yaml ({', '.join(taxonomy.groupings)})")
+        weights = s.get("task_weights", lambda v: tuple(float(x) for x in v), default=None,
+                        expect="a list of numbers")
+        modalities = s.get("train_modalities", lambda v: tuple(v), default=None, expect="a list")
+        if modalities is not None and not set(modalities) <= set(taxonomy.modalities):
+            raise s.fail("train_modalities", f"must be among {list(taxonomy.modalities)}, got {list(modalities)}")
+        settings = ModelSettings(
+            name=name, architecture=arch, grouping=grouping, experts=s.get("experts", **pos),
+            embedding_dim=s.get("embedding_dim", **pos),
+            expert_hidden=s.get("expert_hidden", _int_list, expect="a list of positive integers"),
+            tower_hidden=s.get("tower_hidden", _int_list, expect="a list of positive integers"),
+            cross_layers=s.get("cross_layers", int, check=lambda v: v >= 0, expect="an integer >= 0"),
+            cross_rank=s.get("cross_rank", **pos), alm=s.get("alm", bool),
+            task_weights=weights, train_modalities=modalities)
+        s.done()
+        tasks = taxonomy.grouping(grouping).num_tasks
+        if weights is not None and len(weights) != tasks:
+            raise s.fail("task_weights", f"needs {tasks} weights for grouping {grouping!r}, got {len(weights)}")
+        parsed[name] = settings
+    return parsed
+
+
+def _parse_training(s: Section) -> TrainingSettings:
+    pos = dict(kind=int, check=_positive, expect="a positive integer")
+    out = TrainingSettings(
+        batch_size=s.get("batch_size", **pos), epochs=s.get("epochs", **pos),
+        learning_rate=s.get("learning_rate", float, check=_positive, expect="a positive number"),
+        weight_decay=s.get("weight_decay", float, check=lambda v: v >= 0, expect="a number >= 0"),
+        warmup_steps=s.get("warmup_steps", int, check=lambda v: v >= 0, expect="an integer >= 0"),
+        min_lr_ratio=s.get("min_lr_ratio", float, check=_probability, expect="in [0, 1]"),
+        early_stopping_patience=s.get("early_stopping_patience", **pos),
+        seed=s.get("seed", int), num_proc=s.get("num_proc", **pos),
+        backend=s.get("backend", check=lambda v: v in TRAINING_BACKENDS,
+                      expect=f"one of {list(TRAINING_BACKENDS)}"),
+        reader_workers=s.get("reader_workers", **pos),
+        shuffle_buffer=s.get("shuffle_buffer", int, check=lambda v: v >= 0, expect="an integer >= 0"),
+        mixed_precision=s.get("mixed_precision", bool),
+        use_sample_weight=s.get("use_sample_weight", bool))
     s.done()
     return out

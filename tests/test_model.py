@@ -1,0 +1,151 @@
+"""CAMoE modules: shapes, the math of each block, ALM gradients, expert masking, overfitting."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from features.config import load_config
+from training.loss import multitask_bce, own_task_logit, task_weights
+from training.model import (Experts, FeatureSpec, MultiTaskMoE, SharedBottom, StackedLowRankCross,
+                            StackedMLP, TaskGates, WideAndDeep, build_model)
+
+SPEC = FeatureSpec(cardinalities=(11, 7, 5), num_dense=4)
+
+
+def batch(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cat = torch.stack([torch.randint(0, c, (n,), generator=g) for c in SPEC.cardinalities], dim=1)
+    dense = torch.randn(n, SPEC.num_dense, generator=g)
+    return cat, dense
+
+
+def test_shared_bottom_uses_one_row_per_feature_value_and_normalises_dense():
+    bottom = SharedBottom(SPEC, embedding_dim=3)
+    cat, dense = batch()
+    x0 = bottom(cat, dense)
+    assert x0.shape == (64, 3 * 3 + 4)
+    # feature 1, value 2 is row 11 + 2 of the shared table
+    assert torch.equal(x0[:, 3:6][cat[:, 1] == 2][0], bottom.embedding.weight[13])
+    assert x0[:, 9:].mean(0).abs().max() < 1e-5            # BatchNorm in training mode
+
+
+def test_stacked_cross_matches_the_dcn_v2_formula_per_expert():
+    torch.manual_seed(0)
+    cross = StackedLowRankCross(experts=3, width=6, rank=2, layers=2)
+    x0 = torch.randn(5, 6)
+    out = cross(x0)
+    assert out.shape == (3, 5, 6)
+    for k in range(3):
+        x = x0
+        for down, up in zip(cross.down, cross.up):
+            h = torch.relu(x @ down.weight[k] + down.bias[k])
+            x = x + x0 * (h @ up.weight[k] + up.bias[k])
+        torch.testing.assert_close(out[k], x)
+
+
+def test_experts_gates_and_towers_shapes():
+    x0 = torch.randn(8, 10)
+    assert Experts(2, 10, [16, 12], cross_layers=2, cross_rank=3)(x0).shape == (2, 8, 10 + 12)
+    assert Experts(2, 10, [16, 12], cross_layers=0, cross_rank=3)(x0).shape == (2, 8, 12)
+    gates = TaskGates(10, tasks=3, experts=2)(x0)
+    assert gates.shape == (8, 3, 2)
+    torch.testing.assert_close(gates.sum(2), torch.ones(8, 3))
+    assert StackedMLP(3, 10, [4, 1], final_activation=False)(x0.expand(3, -1, -1)).shape == (3, 8, 1)
+
+
+def test_moe_and_wide_deep_produce_one_logit_per_task():
+    cat, dense = batch()
+    assert MultiTaskMoE(SPEC, tasks=2)(cat, dense).shape == (64, 2)
+    assert MultiTaskMoE(SPEC, tasks=7, experts=3, cross_layers=0)(cat, dense).shape == (64, 7)
+    assert WideAndDeep(SPEC)(cat, dense).shape == (64, 1)
+
+
+def _tower_grads(model):
+    return [p.grad for p in model.towers.parameters()]
+
+
+def test_alm_leaves_video_tower_untouched_on_audio_batch():
+    torch.manual_seed(1)
+    cat, dense = batch()
+    labels = (torch.rand(64) < 0.3).float()
+    audio = torch.zeros(64, dtype=torch.long)                  # every example is task 0 (audio)
+    for alm, video_grad_is_zero in ((True, True), (False, False)):
+        model = MultiTaskMoE(SPEC, tasks=2)
+        loss, per_task = multitask_bce(model(cat, dense), labels, audio, task_weights(2), alm=alm)
+        loss.backward()
+        for grad in _tower_grads(model):                       # stacked (T, ...): index 1 = video
+            assert torch.count_nonzero(grad[1]).item() == 0 if video_grad_is_zero else \
+                torch.count_nonzero(grad[1]).item() > 0
+            assert torch.count_nonzero(grad[0]).item() > 0
+        gate_grad = model.gates.proj.weight.grad.view(2, 2, -1)
+        assert (torch.count_nonzero(gate_grad[1]) == 0) == video_grad_is_zero
+        if alm:
+            assert per_task[1].item() == 0.0
+
+
+def test_alm_loss_is_the_weighted_mean_of_per_task_means():
+    logits = torch.tensor([[0.5, -1.0], [2.0, 0.1], [-0.3, 0.7]])
+    labels = torch.tensor([1.0, 0.0, 1.0])
+    task = torch.tensor([0, 1, 1])
+    lambdas = task_weights(2, [0.25, 0.75])
+    loss, per_task = multitask_bce(logits, labels, task, lambdas)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    t0 = bce(logits[0, 0], labels[0])
+    t1 = (bce(logits[1, 1], labels[1]) + bce(logits[2, 1], labels[2])) / 2
+    torch.testing.assert_close(per_task, torch.stack([t0, t1]))
+    torch.testing.assert_close(loss, 0.25 * t0 + 0.75 * t1)
+    no_alm, _ = multitask_bce(logits, labels, task, lambdas, alm=False)
+    torch.testing.assert_close(no_alm, 0.25 * bce(logits[:, 0], labels) + 0.75 * bce(logits[:, 1], labels))
+    torch.testing.assert_close(own_task_logit(logits, task), torch.tensor([0.5, 0.1, 0.7]))
+    # zero-weight rows (padding) change nothing
+    padded, _ = multitask_bce(torch.cat([logits, logits]), torch.cat([labels, 1 - labels]),
+                              torch.cat([task, task]), lambdas, example_weight=torch.tensor([1., 1, 1, 0, 0, 0]))
+    torch.testing.assert_close(padded, loss)
+    with pytest.raises(ValueError, match="task weights must be 2"):
+        task_weights(2, [1.0])
+
+
+def test_expert_masking_zeroes_chosen_experts_at_scoring_time():
+    torch.manual_seed(2)
+    model = MultiTaskMoE(SPEC, tasks=2, experts=2).eval()
+    cat, dense = batch()
+    with torch.no_grad():
+        full = model(cat, dense)
+        only_first = model(cat, dense, expert_mask=torch.tensor([True, False]))
+        none = model(cat, dense, expert_mask=torch.tensor([False, False]))
+        x0 = model.bottom(cat, dense)
+        expected = model.towers(torch.einsum("btk,kbe->tbe", model.gates(x0),
+                                             model.experts(x0) * torch.tensor([1.0, 0.0]).view(-1, 1, 1)))
+    torch.testing.assert_close(only_first, expected.squeeze(2).T)
+    assert not torch.allclose(full, only_first)
+    # with every expert masked, the towers see zeros: one constant logit per task
+    assert torch.allclose(none, none[:1].expand_as(none))
+
+
+def test_every_configured_model_builds_and_trains_a_step():
+    cfg = load_config()
+    cat, dense = batch()
+    labels = (torch.rand(64) < 0.5).float()
+    for name, settings in cfg.models.items():
+        tasks = cfg.taxonomy.grouping(settings.grouping).num_tasks
+        model = build_model(settings, SPEC, tasks)
+        task = torch.randint(0, tasks, (64,))
+        loss, _ = multitask_bce(model(cat, dense), labels, task, task_weights(tasks), alm=settings.alm)
+        loss.backward()
+        assert torch.isfinite(loss), name
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad), name
+
+
+def test_small_camoe_overfits_a_tiny_batch():
+    torch.manual_seed(3)
+    cat, dense = batch(n=32, seed=4)
+    labels = (torch.rand(32) < 0.5).float()
+    task = torch.randint(0, 2, (32,))
+    model = MultiTaskMoE(SPEC, tasks=2, embedding_dim=8, expert_hidden=(32,), tower_hidden=(16,))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(300):
+        opt.zero_grad()
+        loss, _ = multitask_bce(model(cat, dense), labels, task, task_weights(2))
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
