@@ -1,0 +1,50 @@
+"""Train CAMoE (or a baseline) on a pinned version of the features table.
+
+Petastorm feeds each worker its shard; Horovod (horovod.spark.run) or TorchDistributor runs
+the workers. Re-running with the same --run-id resumes from the last checkpointed epoch.
+
+    spark-submit jobs/train.py --model camoe --grouping audio_video --num-proc 2 --backend horovod
+"""
+from __future__ import annotations
+
+import sys
+
+from jobs._cli import log, main
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", help="an entry of conf/models.yaml (default: default_model)")
+    parser.add_argument("--grouping", help="task grouping from conf/slots.yaml (default: the model's)")
+    parser.add_argument("--features-version", type=int, help="Delta version of features (default: latest)")
+    parser.add_argument("--num-proc", type=int, help="training processes (default: training.num_proc)")
+    parser.add_argument("--backend", choices=["horovod", "torch_distributor", "local"],
+                        help="default: training.backend")
+    parser.add_argument("--epochs", type=int, help="default: training.epochs")
+
+
+def run(spark, cfg, args, record) -> int:
+    from training.runner import train
+
+    result, meta, artifact = train(spark, cfg, record.run_id, model_name=args.model, grouping=args.grouping,
+                                   features_version=args.features_version, num_proc=args.num_proc,
+                                   backend=args.backend, epochs=args.epochs)
+    record.inputs["features"] = meta["features_version"]
+    record.outputs["model_artifact"] = str(artifact)
+    best = result["history"][result["best_epoch"]]
+    record.metrics.update({
+        "model": args.model or cfg.default_model, "grouping": meta["grouping"], "backend": result["backend"],
+        "workers": result["workers"], "best_epoch": result["best_epoch"],
+        "validation": {k: v for k, v in best.items() if k.startswith("auc_pr")},
+        "examples_per_second_per_worker": round(result["examples_per_second_rank0"], 1),
+        "examples_per_second_total": round(result["examples_per_second_rank0"] * result["workers"], 1),
+        "train_wall_seconds": meta["wall_seconds"], "train_rows": meta["train_rows"]})
+    print(f"model {args.model or cfg.default_model} ({result['backend']}, {result['workers']} workers), "
+          f"best epoch {result['best_epoch']}: validation AUC-PR "
+          + ", ".join(f"{k.removeprefix('auc_pr_') if k != 'auc_pr' else 'all'}={v:.4f}"
+                      for k, v in best.items() if k.startswith("auc_pr")))
+    log.info("artifact written to %s", artifact)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("train", __doc__, add_arguments, run))

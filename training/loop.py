@@ -1,0 +1,265 @@
+"""The training loop every worker runs, checkpoints, scoring and model artifacts.
+
+Each epoch every worker reads its own shard of the train split (Petastorm, per-epoch seed),
+runs exactly ``plan.steps_per_epoch`` steps (a worker whose shard is exhausted steps on
+zero-weight padding so collective calls stay in lockstep), then rank 0 scores the validation
+split, decides early stopping on AUC-PR, and checkpoints model + optimizer + schedule + epoch.
+A restarted run resumes after the last checkpointed epoch and ends with the same weights as
+an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from calibration.metrics import average_precision
+from training.data import Batch, DataFile, FeatureLayout, ShardPlan, iterate_batches
+from training.loss import multitask_bce, own_task_logit, task_weights
+from training.model import FeatureSpec, build_model
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a worker needs; pickled to Spark tasks / torchrun processes."""
+    run_id: str
+    model: Any                        # features.config.ModelSettings
+    training: Any                     # features.config.TrainingSettings
+    layout: FeatureLayout
+    tasks: tuple[str, ...]
+    slot_to_task: tuple[int, ...]     # slot index -> task index under the model's grouping
+    train_plan: ShardPlan
+    validation_files: tuple[DataFile, ...]
+    output_dir: str
+    backend: str = "local"
+    train_slots: tuple[int, ...] | None = None   # uni-modal baselines train on some slots only
+    stop_after_epochs: int | None = None         # simulate a killed run (tests)
+    epochs: int | None = None                    # overrides training.epochs
+    save_rank_states: bool = False               # every rank writes its final weights (tests)
+    extra: dict = field(default_factory=dict)    # recorded with the artifact
+
+
+def _device(comm) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(comm.local_rank)
+        return torch.device("cuda", comm.local_rank)
+    return torch.device("cpu")
+
+
+def _lr_lambda(warmup: int, total: int, floor: float):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+def new_model(job: TrainJob) -> nn.Module:
+    spec = FeatureSpec(job.layout.cardinalities, len(job.layout.dense))
+    return build_model(job.model, spec, len(job.tasks))
+
+
+def train_worker(job: TrainJob) -> dict | None:
+    """Train on this process's shard; rank 0 returns the run summary, others None."""
+    from training.distributed import communicator
+
+    comm = communicator(job.backend)
+    try:
+        return _train(job, comm)
+    finally:
+        comm.shutdown()
+
+
+def _train(job: TrainJob, comm) -> dict | None:
+    t = job.training
+    device = _device(comm)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, comm.size)))
+    torch.manual_seed(t.seed)
+    model = new_model(job).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+    epochs = job.epochs or t.epochs
+    steps_per_epoch = job.train_plan.steps_per_epoch(t.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(t.warmup_steps, epochs * steps_per_epoch, t.min_lr_ratio))
+    state = {"epoch": 0, "best_auc_pr": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": []}
+
+    out = Path(job.output_dir)
+    checkpoint = out / CHECKPOINT
+    if checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+    comm.broadcast_state(model, optimizer)
+    train_model, train_opt = comm.wrap(model, optimizer)
+
+    lambdas = task_weights(len(job.tasks), job.model.task_weights).to(device)
+    slot_to_task = torch.tensor(job.slot_to_task, dtype=torch.long)
+    keep_slots = torch.tensor(job.train_slots, dtype=torch.long) if job.train_slots is not None else None
+    use_amp = device.type == "cuda" and t.mixed_precision
+    shard = job.train_plan.shards[comm.rank]
+    stopped_early = False
+    train_seconds, examples = 0.0, 0
+
+    while state["epoch"] < epochs:
+        epoch = state["epoch"]
+        torch.manual_seed(t.seed * 1000 + epoch * 10 + comm.rank)
+        model.train()
+        started = time.perf_counter()
+        epoch_examples, loss_sum = 0, 0.0
+        batches = iterate_batches(shard, job.layout, slot_to_task, t.batch_size, seed=t.seed + epoch,
+                                  workers=t.reader_workers, shuffle_buffer=t.shuffle_buffer)
+        last: Batch | None = None
+        for _step in range(steps_per_epoch):
+            batch = next(batches, None)
+            padding = batch is None
+            batch = last if padding else batch
+            if batch is None:
+                raise RuntimeError(f"rank {comm.rank} has an empty shard")
+            last = batch
+            if device.type == "cuda":
+                batch = batch.pin_memory().to(device, non_blocking=True)
+            weight = _example_weight(batch, t.use_sample_weight, keep_slots, padding)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = train_model(batch.categorical, batch.dense)
+            loss, _ = multitask_bce(logits.float(), batch.label, batch.task, lambdas, alm=job.model.alm,
+                                    example_weight=weight)
+            train_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            train_opt.step()
+            scheduler.step()
+            if not padding:
+                epoch_examples += len(batch)
+                loss_sum += float(loss) * len(batch)
+        for _ in batches:   # drain: a shard never holds more than steps_per_epoch batches
+            raise RuntimeError("shard had more batches than planned")
+        elapsed = time.perf_counter() - started
+        train_seconds += elapsed
+        examples += epoch_examples
+
+        comm.broadcast_state(model)            # identical parameters and BatchNorm buffers
+        decision = None
+        if comm.rank == 0:
+            metrics = evaluate(model, job.validation_files, job.layout, slot_to_task, job.tasks,
+                               batch_size=max(t.batch_size, 8192), device=device)
+            improved = metrics["auc_pr"] > state["best_auc_pr"]
+            state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+            if improved:
+                state["best_auc_pr"], state["best_epoch"] = metrics["auc_pr"], epoch
+                out.mkdir(parents=True, exist_ok=True)
+                torch.save(model.state_dict(), out / "best_model.pt")
+            state["history"].append({"epoch": epoch, "train_loss": loss_sum / max(1, epoch_examples),
+                                     "train_examples": epoch_examples, "train_seconds": elapsed,
+                                     "lr": scheduler.get_last_lr()[0], **metrics})
+            state["epoch"] = epoch + 1
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, state)
+            decision = state["bad_epochs"] >= t.early_stopping_patience
+        state = comm.broadcast_object(state)
+        stop = comm.broadcast_object(decision)
+        if job.stop_after_epochs is not None and state["epoch"] >= job.stop_after_epochs:
+            return None                        # the simulated crash: checkpoint written, no artifact
+        if stop:
+            stopped_early = True
+            break
+
+    totals = torch.tensor([float(examples), train_seconds])
+    if job.save_rank_states:
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), out / f"final_rank{comm.rank}.pt")
+    if comm.rank != 0:
+        return None
+    return {"run_id": job.run_id, "history": state["history"], "best_epoch": state["best_epoch"],
+            "best_auc_pr": state["best_auc_pr"], "stopped_early": stopped_early, "workers": comm.size,
+            "backend": comm.name, "examples_per_second_rank0": float(totals[0] / max(totals[1], 1e-9)),
+            "train_seconds_rank0": float(totals[1]),
+            "final_state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def _example_weight(batch: Batch, use_sample_weight: bool, keep_slots, padding: bool):
+    weight = batch.weight if use_sample_weight else None
+    if keep_slots is not None:
+        keep = torch.isin(batch.slot, keep_slots.to(batch.slot.device)).to(batch.label.dtype)
+        weight = keep if weight is None else weight * keep
+    if padding:
+        weight = torch.zeros_like(batch.label)
+    return weight
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, state) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "state": state}, tmp)
+    os.replace(tmp, path)                      # atomic: a kill never leaves half a checkpoint
+
+
+# ----------------------------------------------------------------------------- scoring
+@torch.no_grad()
+def score(model: nn.Module, files, layout: FeatureLayout, slot_to_task: torch.Tensor, batch_size: int = 8192,
+          device: torch.device | str = "cpu", expert_mask: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Own-task logits for every row of ``files`` (in reader order, no shuffling)."""
+    model.eval()
+    parts: dict[str, list] = {"logit": [], "label": [], "slot": [], "task": [], "weight": []}
+    for batch in iterate_batches(files, layout, slot_to_task, batch_size, seed=0, shuffle=False):
+        b = batch.to(device)
+        mask = expert_mask.to(device) if expert_mask is not None else None
+        logit = own_task_logit(model(b.categorical, b.dense, expert_mask=mask).float(), b.task)
+        for name, value in (("logit", logit), ("label", b.label), ("slot", b.slot), ("task", b.task),
+                            ("weight", b.weight)):
+            parts[name].append(value.cpu().numpy())
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+
+
+def evaluate(model, files, layout, slot_to_task, tasks, batch_size=8192, device="cpu") -> dict[str, float]:
+    """Validation AUC-PR overall and per task (the early-stopping metric)."""
+    scored = score(model, files, layout, slot_to_task, batch_size, device)
+    out = {"auc_pr": average_precision(scored["label"], scored["logit"]), "rows": int(scored["label"].size)}
+    for i, task in enumerate(tasks):
+        sel = scored["task"] == i
+        out[f"auc_pr_{task}"] = average_precision(scored["label"][sel], scored["logit"][sel]) if sel.any() \
+            else float("nan")
+    return out
+
+
+# ----------------------------------------------------------------------------- artifacts
+def save_artifact(out_dir: Path, job: TrainJob, result: dict, meta: dict) -> Path:
+    """model.pt (best weights), model.json (everything needed to rebuild and score it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best = out_dir / "best_model.pt"
+    state = torch.load(best, weights_only=True) if best.exists() else result["final_state"]
+    torch.save(state, out_dir / "model.pt")
+    description = {"run_id": job.run_id, "model": asdict(job.model), "tasks": list(job.tasks),
+                   "slot_to_task": list(job.slot_to_task), "layout": asdict(job.layout),
+                   "training": asdict(job.training), **meta,
+                   "result": {k: v for k, v in result.items() if k != "final_state"}}
+    (out_dir / "model.json").write_text(json.dumps(description, indent=2, default=str))
+    return out_dir
+
+
+def load_artifact(out_dir: str | Path) -> tuple[nn.Module, dict]:
+    from features.config import ModelSettings
+
+    out_dir = Path(out_dir)
+    description = json.loads((out_dir / "model.json").read_text())
+    m = description["model"]
+    settings = ModelSettings(**{**m, "expert_hidden": tuple(m["expert_hidden"]),
+                                "tower_hidden": tuple(m["tower_hidden"]),
+                                "task_weights": tuple(m["task_weights"]) if m["task_weights"] else None,
+                                "train_modalities": tuple(m["train_modalities"]) if m["train_modalities"] else None})
+    layout = description["layout"]
+    model = build_model(settings, FeatureSpec(tuple(layout["cardinalities"]), len(layout["dense"])),
+                        len(description["tasks"]))
+    model.load_state_dict(torch.load(out_dir / "model.pt", weights_only=True))
+    return model.eval(), description

@@ -1,0 +1,70 @@
+"""Prepare a training run from the feature table and launch it on the chosen back end."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from features import tables
+from features.config import Config
+from training.data import feature_layout, load_snapshot, plan_shards
+from training.loop import TrainJob, save_artifact, train_worker
+
+
+def prepare(spark, cfg: Config, run_id: str, model_name: str | None = None, grouping: str | None = None,
+            features_version: int | None = None, num_proc: int | None = None, backend: str | None = None,
+            epochs: int | None = None, output_dir: Path | None = None,
+            stop_after_epochs: int | None = None, training_overrides: dict | None = None,
+            save_rank_states: bool = False) -> tuple[TrainJob, dict]:
+    table = cfg.table(tables.FEATURES)
+    version = features_version if features_version is not None else tables.latest_version(spark, table)
+    settings = cfg.model(model_name)
+    if grouping:
+        cfg.taxonomy.grouping(grouping)            # validates the name
+        settings = replace(settings, grouping=grouping)
+    training = replace(cfg.training, **(training_overrides or {}))
+    num_proc = num_proc or training.num_proc
+    train = load_snapshot(spark, table, version, "train")
+    validation = load_snapshot(spark, table, version, "validation")
+    if validation.build_run_id != train.build_run_id:
+        raise ValueError(f"train and validation rows of {table}@{version} come from different builds")
+    layout = feature_layout(spark, cfg, train)
+    grouping_spec = cfg.taxonomy.grouping(settings.grouping)
+    train_slots = None
+    if settings.train_modalities:
+        train_slots = tuple(i for i, s in enumerate(layout.slots)
+                            if cfg.taxonomy.slots[s].modality in settings.train_modalities)
+    job = TrainJob(
+        run_id=run_id, model=settings, training=training, layout=layout, tasks=grouping_spec.tasks,
+        slot_to_task=tuple(grouping_spec.task_index(s) for s in layout.slots),
+        train_plan=plan_shards(train.files, num_proc), validation_files=validation.files,
+        output_dir=str(output_dir or (cfg.storage.artifacts_dir / "models" / run_id)),
+        backend=backend or training.backend, train_slots=train_slots,
+        stop_after_epochs=stop_after_epochs, epochs=epochs, save_rank_states=save_rank_states)
+    meta = {"features_table": table, "features_version": version, "build_run_id": train.build_run_id,
+            "train_rows": train.rows, "validation_rows": validation.rows, "num_proc": num_proc,
+            "grouping": settings.grouping}
+    return job, meta
+
+
+def launch(job: TrainJob, num_proc: int) -> dict | None:
+    """Run the workers: in this process (local), under Horovod or under TorchDistributor."""
+    from training.distributed import LAUNCHERS
+
+    if job.backend == "local":
+        if num_proc != 1:
+            raise ValueError("the local backend runs one process; use horovod or torch_distributor")
+        return train_worker(job)
+    return LAUNCHERS[job.backend](train_worker, (job,), num_proc)
+
+
+def train(spark, cfg: Config, run_id: str, **kwargs) -> tuple[dict, dict, Path]:
+    """Prepare, launch, save the artifact; returns (result, meta, artifact_dir)."""
+    job, meta = prepare(spark, cfg, run_id, **kwargs)
+    started = time.time()
+    result = launch(job, meta["num_proc"])
+    meta["wall_seconds"] = round(time.time() - started, 2)
+    if result is None:
+        raise RuntimeError(f"training run {run_id} stopped before finishing (checkpoint kept in {job.output_dir})")
+    artifact = save_artifact(Path(job.output_dir), job, result, meta)
+    return result, meta, artifact
