@@ -11,25 +11,37 @@ SPARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session $(CONF_FLAG
 CONF_FLAGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: env demo data test test-fast sql clean-data
+.PHONY: env demo data train test test-fast sql clean-data bench
 
 env: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml training/scripts/build_horovod.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel
 	$(PY) -m pip install --quiet -e '.[train,dev]'
+	# petastorm declares setuptools<70, which torch contradicts: its real deps are in [train]
+	$(PY) -m pip install --quiet --no-deps petastorm==0.13.1
+	# Horovod 0.28.1: built from source once per machine (cached wheel), installed --no-deps
+	bash training/scripts/build_horovod.sh $(PY)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 ## demo: set up (if needed) and run the pipeline end to end on the embedded default
-demo: env data
+demo: env data train
 
 data: env
 	$(SPARK_SUBMIT) jobs/generate_logs.py $(CONF_FLAGS)
 	$(SPARK_SUBMIT) jobs/build_features.py $(CONF_FLAGS)
 	$(SPARK_SUBMIT) jobs/validate.py $(CONF_FLAGS)
 	$(SPARK_SUBMIT) jobs/summarize.py $(CONF_FLAGS)
+
+train: env
+	$(SPARK_SUBMIT) jobs/train.py --model camoe --grouping audio_video --num-proc 2 --backend horovod $(CONF_FLAGS)
+
+## bench: loader and training throughput (results in bench/results/, numbers in README)
+bench: env
+	$(PY) bench/loader.py
+	$(PY) bench/train.py
 
 ## test: the whole suite, slow end-to-end tests included (what CI runs)
 test: env

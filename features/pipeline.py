@@ -46,7 +46,7 @@ def feature_columns(cfg: Config, present: list[str]) -> list[str]:
     cats = [f"cat_{c}" for c in cfg.schema.categorical]
     dense = [f"dense_{c}" for c in transforms.dense_feature_names(cfg)]
     passthrough = [c for c in cfg.schema.passthrough if c in present]
-    return (["impression_id", "event_ts", "split", "slot", "modality", "label"] + cats + dense
+    return (["impression_id", "event_ts", "split", "slot", "slot_id", "modality", "label"] + cats + dense
             + ["sample_weight"] + passthrough + ["build_run_id", "event_date"])
 
 
@@ -90,6 +90,7 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
                .withColumn("event_ts", F.col(s.timestamp).cast("timestamp"))
                .withColumn("event_date", F.col(s.date).cast("date"))
                .withColumn("slot", F.col(s.slot))
+               .withColumn("slot_id", transforms.slot_id_column(F.col(s.slot), cfg))
                .withColumn("label", F.col(s.label).cast("int"))
                .withColumn("build_run_id", F.lit(run_id)))
     sampled = sampling.stratified_downsample(renamed, cfg.sampling.rates, cfg.sampling.seed)

@@ -201,6 +201,9 @@ def feature_expectations(cfg: Config) -> list:
         gx.expectations.ExpectColumnPairValuesToBeInSet(column_A="slot", column_B="modality",
                                                         value_pairs_set=modality_pairs,
                                                         ignore_row_if="neither"),
+        gx.expectations.ExpectColumnPairValuesToBeInSet(
+            column_A="slot", column_B="slot_id", ignore_row_if="neither",
+            value_pairs_set=[(slot, i) for i, slot in enumerate(tax.slot_names)]),
         gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
         gx.expectations.ExpectColumnValuesToBeBetween(column="sample_weight", min_value=1.0),
         gx.expectations.UnexpectedRowsExpectation(

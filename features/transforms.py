@@ -74,6 +74,14 @@ def with_modality(df: DataFrame, cfg: Config, slot_col: str) -> DataFrame:
     return df.withColumn("modality", expr)
 
 
+def slot_id_column(slot: Column, cfg: Config) -> Column:
+    """The slot's position in the taxonomy, stored so readers need no string decoding."""
+    expr = None
+    for i, name in enumerate(cfg.taxonomy.slot_names):
+        expr = F.when(slot == name, F.lit(i)) if expr is None else expr.when(slot == name, F.lit(i))
+    return expr.cast("int")
+
+
 # ----------------------------------------------------------------------------- history
 def with_history(df: DataFrame, cfg: Config) -> DataFrame:
     """Past-window impressions, clicks and smoothed CTR per (user, modality) and per ad.

@@ -14,8 +14,6 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-import numpy as np
-
 SPLITS = ("train", "validation", "test")
 
 
@@ -32,11 +30,11 @@ class FeatureLayout:
     categorical: tuple[str, ...]
     dense: tuple[str, ...]
     cardinalities: tuple[int, ...]       # max index + 1 (index 0 = OOV)
-    slots: tuple[str, ...]               # slot index order (the taxonomy's)
+    slots: tuple[str, ...]               # slot names by slot_id (as the build stored them)
 
     @property
     def columns(self) -> list[str]:
-        return [*self.categorical, *self.dense, "label", "slot", "sample_weight"]
+        return [*self.categorical, *self.dense, "label", "slot_id", "sample_weight"]
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,16 @@ def feature_layout(spark, cfg, snapshot: Snapshot) -> FeatureLayout:
         f"SELECT feature, MAX(index) + 1 AS size FROM {cfg.table(tables.VOCABULARIES)} "
         f"WHERE run_id = '{snapshot.build_run_id}' GROUP BY feature").collect()}
     cardinalities = tuple(sizes.get(c, 1) for c in cfg.schema.categorical)
-    return FeatureLayout(categorical, dense, cardinalities, cfg.taxonomy.slot_names)
+    ids = spark.sql(f"SELECT DISTINCT slot, slot_id FROM {snapshot.table} VERSION AS OF {snapshot.version}"
+                    ).collect()
+    slots = cfg.taxonomy.slot_names
+    stale = [(r.slot, r.slot_id) for r in ids if r.slot_id is None or r.slot_id >= len(slots)
+             or slots[r.slot_id] != r.slot]
+    if stale:
+        raise ValueError(f"{snapshot.table}@{snapshot.version} was built with another slot taxonomy "
+                         f"(slot, slot_id) {sorted(stale)}; conf/slots.yaml orders {', '.join(slots)}: "
+                         "rebuild the features")
+    return FeatureLayout(categorical, dense, cardinalities, slots)
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -142,30 +149,15 @@ def guard_petastorm_end_of_data_race() -> None:
     ThreadPool._camoe_end_of_data_guard = True
 
 
-def make_reader(files: Sequence[DataFile], columns: Sequence[str], slots: Sequence[str] | None = None,
-                num_epochs: int = 1, seed: int | None = None, workers: int = 2, shuffle: bool = True):
-    """A Petastorm batch reader over exactly ``files``. ``slots`` turns the slot string into
-    its index (int64) so every selected column can become a tensor."""
+def make_reader(files: Sequence[DataFile], columns: Sequence[str], num_epochs: int = 1,
+                seed: int | None = None, workers: int = 2, shuffle: bool = True):
+    """A Petastorm batch reader over exactly ``files`` (never a directory listing)."""
     from petastorm import make_batch_reader
-    from petastorm.transform import TransformSpec
 
     guard_petastorm_end_of_data_race()
-    transform = None
-    if slots is not None and "slot" in columns:
-        categories = list(slots)
-
-        def encode_slot(frame):
-            codes = frame["slot"].astype("category").cat.set_categories(categories).cat.codes
-            if (codes < 0).any():
-                bad = frame["slot"][codes < 0].iloc[0]
-                raise ValueError(f"slot {bad!r} in the feature table is not in the taxonomy")
-            frame["slot"] = codes.astype(np.int64)
-            return frame
-
-        transform = TransformSpec(encode_slot, edit_fields=[("slot", np.int64, (), False)])
     return make_batch_reader([f.url for f in files], schema_fields=list(columns), num_epochs=num_epochs,
                              seed=seed, shuffle_row_groups=shuffle, reader_pool_type="thread",
-                             workers_count=workers, transform_spec=transform)
+                             workers_count=workers)
 
 
 @dataclass
@@ -192,12 +184,12 @@ class Batch:
 def to_batch(columns: dict, layout: FeatureLayout, slot_to_task: "torch.Tensor") -> Batch:
     import torch
 
-    categorical = torch.stack([columns[c].long() for c in layout.categorical], dim=1)   # (B, F)
+    categorical = torch.stack([columns[c] for c in layout.categorical], dim=1).long()   # (B, F)
     if layout.dense:
-        dense = torch.stack([columns[c].float() for c in layout.dense], dim=1)          # (B, D)
+        dense = torch.stack([columns[c] for c in layout.dense], dim=1).float()          # (B, D)
     else:
         dense = torch.zeros(categorical.shape[0], 0)
-    slot = columns["slot"].long()                                                        # (B,)
+    slot = columns["slot_id"].long()                                                     # (B,)
     return Batch(categorical, dense, columns["label"].float(), slot, slot_to_task[slot],
                  columns["sample_weight"].float())
 
@@ -208,7 +200,7 @@ def iterate_batches(files: Sequence[DataFile], layout: FeatureLayout, slot_to_ta
     """One pass over ``files`` as Batches (the last one may be short)."""
     from petastorm.pytorch import BatchedDataLoader
 
-    with make_reader(files, layout.columns, layout.slots, num_epochs=1, seed=seed, workers=workers,
+    with make_reader(files, layout.columns, num_epochs=1, seed=seed, workers=workers,
                      shuffle=shuffle) as reader:
         loader = BatchedDataLoader(reader, batch_size=batch_size,
                                    shuffling_queue_capacity=shuffle_buffer if shuffle else 0)
