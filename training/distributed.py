@@ -47,6 +47,7 @@ class HorovodCommunicator(Communicator):
 
         hvd.init()
         self.hvd = hvd
+        self._broadcasts = 0
         self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
 
     def wrap(self, model, optimizer):
@@ -58,7 +59,10 @@ class HorovodCommunicator(Communicator):
             self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
     def broadcast_object(self, obj):
-        return self.hvd.broadcast_object(obj, root_rank=0)
+        # Horovod matches collectives by name and defaults it to type(obj).__name__, which
+        # differs when non-root ranks pass a placeholder (None): name each call explicitly.
+        self._broadcasts += 1
+        return self.hvd.broadcast_object(obj, root_rank=0, name=f"camoe.object.{self._broadcasts}")
 
     def barrier(self):
         self.hvd.allreduce(torch.zeros(1), name="barrier")

@@ -137,7 +137,7 @@ def _train(job: TrainJob, comm) -> dict | None:
                 logits = train_model(batch.categorical, batch.dense)
             loss, _ = multitask_bce(logits.float(), batch.label, batch.task, lambdas, alm=job.model.alm,
                                     example_weight=weight)
-            train_opt.zero_grad(set_to_none=True)
+            train_opt.zero_grad()
             loss.backward()
             train_opt.step()
             scheduler.step()
