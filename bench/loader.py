@@ -5,7 +5,7 @@ Delta snapshot files, rows/s as a ratio measured in one run. Target: ratio >= 0.
 
 Builds its own synthetic feature table in a temporary warehouse, pins its Delta version,
 then reads the train split's files (a) with ``training.data.iterate_batches`` (Petastorm
-BatchedDataLoader -> torch tensors, as training does) and (b) with ``pyarrow.parquet``
+make_batch_reader -> torch batches via training.data.iterate_batches, as training does) and (b) with ``pyarrow.parquet``
 reading the same columns into numpy then torch. Results: bench/results/loader.json / .md.
 """
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> None:
     (RESULTS / "loader.json").write_text(json.dumps(report, indent=2))
     (RESULTS / "loader.md").write_text(
         "| reader | rows/s (median) |\n|---|---|\n"
-        f"| Petastorm BatchedDataLoader -> torch | {rates['petastorm']:,.0f} |\n"
+        f"| Petastorm make_batch_reader -> torch batches | {rates['petastorm']:,.0f} |\n"
         f"| pyarrow.parquet scan -> torch | {rates['pyarrow']:,.0f} |\n\n"
         f"ratio {report['ratio_petastorm_over_pyarrow']:.2f} (target >= 0.9), {snap.rows:,} rows, "
         f"{len(snap.files)} files, {len(layout.columns)} columns\n")

@@ -105,3 +105,25 @@ def test_batches_arrive_as_typed_tensors(spark, data_lake):
     video_slots = [layout.slots.index(s) for s in cfg.taxonomy.slots_of_modality("video")]
     is_video = torch.isin(b.slot, torch.tensor(video_slots))
     assert torch.equal(b.task, is_video.long())
+
+
+def test_batching_keeps_every_row_once_with_and_without_the_shuffle_buffer(spark, data_lake):
+    cfg, version = data_lake
+    snap = load_snapshot(spark, cfg.table(tables.FEATURES), version, "test")
+    layout = feature_layout(spark, cfg, snap)
+    slot_to_task = torch.zeros(len(layout.slots), dtype=torch.long)
+
+    def rows(batches):
+        out = collections.Counter()
+        for b in batches:
+            assert len(b) <= 777
+            # a row's identity: its categorical ids and dense values together
+            out.update(map(tuple, torch.cat([b.categorical.float(), b.dense, b.label[:, None]], 1).tolist()))
+        return out
+
+    plain = rows(iterate_batches(snap.files, layout, slot_to_task, 777, seed=0, shuffle=False))
+    torch.manual_seed(0)
+    mixed_batches = list(iterate_batches(snap.files, layout, slot_to_task, 777, seed=0, shuffle_buffer=5000))
+    assert sum(len(b) for b in mixed_batches) == snap.rows
+    assert all(len(b) == 777 for b in mixed_batches[:-1])
+    assert rows(mixed_batches) == plain and sum(plain.values()) == snap.rows

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import numpy as np
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -181,28 +183,79 @@ class Batch:
                        (self.categorical, self.dense, self.label, self.slot, self.task, self.weight)))
 
 
-def to_batch(columns: dict, layout: FeatureLayout, slot_to_task: "torch.Tensor") -> Batch:
+def _chunk_tensors(chunk, layout: FeatureLayout) -> tuple:
+    """One Petastorm row-group chunk (numpy columns) as (categorical, dense, label, slot, weight)."""
     import torch
 
-    categorical = torch.stack([columns[c] for c in layout.categorical], dim=1).long()   # (B, F)
+    categorical = torch.from_numpy(np.stack([getattr(chunk, c) for c in layout.categorical], axis=1)
+                                   .astype(np.int64, copy=False))                       # (n, F)
     if layout.dense:
-        dense = torch.stack([columns[c] for c in layout.dense], dim=1).float()          # (B, D)
+        dense = torch.from_numpy(np.stack([getattr(chunk, c) for c in layout.dense], axis=1)
+                                 .astype(np.float32, copy=False))                       # (n, D)
     else:
         dense = torch.zeros(categorical.shape[0], 0)
-    slot = columns["slot_id"].long()                                                     # (B,)
-    return Batch(categorical, dense, columns["label"].float(), slot, slot_to_task[slot],
-                 columns["sample_weight"].float())
+    return (categorical, dense, torch.from_numpy(chunk.label.astype(np.float32)),
+            torch.from_numpy(chunk.slot_id.astype(np.int64)),
+            torch.from_numpy(chunk.sample_weight.astype(np.float32)))
 
 
 def iterate_batches(files: Sequence[DataFile], layout: FeatureLayout, slot_to_task, batch_size: int,
                     seed: int | None = None, workers: int = 2, shuffle_buffer: int = 0,
                     shuffle: bool = True) -> Iterator[Batch]:
-    """One pass over ``files`` as Batches (the last one may be short)."""
-    from petastorm.pytorch import BatchedDataLoader
+    """One pass over ``files`` as Batches (the last one may be short).
+
+    Each row-group chunk is stacked into tensors once; batches are views into it, and only a
+    batch straddling two chunks is copied. With ``shuffle_buffer`` > 0 rows are mixed across
+    chunks in a buffer of that many rows (torch's RNG: ``torch.manual_seed`` reproduces it)."""
+    import torch
+
+    buffer_rows = shuffle_buffer if (shuffle and shuffle_buffer) else 0
+    carry: list[torch.Tensor] | None = None        # < batch_size rows left from earlier chunks
+    pending: list[tuple] = []                      # shuffle buffer (chunks not yet mixed)
+    pending_rows = 0
+
+    def batches_from(columns: list) -> Iterator[Batch]:
+        nonlocal carry
+        rows = columns[0].shape[0]
+        start = 0
+        if carry is not None:                      # complete the straddling batch first
+            need = batch_size - carry[0].shape[0]
+            columns_head = [c[:need] for c in columns]
+            carry = [torch.cat([a, b]) for a, b in zip(carry, columns_head)]
+            start = min(need, rows)
+            if carry[0].shape[0] < batch_size:
+                return
+            yield _batch(carry, slot_to_task)
+            carry = None
+        full_end = start + (rows - start) // batch_size * batch_size
+        for offset in range(start, full_end, batch_size):
+            yield _batch([c[offset:offset + batch_size] for c in columns], slot_to_task)
+        if full_end < rows:
+            carry = [c[full_end:] for c in columns]
+
+    def mixed() -> list:
+        columns = [torch.cat(parts) for parts in zip(*pending)]
+        order = torch.randperm(columns[0].shape[0])
+        return [c[order] for c in columns]
 
     with make_reader(files, layout.columns, num_epochs=1, seed=seed, workers=workers,
                      shuffle=shuffle) as reader:
-        loader = BatchedDataLoader(reader, batch_size=batch_size,
-                                   shuffling_queue_capacity=shuffle_buffer if shuffle else 0)
-        for columns in loader:
-            yield to_batch(columns, layout, slot_to_task)
+        for chunk in reader:
+            tensors = _chunk_tensors(chunk, layout)
+            if not buffer_rows:
+                yield from batches_from(list(tensors))
+                continue
+            pending.append(tensors)
+            pending_rows += tensors[0].shape[0]
+            if pending_rows >= buffer_rows:
+                yield from batches_from(mixed())
+                pending, pending_rows = [], 0
+    if pending:
+        yield from batches_from(mixed())
+    if carry is not None and carry[0].shape[0]:
+        yield _batch(carry, slot_to_task)
+
+
+def _batch(columns: list, slot_to_task) -> Batch:
+    categorical, dense, label, slot, weight = columns
+    return Batch(categorical, dense, label, slot, slot_to_task[slot], weight)
