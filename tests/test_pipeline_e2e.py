@@ -1,6 +1,7 @@
 """The jobs as users run them: spark-submit processes against a fresh local warehouse."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -38,13 +39,26 @@ def test_spark_submit_jobs_generate_build_validate_and_summarise(tmp_path):
         "stream_audio", "podcast", "stream_audio_leavebehind", "podcast_leavebehind",
         "stream_video", "embedded_music", "podcast_video"}
 
+    # the demo's training step: 2 Horovod processes launched from the Spark job
+    trained = _run([*submit, str(ROOT / "jobs" / "train.py"), *overrides, "--num-proc", "2",
+                    "--backend", "horovod", "--epochs", "2", "--set=training.batch_size=512",
+                    f"--set=storage.artifacts_dir={tmp_path}/artifacts"], tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "validation AUC-PR all=" in trained.stdout and "audio=" in trained.stdout
+    assert list((tmp_path / "artifacts" / "models").glob("train-*/model.pt"))
+
     # spark-sql, a separate process, sees the same tables through the metastore
     sql = _run([str(BIN / "spark-sql"), *flags, "-e",
                 "SELECT job, status FROM camoe.runs ORDER BY started_at"], tmp_path)
     assert sql.returncode == 0, sql.stderr[-3000:]
     rows = [line.split("\t") for line in sql.stdout.strip().splitlines()]
     assert rows == [["generate_logs", "succeeded"], ["build_features", "succeeded"],
-                    ["validate", "succeeded"], ["summarize", "succeeded"]]
+                    ["validate", "succeeded"], ["summarize", "succeeded"], ["train", "succeeded"]]
+    runs = _run([str(BIN / "spark-sql"), *flags, "-e",
+                 "SELECT inputs, metrics FROM camoe.runs WHERE job = 'train'"], tmp_path)
+    inputs, metrics = runs.stdout.strip().split("\t")
+    assert json.loads(inputs)["features"] >= 0
+    assert json.loads(metrics)["examples_per_second_total"] > 0
 
     # a bad flag is a readable error and a non-zero exit, before Spark starts
     bad = _run([sys.executable, str(ROOT / "jobs" / "build_features.py"), "--start-date", "yesterday"], tmp_path)
