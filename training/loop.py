@@ -143,7 +143,7 @@ def _train(job: TrainJob, comm) -> dict | None:
             scheduler.step()
             if not padding:
                 epoch_examples += len(batch)
-                loss_sum += float(loss) * len(batch)
+                loss_sum += float(loss.detach()) * len(batch)
         for _ in batches:   # drain: a shard never holds more than steps_per_epoch batches
             raise RuntimeError("shard had more batches than planned")
         elapsed = time.perf_counter() - started
