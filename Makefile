@@ -40,6 +40,8 @@ train: env
 
 ## bench: loader and training throughput (results in bench/results/, numbers in README)
 bench: env
+	# the peer library is installed for the benchmark only (--no-deps: it would move torch/numpy pins)
+	$(PY) -m pip install --quiet --no-deps deepctr-torch==0.3.0
 	$(PY) bench/loader.py
 	$(PY) bench/train.py
 
