@@ -11,7 +11,7 @@ from typing import Mapping
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from features.synthetic import uniform
+from features.columns import uniform
 
 
 def stratum_rate(slot: Column, label: Column, rates: Mapping[tuple[str, int], float]) -> Column:

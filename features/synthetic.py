@@ -19,6 +19,8 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from features.columns import lookup
+from features.columns import uniform
 from features.config import GeneratorSettings
 from features.slots import Taxonomy
 
@@ -32,13 +34,6 @@ PODCAST_GENRES = ("news", "comedy", "true_crime", "sports", "education")
 ENERGETIC_GENRES = ("rock", "hiphop", "electronic", "comedy", "sports")
 BIG_SCREENS = ("tv", "desktop")
 YOUNG = ("18-24", "25-34")
-_HASH_RANGE = 2 ** 52
-
-
-def uniform(seed: int, name: str, *keys: Column) -> Column:
-    """A U(0, 1) draw that is a pure function of (seed, name, keys)."""
-    h = F.xxhash64(F.lit(seed), F.lit(name), *keys)
-    return (F.pmod(h, F.lit(_HASH_RANGE)).cast("double") + 0.5) / float(_HASH_RANGE)
 
 
 def standard_normal(seed: int, name: str, *keys: Column) -> Column:
@@ -118,11 +113,11 @@ def generate_impressions(spark: SparkSession, settings: GeneratorSettings, taxon
     )
 
     slot_col = F.col("slot")
-    modality = _lookup(slot_col, {n: taxonomy.slots[n].modality for n in slot_names})
-    content = _lookup(slot_col, {n: taxonomy.slots[n].content for n in slot_names})
-    fmt = _lookup(slot_col, {n: taxonomy.slots[n].format for n in slot_names})
-    in_focus_share = _lookup(slot_col, {n: g.slots[n].in_focus_share for n in slot_names})
-    base_logit = _lookup(slot_col, {n: _logit(g.slots[n].base_ctr) for n in slot_names})
+    modality = lookup(slot_col, {n: taxonomy.slots[n].modality for n in slot_names})
+    content = lookup(slot_col, {n: taxonomy.slots[n].content for n in slot_names})
+    fmt = lookup(slot_col, {n: taxonomy.slots[n].format for n in slot_names})
+    in_focus_share = lookup(slot_col, {n: g.slots[n].in_focus_share for n in slot_names})
+    base_logit = lookup(slot_col, {n: _logit(g.slots[n].base_ctr) for n in slot_names})
     genre = F.when(content == "podcast", pick(F.col("u_genre"), PODCAST_GENRES)) \
         .otherwise(pick(F.col("u_genre"), MUSIC_GENRES))
     df = df.select(
@@ -165,7 +160,7 @@ def generate_impressions(spark: SparkSession, settings: GeneratorSettings, taxon
         F.col("slot"),
         F.when(F.col("in_focus"), "in_focus").otherwise("out_of_focus").alias("focus_state"),
         F.col("platform"),
-        _lookup(F.col("platform"), DEVICES).alias("device"),
+        lookup(F.col("platform"), DEVICES).alias("device"),
         F.col("country"), F.col("age_bucket"), F.col("gender"), F.col("content_genre"),
         F.when(F.col("has_headphones"), "yes").otherwise("no").alias("headphones"),
         F.col("hour"),
@@ -177,11 +172,3 @@ def generate_impressions(spark: SparkSession, settings: GeneratorSettings, taxon
         true_ctr.alias("true_ctr"),
         F.col("event_date"),
     )
-
-
-def _lookup(key: Column, mapping: dict) -> Column:
-    """A CASE expression: key -> mapping[key] (null when absent)."""
-    expr = None
-    for k, v in mapping.items():
-        expr = F.when(key == k, F.lit(v)) if expr is None else expr.when(key == k, F.lit(v))
-    return expr

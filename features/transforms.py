@@ -11,6 +11,7 @@ from typing import Mapping
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from features.columns import lookup
 from features.config import Config, SplitSettings
 
 SPLITS = ("train", "validation", "test")
@@ -52,11 +53,7 @@ def assign_splits(start: dt.date, end: dt.date, splits: SplitSettings) -> dict[d
 
 
 def split_column(date_col: Column, day_split: Mapping[dt.date, str]) -> Column:
-    expr = None
-    for day, split in day_split.items():
-        cond = date_col == F.lit(day)
-        expr = F.when(cond, F.lit(split)) if expr is None else expr.when(cond, F.lit(split))
-    return expr
+    return lookup(date_col, day_split)
 
 
 def train_window(day_split: Mapping[dt.date, str]) -> tuple[dt.date, dt.date]:
@@ -66,20 +63,12 @@ def train_window(day_split: Mapping[dt.date, str]) -> tuple[dt.date, dt.date]:
 
 # ----------------------------------------------------------------------------- taxonomy
 def with_modality(df: DataFrame, cfg: Config, slot_col: str) -> DataFrame:
-    mapping = cfg.taxonomy.modality_of()
-    expr = None
-    for slot, modality in mapping.items():
-        cond = F.col(slot_col) == slot
-        expr = F.when(cond, F.lit(modality)) if expr is None else expr.when(cond, F.lit(modality))
-    return df.withColumn("modality", expr)
+    return df.withColumn("modality", lookup(F.col(slot_col), cfg.taxonomy.modality_of()))
 
 
 def slot_id_column(slot: Column, cfg: Config) -> Column:
     """The slot's position in the taxonomy, stored so readers need no string decoding."""
-    expr = None
-    for i, name in enumerate(cfg.taxonomy.slot_names):
-        expr = F.when(slot == name, F.lit(i)) if expr is None else expr.when(slot == name, F.lit(i))
-    return expr.cast("int")
+    return lookup(slot, {name: i for i, name in enumerate(cfg.taxonomy.slot_names)}).cast("int")
 
 
 # ----------------------------------------------------------------------------- history

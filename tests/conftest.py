@@ -7,6 +7,7 @@ import re
 import pytest
 
 from features.config import load_config
+from tests.helpers import recreate_database
 
 
 @pytest.fixture(scope="session")
@@ -43,9 +44,9 @@ def fresh_db(spark, make_config, request):
     """A config whose database is new and unique to this test."""
     def make(*overrides: str, extra_files=()):
         name = "t_" + re.sub(r"\W+", "_", request.node.name).lower()[:60]
-        spark.sql(f"DROP DATABASE IF EXISTS {name} CASCADE")
-        spark.sql(f"CREATE DATABASE {name}")
-        return make_config(*overrides, database=name, extra_files=extra_files)
+        cfg = make_config(*overrides, database=name, extra_files=extra_files)
+        recreate_database(spark, cfg)
+        return cfg
     return make
 
 

@@ -18,3 +18,19 @@ def write_raw(df: DataFrame, cfg: Config, start: dt.date, end: dt.date) -> int:
 def generated(spark: SparkSession, cfg: Config, start: dt.date, days: int, rows_per_day: int) -> DataFrame:
     return generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=start, days=days,
                                 rows_per_day=rows_per_day)
+
+
+def recreate_database(spark: SparkSession, cfg: Config) -> None:
+    spark.sql(f"DROP DATABASE IF EXISTS {cfg.database} CASCADE")
+    spark.sql(f"CREATE DATABASE {cfg.database}")
+
+
+def built_lake(spark: SparkSession, cfg: Config, start: dt.date, days: int, rows_per_day: int,
+               run_id: str):
+    """A fresh database holding generated raw logs and the features built from them."""
+    from features.pipeline import build_features
+
+    recreate_database(spark, cfg)
+    end = start + dt.timedelta(days=days - 1)
+    write_raw(generated(spark, cfg, start, days, rows_per_day), cfg, start, end)
+    return build_features(spark, cfg, start, end, run_id)

@@ -12,7 +12,7 @@ import torch
 
 from features import tables
 from features.pipeline import build_features
-from tests.helpers import generated, write_raw
+from tests.helpers import built_lake
 from training.data import (DataFile, feature_layout, iterate_batches, load_snapshot, make_reader,
                            plan_shards)
 
@@ -22,10 +22,7 @@ START, END = dt.date(2026, 1, 1), dt.date(2026, 1, 5)
 @pytest.fixture(scope="module")
 def data_lake(spark, make_config):
     cfg = make_config(database="data_suite")
-    spark.sql(f"DROP DATABASE IF EXISTS {cfg.database} CASCADE")
-    spark.sql(f"CREATE DATABASE {cfg.database}")
-    write_raw(generated(spark, cfg, START, 5, 6000), cfg, START, END)
-    first = build_features(spark, cfg, START, END, "data-1")
+    first = built_lake(spark, cfg, START, 5, 6000, "data-1")
     return cfg, first.versions_written[tables.FEATURES]
 
 

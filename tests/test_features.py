@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from features import tables
 from features.pipeline import build_features
-from tests.helpers import generated, write_raw
+from tests.helpers import built_lake, generated, write_raw
 
 START = dt.date(2026, 1, 1)
 END = dt.date(2026, 1, 6)
@@ -19,11 +19,7 @@ END = dt.date(2026, 1, 6)
 @pytest.fixture(scope="module")
 def built(spark, make_config):
     cfg = make_config(database="features_suite")
-    spark.sql(f"DROP DATABASE IF EXISTS {cfg.database} CASCADE")
-    spark.sql(f"CREATE DATABASE {cfg.database}")
-    write_raw(generated(spark, cfg, START, 6, 12_000), cfg, START, END)
-    result = build_features(spark, cfg, START, END, "build-1")
-    return cfg, result
+    return cfg, built_lake(spark, cfg, START, 6, 12_000, "build-1")
 
 
 def test_every_accepted_row_lands_once_and_splits_follow_time(spark, built):

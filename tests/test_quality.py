@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from features import tables
 from features.pipeline import build_features, validate_tables
 from jobs import validate as validate_job
-from tests.helpers import generated, write_raw
+from tests.helpers import built_lake, generated, write_raw
 
 START, END = dt.date(2026, 1, 1), dt.date(2026, 1, 4)
 
@@ -17,10 +17,7 @@ START, END = dt.date(2026, 1, 1), dt.date(2026, 1, 4)
 @pytest.fixture(scope="module")
 def good_lake(spark, make_config):
     cfg = make_config(database="quality_suite")
-    spark.sql(f"DROP DATABASE IF EXISTS {cfg.database} CASCADE")
-    spark.sql(f"CREATE DATABASE {cfg.database}")
-    write_raw(generated(spark, cfg, START, 4, 3000), cfg, START, END)
-    build_features(spark, cfg, START, END, "q-build")
+    built_lake(spark, cfg, START, 4, 3000, "q-build")
     return cfg
 
 

@@ -9,8 +9,7 @@ import torch
 
 from calibration.metrics import average_precision
 from features import tables
-from features.pipeline import build_features
-from tests.helpers import generated, write_raw
+from tests.helpers import built_lake
 from training.data import load_snapshot
 from training.loop import load_artifact, score
 from training.runner import launch, prepare, train
@@ -22,10 +21,7 @@ SMALL = {"batch_size": 256, "learning_rate": 0.01, "shuffle_buffer": 0, "warmup_
 @pytest.fixture(scope="module")
 def train_lake(spark, make_config):
     cfg = make_config("spark.shuffle_partitions=4", database="train_suite")
-    spark.sql(f"DROP DATABASE IF EXISTS {cfg.database} CASCADE")
-    spark.sql(f"CREATE DATABASE {cfg.database}")
-    write_raw(generated(spark, cfg, START, 6, 8000), cfg, START, END)
-    build_features(spark, cfg, START, END, "train-build")
+    built_lake(spark, cfg, START, 6, 8000, "train-build")
     return cfg
 
 

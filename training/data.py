@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
+import torch
 
 SPLITS = ("train", "validation", "test")
 
@@ -166,12 +167,12 @@ def make_reader(files: Sequence[DataFile], columns: Sequence[str], num_epochs: i
 
 @dataclass
 class Batch:
-    categorical: "torch.Tensor"   # (B, F) int64
-    dense: "torch.Tensor"         # (B, D) float32
-    label: "torch.Tensor"         # (B,) float32
-    slot: "torch.Tensor"          # (B,) int64
-    task: "torch.Tensor"          # (B,) int64
-    weight: "torch.Tensor"        # (B,) float32, sample_weight = 1 / sampling rate
+    categorical: torch.Tensor     # (B, F) int64
+    dense: torch.Tensor           # (B, D) float32
+    label: torch.Tensor           # (B,) float32
+    slot: torch.Tensor            # (B,) int64
+    task: torch.Tensor            # (B,) int64
+    weight: torch.Tensor          # (B,) float32, sample_weight = 1 / sampling rate
 
     def __len__(self) -> int:
         return self.label.shape[0]
@@ -187,8 +188,6 @@ class Batch:
 
 def _chunk_tensors(chunk, layout: FeatureLayout) -> tuple:
     """One Petastorm row-group chunk (numpy columns) as (categorical, dense, label, slot, weight)."""
-    import torch
-
     categorical = torch.from_numpy(np.stack([getattr(chunk, c) for c in layout.categorical], axis=1)
                                    .astype(np.int64, copy=False))                       # (n, F)
     if layout.dense:
@@ -209,8 +208,6 @@ def iterate_batches(files: Sequence[DataFile], layout: FeatureLayout, slot_to_ta
     Each row-group chunk is stacked into tensors once; batches are views into it, and only a
     batch straddling two chunks is copied. With ``shuffle_buffer`` > 0 rows are mixed across
     chunks in a buffer of that many rows (torch's RNG: ``torch.manual_seed`` reproduces it)."""
-    import torch
-
     buffer_rows = shuffle_buffer if (shuffle and shuffle_buffer) else 0
     carry: list[torch.Tensor] | None = None        # < batch_size rows left from earlier chunks
     pending: list[tuple] = []                      # shuffle buffer (chunks not yet mixed)
