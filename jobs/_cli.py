@@ -51,6 +51,9 @@ def main(job: str, description: str, add_arguments: Callable[[argparse.ArgumentP
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # py4j logs closed callback sockets (e.g. Horovod's driver service shutting down) with
+    # tracebacks at INFO; they are not failures
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     started = time.time()
     try:
         cfg = load_config(args.conf_dir, extra_files=args.conf, overrides=args.set)
