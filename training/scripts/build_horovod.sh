@@ -42,7 +42,8 @@ fi
     || die "torch is not importable in $PY (install the project's [train] extra first)"
 
 # Versions pip must never touch, pinned as constraints for the runtime-dependency install.
-PINNED="$("$PY" - <<'EOF'
+pinned_versions() {
+    "$PY" - <<'EOF'
 from importlib.metadata import version, PackageNotFoundError
 for name in ("torch", "pyarrow", "pyspark", "numpy"):
     try:
@@ -50,7 +51,8 @@ for name in ("torch", "pyarrow", "pyspark", "numpy"):
     except PackageNotFoundError:
         pass
 EOF
-)"
+}
+PINNED="$(pinned_versions)"
 TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
 PY_TAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 
@@ -130,15 +132,7 @@ if [ -n "$MISSING" ]; then
     rm -f "$CONSTRAINTS"
 fi
 
-AFTER="$("$PY" - <<'EOF'
-from importlib.metadata import version, PackageNotFoundError
-for name in ("torch", "pyarrow", "pyspark", "numpy"):
-    try:
-        print(f"{name}=={version(name)}")
-    except PackageNotFoundError:
-        pass
-EOF
-)"
+AFTER="$(pinned_versions)"
 [ "$PINNED" = "$AFTER" ] || die "pinned package versions changed: before [$PINNED] after [$AFTER]"
 
 installed_ok || die "installed, but 'import horovod.torch' (version $HVD_VERSION) fails in $PY"
