@@ -263,6 +263,41 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class EvaluationSettings:
+    ece_bins: int
+    baseline_model: str
+    temperature_min: float
+    temperature_max: float
+    plots: bool
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    models: tuple[str, ...]
+    baseline: str
+    backend: str
+    num_proc: int
+    epochs: int | None
+
+
+@dataclass(frozen=True)
+class AuctionSettings:
+    seed: int
+    focus_column: str
+    serve_focus: Mapping[str, str]      # modality -> focus_state value served
+    break_seconds: int
+    candidates_per_break: int
+    positions: Mapping[str, int]        # modality -> ads served per pod
+    max_bid_median: float
+    max_bid_sd: float
+    pacing_max: float
+    trailing_ctr_hours: int
+    trailing_ctr_prior: float
+    reserve_price: float
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Config:
     project_root: Path
     database: str
@@ -278,6 +313,9 @@ class Config:
     models: Mapping[str, ModelSettings]
     default_model: str
     training: TrainingSettings
+    evaluation: EvaluationSettings
+    experiments: ExperimentSettings
+    auction: AuctionSettings
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     def model(self, name: str | None = None) -> ModelSettings:
@@ -343,7 +381,7 @@ def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_
     merged = copy.deepcopy(dict(merged))
     allowed = {"database", "storage", "spark", "schema", "slots", "groupings", "default_grouping",
                "generator", "splits", "sampling", "features", "quality", "models",
-               "model_defaults", "default_model", "training"}
+               "model_defaults", "default_model", "training", "evaluation", "experiments", "auction"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
         where = "; ".join(f"'{k}' in {sources.get(k, '?')}" for k in unknown)
@@ -370,8 +408,13 @@ def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_
         raise ConfigError(f"{src('default_model')}: 'default_model' must be one of {list(models)}, "
                           f"got {default_model!r}")
     training = _parse_training(Section(merged.get("training"), "training", src("training")))
+    evaluation = _parse_evaluation(Section(merged.get("evaluation"), "evaluation", src("evaluation")), models)
+    experiments = _parse_experiments(Section(merged.get("experiments"), "experiments", src("experiments")),
+                                     models)
+    auction = _parse_auction(Section(merged.get("auction"), "auction", src("auction")), taxonomy, models)
     return Config(project_root, database, storage, spark, schema, taxonomy, generator, splits,
-                  sampling, features, quality, models, default_model, training, raw=merged)
+                  sampling, features, quality, models, default_model, training, evaluation, experiments,
+                  auction, raw=merged)
 
 
 def _parse_storage(s: Section, root: Path) -> StorageSettings:
@@ -570,4 +613,69 @@ def _parse_training(s: Section) -> TrainingSettings:
         mixed_precision=s.get("mixed_precision", bool),
         use_sample_weight=s.get("use_sample_weight", bool))
     s.done()
+    return out
+
+
+def _model_name(models: Mapping[str, ModelSettings]) -> dict:
+    return dict(check=lambda v: v in models, expect=f"a model of conf/models.yaml ({', '.join(models)})")
+
+
+def _parse_evaluation(s: Section, models: Mapping[str, ModelSettings]) -> EvaluationSettings:
+    positive = dict(kind=float, check=_positive, expect="a positive number")
+    out = EvaluationSettings(
+        ece_bins=s.get("ece_bins", int, check=lambda v: v >= 2, expect="an integer >= 2"),
+        baseline_model=s.get("baseline_model", **_model_name(models)),
+        temperature_min=s.get("temperature_min", **positive), temperature_max=s.get("temperature_max", **positive),
+        plots=s.get("plots", bool))
+    s.done()
+    if out.temperature_min >= out.temperature_max:
+        raise s.fail("temperature_min", f"must be below temperature_max ({out.temperature_max})")
+    return out
+
+
+def _parse_experiments(s: Section, models: Mapping[str, ModelSettings]) -> ExperimentSettings:
+    names = s.str_list("models")
+    unknown = [n for n in names if n not in models]
+    if unknown:
+        raise s.fail("models", f"names unknown model(s) {unknown}; conf/models.yaml defines {list(models)}")
+    out = ExperimentSettings(
+        models=names, baseline=s.get("baseline", **_model_name(models)),
+        backend=s.get("backend", check=lambda v: v in TRAINING_BACKENDS + ("local",),
+                      expect=f"one of {list(TRAINING_BACKENDS) + ['local']}"),
+        num_proc=s.get("num_proc", int, check=_positive, expect="a positive integer"),
+        epochs=s.get("epochs", int, default=None, check=_positive, expect="a positive integer or null"))
+    s.done()
+    if out.baseline not in out.models:
+        raise s.fail("baseline", f"must be one of experiments.models {list(out.models)}")
+    return out
+
+
+def _parse_auction(s: Section, taxonomy: Taxonomy, models: Mapping[str, ModelSettings]) -> AuctionSettings:
+    def per_modality(name: str, kind, check, expect: str) -> dict:
+        sub = s.sub(name)
+        values = {m: sub.get(m, kind, check=check, expect=expect) for m in taxonomy.modalities}
+        sub.done()
+        return values
+
+    pos_int = dict(kind=int, check=_positive, expect="a positive integer")
+    non_negative = dict(kind=float, check=lambda v: v >= 0, expect="a number >= 0")
+    out = AuctionSettings(
+        seed=s.get("seed", int), focus_column=s.get("focus_column"),
+        serve_focus=per_modality("serve_focus", str, None, "a focus value"),
+        break_seconds=s.get("break_seconds", **pos_int),
+        candidates_per_break=s.get("candidates_per_break", int, check=lambda v: v >= 2, expect="an integer >= 2"),
+        positions=per_modality("positions", int, _positive, "a positive integer"),
+        max_bid_median=s.get("max_bid_median", float, check=_positive, expect="a positive number"),
+        max_bid_sd=s.get("max_bid_sd", **non_negative), pacing_max=s.get("pacing_max", **non_negative),
+        trailing_ctr_hours=s.get("trailing_ctr_hours", **pos_int),
+        trailing_ctr_prior=s.get("trailing_ctr_prior", **non_negative),
+        reserve_price=s.get("reserve_price", **non_negative),
+        models=s.str_list("models"))
+    s.done()
+    unknown = [n for n in out.models if n not in models]
+    if len(out.models) != 2 or unknown:
+        raise s.fail("models", f"must name two models of conf/models.yaml, got {list(out.models)}")
+    too_many = {m: n for m, n in out.positions.items() if n >= out.candidates_per_break}
+    if too_many:
+        raise s.fail("positions", f"must be below candidates_per_break ({out.candidates_per_break}), got {too_many}")
     return out

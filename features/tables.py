@@ -27,6 +27,12 @@ VOCABULARIES = "vocabularies"
 FEATURE_STATS = "feature_stats"
 DQ_RESULTS = "dq_results"
 RUNS = "runs"
+TEMPERATURES = "temperatures"
+SLOT_METRICS = "slot_metrics"
+CALIBRATION_BINS = "calibration_bins"
+PREDICTIONS = "predictions"
+EXPERIMENT_RESULTS = "experiment_results"
+AUCTION_REPLAY = "auction_replay"
 
 
 def table_exists(spark: SparkSession, name: str) -> bool:
