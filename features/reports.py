@@ -27,3 +27,16 @@ SELECT f.slot, FIRST(f.modality) AS modality, COUNT(*) AS rows, SUM(f.label) AS 
 FROM f JOIN r ON f.slot = r.slot
 GROUP BY f.slot, r.negative_rate, r.positive_rate
 ORDER BY rows DESC"""
+
+
+def slot_metrics_sql(cfg: Config, run_id: str) -> str:
+    """The per-slot evaluation table of one run: metrics after temperature, ECE before/after."""
+    m = cfg.table(tables.SLOT_METRICS)
+    return f"""SELECT a.level, a.slot, a.rows, a.positives, ROUND(a.auc_pr, 4) AS auc_pr,
+       ROUND(a.auc_pr_oracle_fraction, 3) AS auc_pr_of_oracle, ROUND(a.roc_auc, 4) AS roc_auc,
+       ROUND(b.ece_equal_mass, 5) AS ece_before, ROUND(a.ece_equal_mass, 5) AS ece_after,
+       ROUND(a.ece_equal_width, 5) AS ece_width_after, ROUND(a.calibration_ratio, 3) AS calib_ratio,
+       ROUND(a.auc_pr_change_pct, 2) AS auc_pr_change_pct
+FROM {m} a JOIN {m} b ON a.run_id = b.run_id AND a.level = b.level AND a.slot = b.slot
+WHERE a.run_id = '{run_id}' AND a.calibrated AND NOT b.calibrated
+ORDER BY CASE a.level WHEN 'slot' THEN 0 WHEN 'task' THEN 1 ELSE 2 END, a.rows DESC"""

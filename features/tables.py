@@ -33,6 +33,7 @@ CALIBRATION_BINS = "calibration_bins"
 PREDICTIONS = "predictions"
 EXPERIMENT_RESULTS = "experiment_results"
 AUCTION_REPLAY = "auction_replay"
+EXPERT_MASK_METRICS = "expert_mask_metrics"
 
 
 def table_exists(spark: SparkSession, name: str) -> bool:
@@ -158,3 +159,28 @@ def record_run(spark: SparkSession, cfg: Config, run: RunRecord, status: str = "
 
 def _json(value: Mapping[str, Any]) -> str:
     return json.dumps(value, default=str, sort_keys=True)
+
+
+def find_train_run(spark: SparkSession, cfg: Config, run_id: str | None = None,
+                   model: str | None = None) -> dict[str, Any]:
+    """A succeeded training run: the given one, else the latest (of ``model`` if named).
+
+    Returns run_id, model, artifact (the model folder) and finished_at.
+    """
+    name = cfg.table(RUNS)
+    if not table_exists(spark, name):
+        raise TableNotFound(f"{name} does not exist: no job has run against this warehouse")
+    query = spark.table(name).where((F.col("job") == "train") & (F.col("status") == "succeeded"))
+    if run_id:
+        query = query.where(F.col("run_id") == run_id)
+    runs = []
+    for r in query.orderBy(F.col("finished_at").desc()).collect():
+        metrics, outputs = json.loads(r.metrics), json.loads(r.outputs)
+        if model and metrics.get("model") != model:
+            continue
+        runs.append({"run_id": r.run_id, "model": metrics.get("model"), "artifact": outputs.get("model_artifact"),
+                     "finished_at": r.finished_at})
+    if not runs:
+        what = f"training run {run_id!r}" if run_id else "a training run" + (f" of model {model!r}" if model else "")
+        raise LookupError(f"no succeeded {what} in {name}; run jobs/train.py first")
+    return runs[0]

@@ -249,10 +249,17 @@ def save_artifact(out_dir: Path, job: TrainJob, result: dict, meta: dict) -> Pat
 
 
 def load_artifact(out_dir: str | Path) -> tuple[nn.Module, dict]:
+    """(model in eval mode, its model.json description) from an artifact folder."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "model.json").is_file():
+        raise FileNotFoundError(f"{out_dir} holds no model artifact (model.json); was the training run finished?")
+    description = json.loads((out_dir / "model.json").read_text())
+    return model_from_state(description, torch.load(out_dir / "model.pt", weights_only=True)), description
+
+
+def model_from_state(description: dict, state_dict: dict) -> nn.Module:
     from features.config import ModelSettings
 
-    out_dir = Path(out_dir)
-    description = json.loads((out_dir / "model.json").read_text())
     m = description["model"]
     settings = ModelSettings(**{**m, "expert_hidden": tuple(m["expert_hidden"]),
                                 "tower_hidden": tuple(m["tower_hidden"]),
@@ -261,5 +268,5 @@ def load_artifact(out_dir: str | Path) -> tuple[nn.Module, dict]:
     layout = description["layout"]
     model = build_model(settings, FeatureSpec(tuple(layout["cardinalities"]), len(layout["dense"])),
                         len(description["tasks"]))
-    model.load_state_dict(torch.load(out_dir / "model.pt", weights_only=True))
-    return model.eval(), description
+    model.load_state_dict(state_dict)
+    return model.eval()

@@ -1,0 +1,258 @@
+"""Slot-level evaluation tables from scored rows: pure functions over Spark DataFrames.
+
+Input: rows scored by ``training.inference.score_dataframe`` (slot, task, label, true_ctr,
+pctr_raw = corrected for down-sampling, pctr = temperature-calibrated). Output DataFrames for
+``slot_metrics`` (one row per level x segment x calibrated flag), ``calibration_bins``
+(reliability-diagram data) and ``expert_mask_metrics``. Segments are every slot, every task
+of the model's grouping and ``all``; the ``level`` column says which.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from calibration.metrics import ECE_SCHEMES, segment_metrics
+
+SEGMENT_KEYS = ("level", "slot")
+METRICS = ("rows", "positives", "ctr", "mean_pred", "auc_pr", "roc_auc", "log_loss", "calibration_ratio",
+           *(f"ece_{s}" for s in ECE_SCHEMES))
+CHANGE_METRICS = ("auc_pr", "roc_auc", "log_loss", "ece_equal_mass")   # % change vs the baseline run
+
+
+def with_segments(scored: DataFrame) -> DataFrame:
+    """Each row three times: under its slot, its task and ``all`` (columns level, slot)."""
+    segments = F.array(
+        F.struct(F.lit("slot").alias("level"), F.col("slot").alias("segment")),
+        F.struct(F.lit("task").alias("level"), F.col("task").alias("segment")),
+        F.struct(F.lit("all").alias("level"), F.lit("all").alias("segment")))
+    return (scored.withColumn("_seg", F.explode(segments))
+            .withColumn("level", F.col("_seg.level")).withColumn("_slot", F.col("_seg.segment"))
+            .drop("_seg", "slot").withColumnRenamed("_slot", "slot"))
+
+
+def calibration_variants(scored: DataFrame) -> DataFrame:
+    """Rows twice, ``calibrated`` false (pctr_raw) and true (pctr), the score in ``pred``."""
+    return (scored.withColumn("calibrated", F.explode(F.array(F.lit(False), F.lit(True))))
+            .withColumn("pred", F.when(F.col("calibrated"), F.col("pctr")).otherwise(F.col("pctr_raw"))))
+
+
+def slot_tables(scored: DataFrame, bins: int, with_oracle: bool) -> tuple[DataFrame, DataFrame]:
+    """(slot_metrics rows, calibration_bins rows) without run columns.
+
+    With ``with_oracle`` the true click probability is scored as a model too (oracle_* columns:
+    the ceiling any model could reach) and auc_pr_oracle_fraction = auc_pr / oracle_auc_pr.
+    """
+    segmented = with_segments(scored)
+    variants = calibration_variants(segmented)
+    keys = [*SEGMENT_KEYS, "calibrated"]
+    metrics, bin_rows = segment_metrics(variants, keys, "label", "pred", bins)
+    metrics = metrics.withColumnRenamed("mean_pred", "mean_pctr").withColumn("ece_bins", F.lit(bins))
+    if with_oracle:
+        oracle, _ = segment_metrics(segmented.where(F.col("true_ctr").isNotNull()), list(SEGMENT_KEYS),
+                                    "label", "true_ctr", bins, schemes=("equal_mass",))
+        oracle = oracle.select(*SEGMENT_KEYS, *[F.col(m).alias(f"oracle_{m}") for m in
+                                                ("auc_pr", "roc_auc", "log_loss", "ece_equal_mass")])
+        metrics = (metrics.join(oracle, list(SEGMENT_KEYS), "left")
+                   .withColumn("auc_pr_oracle_fraction", F.col("auc_pr") / F.col("oracle_auc_pr")))
+    bin_rows = (bin_rows.withColumn("mean_pctr", F.col("sum_pred") / F.col("rows"))
+                .withColumn("observed_ctr", F.col("sum_label") / F.col("rows")).withColumn("bins", F.lit(bins)))
+    return metrics, bin_rows
+
+
+def change_vs_baseline(metrics: DataFrame, baseline: DataFrame | None, baseline_run_id: str | None) -> DataFrame:
+    """Adds baseline_run_id and <metric>_change_pct = 100 * (metric / baseline metric - 1)."""
+    out = metrics.withColumn("baseline_run_id", F.lit(baseline_run_id).cast("string"))
+    keys = [*SEGMENT_KEYS, "calibrated"]
+    if baseline is None:
+        for m in CHANGE_METRICS:
+            out = out.withColumn(f"{m}_change_pct", F.lit(None).cast("double"))
+        return out
+    base = baseline.select(*keys, *[F.col(m).alias(f"_base_{m}") for m in CHANGE_METRICS])
+    out = out.join(base, keys, "left")
+    for m in CHANGE_METRICS:
+        out = out.withColumn(f"{m}_change_pct", 100.0 * (F.col(m) / F.col(f"_base_{m}") - 1.0))
+    return out.drop(*[f"_base_{m}" for m in CHANGE_METRICS])
+
+
+def expert_mask_tables(scored: DataFrame, experts: int, bins: int) -> DataFrame:
+    """Calibrated metrics with each expert masked at scoring time (paper appendix A.2).
+
+    ``scored`` carries ``masked_pctr`` (array, one entry per expert). masked_expert = -1 is
+    the unmasked model; auc_pr_change_pct is vs that row.
+    """
+    variants = (with_segments(scored)
+                .select(*SEGMENT_KEYS, "label", F.posexplode(F.concat(F.array("pctr"), "masked_pctr"))
+                        .alias("_i", "pred"))
+                .withColumn("masked_expert", F.col("_i") - 1).drop("_i"))
+    keys = [*SEGMENT_KEYS, "masked_expert"]
+    metrics, _ = segment_metrics(variants, keys, "label", "pred", bins, schemes=("equal_mass",))
+    full = metrics.where("masked_expert = -1").select(*SEGMENT_KEYS, F.col("auc_pr").alias("_full"))
+    return (metrics.join(full, list(SEGMENT_KEYS))
+            .withColumn("auc_pr_change_pct", 100.0 * (F.col("auc_pr") / F.col("_full") - 1.0)).drop("_full")
+            .withColumn("experts", F.lit(experts)))
+
+
+def with_run_columns(df: DataFrame, run_id: str, model: str, model_run_id: str, features_version: int,
+                     first: Sequence[str] = ()) -> DataFrame:
+    """Prefix the identifying columns every evaluation table starts with."""
+    cols = [c for c in df.columns if c not in first]
+    return df.select(F.lit(run_id).alias("run_id"), F.lit(model).alias("model"),
+                     F.lit(model_run_id).alias("model_run_id"),
+                     F.lit(int(features_version)).alias("features_version"), *first, *cols,
+                     F.current_timestamp().alias("evaluated_at"))
+
+
+# ----------------------------------------------------------------------------- one evaluation run
+def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, baseline_run_id: str | None = None,
+                 plots_dir=None) -> dict:
+    """Fit temperatures on validation, score test before/after, write every evaluation table.
+
+    Returns a summary (what was read and written, temperatures, plot paths) for the runs row.
+    """
+    import json
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from calibration import plots
+    from calibration.temperature import downsampling_logit_shift, fit_temperatures
+    from features import tables
+    from training.inference import score_dataframe
+    from training.loop import load_artifact
+
+    train = tables.find_train_run(spark, cfg, train_run_id)
+    _, description = load_artifact(train["artifact"])
+    model_name = description["model"]["name"]
+    version = int(description["features_version"])
+    features = tables.read_table(spark, description["features_table"], version)
+    rates = {(r.slot, int(r.label)): float(r.rate) for r in spark.table(cfg.table(tables.SAMPLING_RATES))
+             .where(F.col("run_id") == description["build_run_id"]).collect()}
+    if not rates:
+        raise ValueError(f"no sampling_rates rows for feature build {description['build_run_id']}")
+    shift = downsampling_logit_shift(rates, tuple(description["layout"]["slots"]))
+    tasks = list(description["tasks"])
+
+    # temperatures: validation split, corrected logits, NLL over log T per task
+    validation = score_dataframe(features.where(F.col("split") == "validation"), train["artifact"], shift, None,
+                                 keep=["label"]).select("task", "label", "pctr_raw").toPandas()
+    if validation.empty:
+        raise ValueError(f"{description['features_table']}@{version} has no validation rows")
+    p = validation["pctr_raw"].to_numpy(np.float64)
+    z = np.log(p) - np.log1p(-p)
+    y = validation["label"].to_numpy(np.float64)
+    task_index = validation["task"].map({t: i for i, t in enumerate(tasks)}).to_numpy(np.int64)
+    fitted = fit_temperatures(z, y, task_index, len(tasks), (cfg.evaluation.temperature_min,
+                                                             cfg.evaluation.temperature_max))
+    temperature_rows = []
+    for i, task in enumerate(tasks):
+        sel = task_index == i
+        before, after = _nll(z[sel], y[sel], 1.0), _nll(z[sel], y[sel], fitted[i])
+        temperature_rows.append((task, float(fitted[i]), int(sel.sum()), int(y[sel].sum()), before, after))
+    temperatures = {task: float(t) for task, t in zip(tasks, fitted)}
+
+    # test split: scored once (cached), then every table is an aggregation of it
+    has_truth = "true_ctr" in features.columns
+    keep = ["impression_id", "event_date", "slot", "label"] + (["true_ctr"] if has_truth else [])
+    masking = description["model"]["architecture"] == "moe" and description["model"]["experts"] > 1
+    test_rows = features.where(F.col("split") == "test")
+    scored = score_dataframe(test_rows, train["artifact"], shift, temperatures, keep=keep,
+                             masked_experts=masking)
+    if not has_truth:
+        scored = scored.withColumn("true_ctr", F.lit(None).cast("double"))
+    scored = scored.persist()
+    try:
+        if scored.limit(1).count() == 0:
+            raise ValueError(f"{description['features_table']}@{version} has no test rows")
+        bins = cfg.evaluation.ece_bins
+        metrics, bin_rows = slot_tables(scored, bins, with_oracle=has_truth)
+        baseline_run_id, baseline = _baseline(spark, cfg, model_name, version, baseline_run_id)
+        metrics = change_vs_baseline(metrics, baseline, baseline_run_id)
+        ids = dict(run_id=run_id, model=model_name, model_run_id=train["run_id"], features_version=version)
+        outputs = {
+            tables.SLOT_METRICS: tables.replace_run_rows(with_run_columns(metrics, **ids, first=("level", "slot")),
+                                                         cfg.table(tables.SLOT_METRICS), run_id),
+            tables.CALIBRATION_BINS: tables.replace_run_rows(
+                with_run_columns(bin_rows, **ids, first=("level", "slot")), cfg.table(tables.CALIBRATION_BINS), run_id),
+            tables.TEMPERATURES: tables.replace_run_rows(with_run_columns(spark.createDataFrame(
+                temperature_rows, "task string, temperature double, validation_rows long, "
+                                  "validation_positives long, nll_before double, nll_after double"), **ids),
+                cfg.table(tables.TEMPERATURES), run_id),
+            tables.PREDICTIONS: tables.replace_run_rows(prediction_rows(scored, **ids),
+                                                        cfg.table(tables.PREDICTIONS), run_id),
+        }
+        if masking:
+            outputs[tables.EXPERT_MASK_METRICS] = tables.replace_run_rows(
+                with_run_columns(expert_mask_tables(scored, description["model"]["experts"], bins), **ids,
+                                 first=("level", "slot", "masked_expert")),
+                cfg.table(tables.EXPERT_MASK_METRICS), run_id)
+    finally:
+        scored.unpersist()
+
+    written = spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id") == run_id).toPandas()
+    figures = []
+    if cfg.evaluation.plots:
+        out = Path(plots_dir or cfg.storage.artifacts_dir / "evaluation" / run_id)
+        bin_frame = spark.table(cfg.table(tables.CALIBRATION_BINS)).where(F.col("run_id") == run_id).toPandas()
+        figures.append(str(plots.reliability_diagrams(bin_frame, out / "reliability.png")))
+        if baseline_run_id:
+            figures.append(str(plots.auc_pr_change_bars(written, out / "auc_pr_vs_baseline.png",
+                                                        f"{cfg.evaluation.baseline_model} ({baseline_run_id})")))
+    overall = written[(written["level"] == "all")].set_index("calibrated")
+    summary = {"model": model_name, "model_run_id": train["run_id"], "features_version": version,
+               "temperatures": temperatures, "baseline_run_id": baseline_run_id, "plots": figures,
+               "outputs": outputs, "test_rows": int(overall.loc[True, "rows"]),
+               "auc_pr": _finite(overall.loc[True, "auc_pr"]),
+               "ece_equal_mass_before": _finite(overall.loc[False, "ece_equal_mass"]),
+               "ece_equal_mass_after": _finite(overall.loc[True, "ece_equal_mass"])}
+    json.dumps(summary, default=str)          # fail here, not in the runs row, if not serialisable
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+
+
+def prediction_rows(scored: DataFrame, run_id: str, model: str, model_run_id: str, features_version: int):
+    """Rows of the ``predictions`` table (shared with jobs/score.py)."""
+    label = F.col("label").cast("int") if "label" in scored.columns else F.lit(None).cast("int")
+    truth = F.col("true_ctr") if "true_ctr" in scored.columns else F.lit(None).cast("double")
+    return scored.select(
+        F.lit(run_id).alias("run_id"), F.lit(model).alias("model"), F.lit(model_run_id).alias("model_run_id"),
+        F.lit(int(features_version)).alias("features_version"), F.current_timestamp().alias("scored_at"),
+        "impression_id", "event_date", "slot", "task", "logit", "pctr_raw", "pctr",
+        label.alias("label"), truth.alias("true_ctr"))
+
+
+def _baseline(spark, cfg, model_name: str, version: int, baseline_run_id: str | None):
+    from features import tables
+
+    name = cfg.table(tables.SLOT_METRICS)
+    if not tables.table_exists(spark, name):
+        if baseline_run_id:
+            raise ValueError(f"baseline run {baseline_run_id}: {name} does not exist yet")
+        return None, None
+    metrics = spark.table(name)
+    if baseline_run_id is None:
+        if model_name == cfg.evaluation.baseline_model:
+            return None, None
+        latest = (metrics.where((F.col("model") == cfg.evaluation.baseline_model)
+                                & (F.col("features_version") == version))
+                  .orderBy(F.col("evaluated_at").desc()).select("run_id").limit(1).collect())
+        if not latest:
+            return None, None
+        baseline_run_id = latest[0].run_id
+    rows = metrics.where(F.col("run_id") == baseline_run_id)
+    if rows.limit(1).count() == 0:
+        raise ValueError(f"baseline run {baseline_run_id} has no rows in {name}")
+    return baseline_run_id, rows
+
+
+def _nll(z, y, temperature: float) -> float:
+    import numpy as np
+
+    s = z / temperature
+    return float(np.mean(np.logaddexp(0.0, s) - y * s)) if len(z) else float("nan")
+
+
+def _finite(v) -> float | None:
+    v = float(v)
+    return v if v == v else None

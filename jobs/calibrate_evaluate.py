@@ -1,0 +1,42 @@
+"""Fit per-task temperatures and write the slot-level evaluation tables for a trained model.
+
+Scores the validation split (temperatures: NLL over log T per task, on logits corrected for
+the train-time down-sampling) and the test split before/after temperature, then writes
+camoe.temperatures, slot_metrics, calibration_bins, expert_mask_metrics and predictions, plus
+PNG plots under artifacts/evaluation/<run_id>/, and prints the per-slot table read back with SQL.
+
+    spark-submit jobs/calibrate_evaluate.py [--train-run-id RUN] [--baseline-run-id EVAL_RUN]
+"""
+from __future__ import annotations
+
+import sys
+
+from jobs._cli import log, main
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--train-run-id", help="training run to evaluate (default: the latest succeeded one)")
+    parser.add_argument("--baseline-run-id",
+                        help="evaluation run the %% changes are against (default: the latest run of "
+                             "evaluation.baseline_model on the same features version)")
+
+
+def run(spark, cfg, args, record) -> int:
+    from calibration.evaluate import evaluate_run
+    from features.reports import slot_metrics_sql
+
+    summary = evaluate_run(spark, cfg, record.run_id, args.train_run_id, args.baseline_run_id)
+    record.inputs.update({"model_run_id": summary["model_run_id"], "features": summary["features_version"]})
+    record.outputs.update(summary.pop("outputs"))
+    record.metrics.update(summary)
+    log.info("temperatures %s; plots %s", summary["temperatures"], summary["plots"])
+    sql = slot_metrics_sql(cfg, record.run_id)
+    print(f"model {summary['model']} (training run {summary['model_run_id']}), temperatures "
+          + ", ".join(f"{t}={v:.3f}" for t, v in summary["temperatures"].items()))
+    print(sql)
+    spark.sql(sql).show(50, truncate=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("calibrate_evaluate", __doc__, add_arguments, run))
