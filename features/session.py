@@ -71,6 +71,8 @@ def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, st
 _NOISY_LOGGERS = ("org.apache.spark.sql.hive.HiveExternalCatalog",
                   "org.apache.hadoop.hive.metastore.ObjectStore",
                   "org.apache.hadoop.hive.conf.HiveConf")
+# ...and one that says ERROR for the same benign case (the Delta log, not Hive, holds the schema)
+_FALSE_ERROR_LOGGERS = ("org.apache.hadoop.hive.metastore.HiveAlterHandler",)
 
 
 def _quiet_metastore_loggers(spark) -> None:
@@ -78,6 +80,8 @@ def _quiet_metastore_loggers(spark) -> None:
     level = jvm.org.apache.logging.log4j.Level.ERROR
     for name in _NOISY_LOGGERS:
         jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
+    for name in _FALSE_ERROR_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, jvm.org.apache.logging.log4j.Level.FATAL)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,13 +8,14 @@ evaluation and candidate tables for production scoring, so what is evaluated is 
 """
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-_MODELS: dict[int, tuple] = {}          # broadcast id -> (model, description), per Python worker
+_MODELS: dict[str, tuple] = {}          # payload sha256 -> (model, description), per Python worker
 
 SCORE_COLUMNS = ("task", "logit", "pctr_raw", "pctr")
 
@@ -29,8 +30,8 @@ def artifact_payload(artifact_dir) -> bytes:
     return buffer.getvalue()
 
 
-def _model(payload) -> tuple:
-    key = payload.id if hasattr(payload, "id") else id(payload)
+def _model(payload, key: str) -> tuple:
+    """The broadcast model, built once per Python worker (workers are reused across tasks)."""
     if key not in _MODELS:
         from training.loop import model_from_state
 
@@ -104,7 +105,9 @@ def score_dataframe(df, artifact_dir, slot_shift: Mapping[str, float], temperatu
     absent_columns = [c for c in needed if c not in df.columns]
     if absent_columns:
         raise ValueError(f"rows to score lack feature column(s) {absent_columns}")
-    payload = spark.sparkContext.broadcast(artifact_payload(artifact_dir))
+    blob = artifact_payload(artifact_dir)
+    key = hashlib.sha256(blob).hexdigest()    # content, not object identity: ids are reused
+    payload = spark.sparkContext.broadcast(blob)
     fields = [df.schema[c] for c in keep] + [
         T.StructField("task", T.StringType()), T.StructField("logit", T.DoubleType()),
         T.StructField("pctr_raw", T.DoubleType()), T.StructField("pctr", T.DoubleType())]
@@ -113,7 +116,7 @@ def score_dataframe(df, artifact_dir, slot_shift: Mapping[str, float], temperatu
     keep = list(keep)
 
     def predict(batches: Iterator) -> Iterator:
-        model, desc = _model(payload)
+        model, desc = _model(payload, key)
         for frame in batches:
             for start in range(0, len(frame), rows_per_batch):
                 part = frame.iloc[start:start + rows_per_batch]

@@ -92,7 +92,8 @@ def _train(job: TrainJob, comm) -> dict | None:
     epochs = job.epochs or t.epochs
     steps_per_epoch = job.train_plan.steps_per_epoch(t.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(t.warmup_steps, epochs * steps_per_epoch, t.min_lr_ratio))
+        optimizer, _lr_lambda(min(t.warmup_steps, epochs * steps_per_epoch // 10), epochs * steps_per_epoch,
+                              t.min_lr_ratio))     # a short run must not spend itself warming up
     state = {"epoch": 0, "best_auc_pr": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": []}
 
     out = Path(job.output_dir)

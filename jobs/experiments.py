@@ -1,0 +1,37 @@
+"""The paper's experiments as one job: train and evaluate the ablation set on one snapshot.
+
+Models come from experiments.models (conf/evaluation.yaml): Wide&Deep, DCNv2 t=1, MMoE t=2,
+CAMoE t=2 / t=7 / music-podcast / without ALM / without DCN. Writes camoe.experiment_results,
+every model's evaluation tables, a markdown report (Tables 2-5 analogues, oracle column) and a
+Pareto plot of stream_audio vs stream_video AUC-PR change.
+
+    spark-submit jobs/experiments.py [--models wide_deep camoe ...] [--report bench/results/experiments.md]
+"""
+from __future__ import annotations
+
+import sys
+
+from jobs._cli import log, main
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--models", nargs="+", help="models to run (default: experiments.models)")
+    parser.add_argument("--features-version", type=int, help="Delta version of features (default: latest)")
+    parser.add_argument("--report", help="also write the markdown report (and pareto.png beside it) here")
+
+
+def run(spark, cfg, args, record) -> int:
+    from calibration.experiments import run_experiments
+
+    result = run_experiments(spark, cfg, record.run_id, tuple(args.models or ()) or None, args.features_version,
+                             args.report, log)
+    record.inputs["features"] = result["features_version"]
+    record.outputs.update({"experiment_results": result["experiment_results_version"], "report": result["report"]})
+    record.metrics.update({"evaluations": result["evaluations"], "seconds": result["seconds"]})
+    print(result["markdown"])
+    log.info("report written to %s", result["report"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("experiments", __doc__, add_arguments, run))
