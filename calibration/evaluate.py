@@ -118,7 +118,7 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     import numpy as np
 
     from calibration import plots
-    from calibration.temperature import downsampling_logit_shift, fit_temperatures
+    from calibration.temperature import fit_temperatures
     from features import tables
     from training.inference import score_dataframe
     from training.loop import load_artifact
@@ -128,11 +128,7 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     model_name = description["model"]["name"]
     version = int(description["features_version"])
     features = tables.read_table(spark, description["features_table"], version)
-    rates = {(r.slot, int(r.label)): float(r.rate) for r in spark.table(cfg.table(tables.SAMPLING_RATES))
-             .where(F.col("run_id") == description["build_run_id"]).collect()}
-    if not rates:
-        raise ValueError(f"no sampling_rates rows for feature build {description['build_run_id']}")
-    shift = downsampling_logit_shift(rates, tuple(description["layout"]["slots"]))
+    shift = downsampling_shift(spark, cfg, description)
     tasks = list(description["tasks"])
 
     # temperatures: validation split, corrected logits, NLL over log T per task
@@ -209,6 +205,32 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
                "ece_equal_mass_after": _finite(overall.loc[True, "ece_equal_mass"])}
     json.dumps(summary, default=str)          # fail here, not in the runs row, if not serialisable
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+
+
+def downsampling_shift(spark, cfg, description: dict) -> dict[str, float]:
+    """Per slot, the logit shift undoing the down-sampling of the build the model trained on."""
+    from calibration.temperature import downsampling_logit_shift
+    from features import tables
+
+    rates = {(r.slot, int(r.label)): float(r.rate) for r in spark.table(cfg.table(tables.SAMPLING_RATES))
+             .where(F.col("run_id") == description["build_run_id"]).collect()}
+    if not rates:
+        raise ValueError(f"no sampling_rates rows for feature build {description['build_run_id']}")
+    return downsampling_logit_shift(rates, tuple(description["layout"]["slots"]))
+
+
+def latest_temperatures(spark, cfg, model_run_id: str) -> tuple[str, dict[str, float]]:
+    """(evaluation run id, task -> T) of the latest calibration of a training run."""
+    from features import tables
+
+    name = cfg.table(tables.TEMPERATURES)
+    rows = [] if not tables.table_exists(spark, name) else \
+        spark.table(name).where(F.col("model_run_id") == model_run_id).orderBy(F.col("evaluated_at").desc()).collect()
+    if not rows:
+        raise LookupError(f"training run {model_run_id} has no temperatures in {name}; "
+                          "run jobs/calibrate_evaluate.py for it first")
+    run = rows[0].run_id
+    return run, {r.task: float(r.temperature) for r in rows if r.run_id == run}
 
 
 def prediction_rows(scored: DataFrame, run_id: str, model: str, model_run_id: str, features_version: int):

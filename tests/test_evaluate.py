@@ -119,3 +119,31 @@ def test_an_unknown_training_run_is_a_readable_error(spark, experiment):
     cfg, _ = experiment
     with pytest.raises(LookupError, match="no succeeded training run 'nope'.*run jobs/train.py first"):
         tables.find_train_run(spark, cfg, "nope")
+
+
+def test_batch_scoring_serves_the_pctr_that_was_evaluated(spark, experiment):
+    from calibration.scoring import score_run
+
+    cfg, result = experiment
+    summary = score_run(spark, cfg, "score-1", "exp1-train-camoe")
+    assert summary["calibration_run_id"] == result["evaluations"]["camoe"]
+    predictions = spark.table(cfg.table(tables.PREDICTIONS))
+    served = predictions.where("run_id = 'score-1'").select("impression_id", "task", "pctr").toPandas()
+    evaluated = predictions.where(f"run_id = '{result['evaluations']['camoe']}'").select(
+        "impression_id", "task", "pctr").toPandas()
+    joined = served.merge(evaluated, on="impression_id", suffixes=("", "_eval"))
+    assert len(joined) == len(served) == len(evaluated) == summary["rows"]
+    assert (joined["task"] == joined["task_eval"]).all()
+    np.testing.assert_allclose(joined["pctr"], joined["pctr_eval"], rtol=1e-12)
+
+
+def test_scoring_an_uncalibrated_model_says_what_to_run(spark, experiment):
+    from calibration.scoring import score_run
+
+    cfg, _ = experiment
+    record = tables.RunRecord(run_id="uncalibrated", job="train",
+                              outputs={"model_artifact": tables.find_train_run(spark, cfg, "exp1-train-camoe")
+                                       ["artifact"]}, metrics={"model": "camoe"})
+    tables.record_run(spark, cfg, record)
+    with pytest.raises(LookupError, match="uncalibrated has no temperatures.*calibrate_evaluate.py"):
+        score_run(spark, cfg, "score-2", "uncalibrated")

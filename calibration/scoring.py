@@ -1,0 +1,54 @@
+"""Batch scoring: calibrated pCTR for candidate rows with a trained, calibrated model.
+
+Candidates are rows in the features-table format (cat_* ids, dense_*, slot_id). The model
+artifact is broadcast once and scored in Arrow batches by ``training.inference``; the
+down-sampling correction of its feature build and the temperatures of its latest calibration
+run are applied, and the rows go to ``predictions`` under this run id.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import functions as F
+
+from calibration.evaluate import downsampling_shift, latest_temperatures, prediction_rows
+
+
+def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidates: str | None = None,
+              split: str | None = "test", start: dt.date | None = None, end: dt.date | None = None) -> dict:
+    from features import tables
+    from training.inference import score_dataframe
+    from training.loop import load_artifact
+
+    train = tables.find_train_run(spark, cfg, train_run_id)
+    _, description = load_artifact(train["artifact"])
+    calibration_run, temperatures = latest_temperatures(spark, cfg, train["run_id"])
+    name = candidates or description["features_table"]
+    if not tables.table_exists(spark, name):
+        raise tables.TableNotFound(f"candidates table {name} does not exist")
+    rows = spark.table(name)
+    if split and "split" in rows.columns:
+        rows = rows.where(F.col("split") == split)
+    if start:
+        rows = rows.where(F.col("event_date") >= F.lit(start))
+    if end:
+        rows = rows.where(F.col("event_date") <= F.lit(end))
+    if "build_run_id" in rows.columns:
+        stale = [r.build_run_id for r in rows.select("build_run_id").distinct().collect()
+                 if r.build_run_id != description["build_run_id"]]
+        if stale:
+            raise ValueError(f"candidates in {name} come from feature build(s) {stale}, but the model was "
+                             f"trained on build {description['build_run_id']}: their category ids differ")
+    keep = ["impression_id", "event_date", "slot"] + [c for c in ("label", "true_ctr") if c in rows.columns]
+    scored = score_dataframe(rows, train["artifact"], downsampling_shift(spark, cfg, description),
+                             temperatures, keep=keep)
+    version = tables.replace_run_rows(
+        prediction_rows(scored, run_id, description["model"]["name"], train["run_id"],
+                        int(description["features_version"])), cfg.table(tables.PREDICTIONS), run_id)
+    written = spark.table(cfg.table(tables.PREDICTIONS)).where(F.col("run_id") == run_id)
+    count = written.count()
+    if count == 0:
+        raise ValueError(f"no candidate rows in {name} (split={split}, dates {start}..{end})")
+    return {"model": description["model"]["name"], "model_run_id": train["run_id"],
+            "calibration_run_id": calibration_run, "candidates": name, "rows": count,
+            "predictions_version": version, "temperatures": temperatures}

@@ -1,0 +1,42 @@
+"""Batch pCTR for candidate impressions with a trained, calibrated model.
+
+Rows (features-table format) are scored in Spark through a pandas UDF (the model broadcast
+once, batched inference); the down-sampling correction and the per-task temperatures of the
+model's latest calibration are applied; rows go to camoe.predictions
+(impression_id, slot, task, pctr, model_run_id, ...).
+
+    spark-submit jobs/score.py [--train-run-id RUN] [--candidates TABLE] [--split test] [--start-date D]
+"""
+from __future__ import annotations
+
+import sys
+
+from jobs._cli import iso_date, log, main
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--train-run-id", help="model to use (default: the latest succeeded training run)")
+    parser.add_argument("--candidates", help="table of rows to score (default: the model's features table)")
+    parser.add_argument("--split", default="test",
+                        help="only rows of this split, when the table has one (default: test; '' for all)")
+    parser.add_argument("--start-date", type=iso_date, help="first event_date to score (default: no bound)")
+    parser.add_argument("--end-date", type=iso_date, help="last event_date to score (default: no bound)")
+
+
+def run(spark, cfg, args, record) -> int:
+    from calibration.scoring import score_run
+
+    summary = score_run(spark, cfg, record.run_id, args.train_run_id, args.candidates, args.split or None,
+                        args.start_date, args.end_date)
+    record.inputs.update({"model_run_id": summary["model_run_id"], "candidates": summary["candidates"],
+                          "calibration_run_id": summary["calibration_run_id"]})
+    record.outputs["predictions"] = summary["predictions_version"]
+    record.metrics.update({"rows": summary["rows"], "model": summary["model"]})
+    log.info("scored %d rows of %s with %s", summary["rows"], summary["candidates"], summary["model_run_id"])
+    print(f"scored {summary['rows']} rows with model {summary['model']} ({summary['model_run_id']}); "
+          f"predictions in {cfg.table('predictions')} under run {record.run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("score", __doc__, add_arguments, run))
