@@ -11,7 +11,7 @@ SPARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session $(CONF_FLAG
 CONF_FLAGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: env demo data train test test-fast sql clean-data bench
+.PHONY: env demo data train evaluate score experiments test test-fast sql clean-data bench
 
 env: $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): setup.cfg pyproject.toml training/scripts/build_horovod.sh
 	touch $@
 
 ## demo: set up (if needed) and run the pipeline end to end on the embedded default
-demo: env data train
+demo: env data train evaluate score
 
 data: env
 	$(SPARK_SUBMIT) jobs/generate_logs.py $(CONF_FLAGS)
@@ -38,12 +38,24 @@ data: env
 train: env
 	$(SPARK_SUBMIT) jobs/train.py --model camoe --grouping audio_video --num-proc 2 --backend horovod $(CONF_FLAGS)
 
+## evaluate: temperatures + slot tables for the latest trained model; prints the per-slot table from SQL
+evaluate: env
+	$(SPARK_SUBMIT) jobs/calibrate_evaluate.py $(CONF_FLAGS)
+
+score: env
+	$(SPARK_SUBMIT) jobs/score.py $(CONF_FLAGS)
+
+## experiments: the paper's ablation set on the current features (report: bench/results/experiments.md)
+experiments: env
+	$(SPARK_SUBMIT) jobs/experiments.py --report bench/results/experiments.md $(CONF_FLAGS)
+
 ## bench: loader and training throughput (results in bench/results/, numbers in README)
 bench: env
 	# the peer library is installed for the benchmark only (--no-deps: it would move torch/numpy pins)
 	$(PY) -m pip install --quiet --no-deps deepctr-torch==0.3.0
 	$(PY) bench/loader.py
 	$(PY) bench/train.py
+	$(PY) bench/score.py
 
 ## test: the whole suite, slow end-to-end tests included (what CI runs)
 test: env

@@ -63,3 +63,19 @@ def test_schema_roles_cannot_double_as_features():
         load_config(overrides=["schema.dense=[clicked]"])
     with pytest.raises(ConfigError, match=r"'features\.log1p_dense' names 'bitrate'"):
         load_config(overrides=["features.log1p_dense=[bitrate]"])
+
+
+def test_evaluation_experiment_and_auction_sections_are_checked():
+    cfg = load_config()
+    assert cfg.experiments.baseline == "wide_deep" and "camoe_no_alm" in cfg.experiments.models
+    assert cfg.auction.serve_focus == {"audio": "out_of_focus", "video": "in_focus"}
+    with pytest.raises(ConfigError, match=r"evaluation\.yaml.*'evaluation\.baseline_model' must be a model"):
+        load_config(overrides=["evaluation.baseline_model=deepfm"])
+    with pytest.raises(ConfigError, match=r"'evaluation\.temperature_min' must be below temperature_max"):
+        load_config(overrides=["evaluation.temperature_min=30"])
+    with pytest.raises(ConfigError, match=r"'experiments\.models' names unknown model\(s\) \['camoe_t9'\]"):
+        load_config(overrides=["experiments.models=[wide_deep, camoe_t9]"])
+    with pytest.raises(ConfigError, match=r"'auction\.positions' must be below candidates_per_break"):
+        load_config(overrides=["auction.positions.audio=6"])
+    with pytest.raises(ConfigError, match=r"'auction\.serve_focus\.video' is required"):
+        load_config(overrides=["auction.serve_focus={audio: out_of_focus}"])

@@ -47,13 +47,32 @@ def test_spark_submit_jobs_generate_build_validate_and_summarise(tmp_path):
     assert "validation AUC-PR all=" in trained.stdout and "audio=" in trained.stdout
     assert list((tmp_path / "artifacts" / "models").glob("train-*/model.pt"))
 
+    # temperatures + slot tables, printed from SQL; then batch scoring with the calibrated model
+    artifacts = f"--set=storage.artifacts_dir={tmp_path}/artifacts"
+    evaluated = _run([*submit, str(ROOT / "jobs" / "calibrate_evaluate.py"), *overrides, artifacts], tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "temperatures audio=" in evaluated.stdout and "|slot |stream_audio" in evaluated.stdout
+    assert list((tmp_path / "artifacts" / "evaluation").glob("*/reliability.png"))
+    scored = _run([*submit, str(ROOT / "jobs" / "score.py"), *overrides, artifacts], tmp_path)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+
     # spark-sql, a separate process, sees the same tables through the metastore
     sql = _run([str(BIN / "spark-sql"), *flags, "-e",
                 "SELECT job, status FROM camoe.runs ORDER BY started_at"], tmp_path)
     assert sql.returncode == 0, sql.stderr[-3000:]
     rows = [line.split("\t") for line in sql.stdout.strip().splitlines()]
     assert rows == [["generate_logs", "succeeded"], ["build_features", "succeeded"],
-                    ["validate", "succeeded"], ["summarize", "succeeded"], ["train", "succeeded"]]
+                    ["validate", "succeeded"], ["summarize", "succeeded"], ["train", "succeeded"],
+                    ["calibrate_evaluate", "succeeded"], ["score", "succeeded"]]
+    metrics = _run([str(BIN / "spark-sql"), *flags, "-e",
+                    "SELECT slot, auc_pr, ece_equal_mass FROM camoe.slot_metrics "
+                    "WHERE level = 'slot' AND calibrated ORDER BY rows DESC"], tmp_path)
+    assert metrics.returncode == 0, metrics.stderr[-3000:]
+    assert metrics.stdout.splitlines()[0].startswith("stream_audio\t")
+    predicted = _run([str(BIN / "spark-sql"), *flags, "-e",
+                      "SELECT COUNT(*) FROM camoe.predictions p JOIN camoe.runs r ON p.run_id = r.run_id "
+                      "WHERE r.job = 'score' AND p.pctr > 0 AND p.pctr < 1"], tmp_path)
+    assert int(predicted.stdout.strip()) > 0
     runs = _run([str(BIN / "spark-sql"), *flags, "-e",
                  "SELECT inputs, metrics FROM camoe.runs WHERE job = 'train'"], tmp_path)
     inputs, metrics = runs.stdout.strip().split("\t")

@@ -1,0 +1,102 @@
+"""Batch-scoring benchmark: rows/s of the Spark inference path (jobs/score.py) on local[*].
+
+    python bench/score.py [--rows-per-day 100000] [--days 6] [--repeats 2]
+
+Builds a synthetic feature table in a temporary warehouse, trains CAMoE for one epoch (local
+backend), then times, over every row of the table:
+  (a) scan only: the same columns read by Spark and discarded (the floor);
+  (b) score: training.inference.score_dataframe (model broadcast once, Arrow batches through
+      mapInPandas) into Spark's noop sink;
+  (c) score + write: as jobs/score.py does, into a Delta predictions table.
+Results: bench/results/score.json / .md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows-per-day", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    from calibration.evaluate import prediction_rows
+    from features import tables
+    from features.config import load_config
+    from features.pipeline import build_features
+    from features.session import build_spark
+    from features.synthetic import generate_impressions
+    from training.inference import score_dataframe
+    from training.runner import train
+
+    tmp = Path(tempfile.mkdtemp(prefix="camoe-bench-score-"))
+    cfg = load_config(overrides=[f"storage.warehouse_dir={tmp}/warehouse", f"storage.metastore_dir={tmp}/metastore",
+                                 f"storage.artifacts_dir={tmp}/artifacts", "database=bench_score",
+                                 "spark.shuffle_partitions=4"])
+    spark = build_spark(cfg, app_name="bench-score")
+    start = dt.date(2026, 1, 1)
+    end = start + dt.timedelta(days=args.days - 1)
+    logs = generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=start, days=args.days,
+                                rows_per_day=args.rows_per_day)
+    tables.replace_date_range(logs, cfg.table(tables.IMPRESSIONS), "event_date", start, end, ["event_date"])
+    build_features(spark, cfg, start, end, "bench")
+    _, meta, artifact = train(spark, cfg, "bench-score", backend="local", num_proc=1, epochs=1)
+    features = tables.read_table(spark, cfg.table(tables.FEATURES), meta["features_version"])
+    rows = features.count()
+    from training.loop import load_artifact
+    _, description = load_artifact(artifact)
+    shift = {s: 0.0 for s in description["layout"]["slots"]}
+    temperatures = {t: 1.0 for t in description["tasks"]}
+    needed = [*description["layout"]["categorical"], *description["layout"]["dense"], "slot_id",
+              "impression_id", "event_date", "slot"]
+
+    def scan():
+        features.select(*needed).write.format("noop").mode("overwrite").save()
+
+    def scored():
+        return score_dataframe(features, artifact, shift, temperatures, keep=["impression_id", "event_date", "slot"])
+
+    def score_only():
+        scored().write.format("noop").mode("overwrite").save()
+
+    def score_and_write():
+        tables.replace_run_rows(prediction_rows(scored(), "bench", "camoe", "bench-score", 0),
+                                cfg.table(tables.PREDICTIONS), "bench")
+
+    timings = {"scan": [], "score": [], "score_and_write": []}
+    for _ in range(args.repeats):          # interleaved so machine noise hits all alike
+        for name, fn in (("scan", scan), ("score", score_only), ("score_and_write", score_and_write)):
+            t = time.perf_counter()
+            fn()
+            timings[name].append(rows / (time.perf_counter() - t))
+    rates = {k: statistics.median(v) for k, v in timings.items()}
+    report = {"rows": rows, "cores": os.cpu_count(), "master": cfg.spark.master, "repeats": args.repeats,
+              "model": "camoe", "rows_per_second": rates, "all_runs": timings,
+              "score_over_scan": rates["score"] / rates["scan"],
+              "load_1min": os.getloadavg()[0],
+              "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "score.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / "score.md").write_text(
+        "| path | rows/s (median) |\n|---|---|\n"
+        f"| Spark scan of the model's columns (floor) | {rates['scan']:,.0f} |\n"
+        f"| score_dataframe (mapInPandas, CAMoE) -> noop | {rates['score']:,.0f} |\n"
+        f"| score + write Delta predictions (jobs/score.py) | {rates['score_and_write']:,.0f} |\n\n"
+        f"{rows:,} rows, {cfg.spark.master} on {os.cpu_count()} cores, load {report['load_1min']:.1f}\n")
+    print(json.dumps({k: report[k] for k in ("rows", "rows_per_second", "score_over_scan")}, indent=2))
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
