@@ -75,10 +75,29 @@ def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.dat
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     if table_exists(spark, name):
+        check_same_columns(spark.table(name), df, name)
         writer = writer.option("replaceWhere",
                                f"{date_column} >= '{start.isoformat()}' AND {date_column} <= '{end.isoformat()}'")
     writer.saveAsTable(name)
     return latest_version(spark, name)
+
+
+class SchemaChanged(ValueError):
+    """The rows to write have other columns than the table: replacing some dates would mix them."""
+
+
+def check_same_columns(table: DataFrame, df: DataFrame, name: str) -> None:
+    have = {f.name: f.dataType.simpleString() for f in table.schema.fields}
+    new = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    if have == new:
+        return
+    added, removed = sorted(set(new) - set(have)), sorted(set(have) - set(new))
+    changed = sorted(f"{c} {have[c]} -> {new[c]}" for c in set(have) & set(new) if have[c] != new[c])
+    raise SchemaChanged(
+        f"{name} was written with other columns (new: {added or '-'}; gone: {removed or '-'}; "
+        f"changed type: {changed or '-'}), e.g. by an older version of this job. Replacing some dates "
+        f"would leave a table of two shapes: drop it (DROP TABLE {name}, or `make clean-data` for the "
+        "local demo warehouse) and rebuild the whole range")
 
 
 def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:

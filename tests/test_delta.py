@@ -39,6 +39,18 @@ def test_replace_date_range_refuses_rows_outside_the_range(spark, fresh_db):
     assert [r.k for r in tables.read_table(spark, name).collect()] == [1]
 
 
+def test_replacing_dates_with_other_columns_names_them_and_keeps_the_table(spark, fresh_db):
+    cfg = fresh_db()
+    name = cfg.table("shaped")
+    d1 = dt.date(2026, 1, 1)
+    tables.replace_date_range(spark.createDataFrame([(1, d1)], "k int, event_date date"),
+                              name, "event_date", d1, d1, ["event_date"])
+    newer = spark.createDataFrame([(2, 7, d1)], "k long, slot_id int, event_date date")
+    with pytest.raises(tables.SchemaChanged, match=r"new: \['slot_id'\].*k int -> bigint.*DROP TABLE"):
+        tables.replace_date_range(newer, name, "event_date", d1, d1, ["event_date"])
+    assert [r.k for r in tables.read_table(spark, name).collect()] == [1]
+
+
 def test_tables_are_visible_to_spark_sql_through_the_metastore(spark, fresh_db):
     cfg = fresh_db()
     tables.overwrite_table(spark.range(5), cfg.table("visible"))
