@@ -20,8 +20,8 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.warehouse.dir": str(cfg.storage.warehouse_dir),
         "spark.sql.catalogImplementation": "hive",
-        "spark.hadoop.javax.jdo.option.ConnectionURL":
-            f"jdbc:derby:;databaseName={cfg.storage.metastore_dir / 'metastore_db'};create=true",
+        # Hive's default Derby URL (databaseName=metastore_db) resolves against derby.system.home:
+        # the metastore lands in metastore_dir without a ';'-laden URL that shells mangle
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={cfg.storage.metastore_dir}",
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
