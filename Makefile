@@ -70,3 +70,27 @@ sql: env
 
 clean-data:
 	rm -rf warehouse metastore artifacts derby.log
+
+# --- cluster packaging (spark-submit) -------------------------------------------------------
+.PHONY: package cluster-test
+DIST ?= dist
+JOB_SCRIPTS = $(filter-out jobs/_cli.py jobs/__init__.py,$(wildcard jobs/*.py))
+
+## package: what a cluster needs, in $(DIST)/: the wheel, camoe-jobs.zip (--py-files: the wheel's
+## packages + metadata), conf/ (--conf-dir) and the job entry scripts jobs/*.py
+package: env
+	rm -rf build $(DIST)/camoe-*.whl $(DIST)/camoe-jobs.zip $(DIST)/conf $(DIST)/jobs $(DIST)/.zip
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(DIST) .
+	rm -rf build
+	$(PY) -m zipfile -e $(DIST)/camoe-*.whl $(DIST)/.zip
+	cd $(DIST)/.zip && $(abspath $(PY)) -m zipfile -c ../camoe-jobs.zip features training calibration jobs camoe-*.dist-info
+	rm -rf $(DIST)/.zip
+	mkdir -p $(DIST)/conf $(DIST)/jobs
+	cp conf/*.yaml $(DIST)/conf/
+	cp $(JOB_SCRIPTS) $(DIST)/jobs/
+	@ls -l $(DIST) $(DIST)/jobs
+
+## cluster-test: standalone Spark cluster on loopback (master + 2 workers); build_features and
+## Horovod training there must equal local[2]
+cluster-test: env
+	$(PY) -m pytest tests/test_cluster.py $(PYTEST_ARGS)

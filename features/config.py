@@ -295,6 +295,7 @@ class AuctionSettings:
     trailing_ctr_prior: float
     reserve_price: float
     models: tuple[str, ...]
+    campaign_column: str = "campaign_id"  # raw-log column the max bid and pacing are drawn per
 
 
 @dataclass(frozen=True)
@@ -337,7 +338,7 @@ def load_config(conf_dir: str | Path | None = None, extra_files: Iterable[str | 
     """
     conf_dir = Path(conf_dir) if conf_dir else DEFAULT_CONF_DIR
     if not conf_dir.is_dir():
-        raise ConfigError(f"config folder {conf_dir} does not exist")
+        raise ConfigError(f"config folder {conf_dir} does not exist (pass --conf-dir DIR or set CAMOE_CONF_DIR)")
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for path in sorted(conf_dir.glob("*.yaml")) + [Path(p) for p in extra_files]:
@@ -347,7 +348,9 @@ def load_config(conf_dir: str | Path | None = None, extra_files: Iterable[str | 
             merged[key], sources[key] = value, str(path)
     for item in overrides:
         _apply_override(merged, sources, item)
-    root = Path(project_root) if project_root else PROJECT_ROOT
+    # relative storage paths resolve against the folder holding the conf folder: the checkout
+    # for the default conf/, dist/ for a packaged dist/conf (the code may then be in a zip)
+    root = Path(project_root) if project_root else conf_dir.resolve().parent
     return parse_config(merged, sources, root)
 
 
@@ -670,7 +673,7 @@ def _parse_auction(s: Section, taxonomy: Taxonomy, models: Mapping[str, ModelSet
         trailing_ctr_hours=s.get("trailing_ctr_hours", **pos_int),
         trailing_ctr_prior=s.get("trailing_ctr_prior", **non_negative),
         reserve_price=s.get("reserve_price", **non_negative),
-        models=s.str_list("models"))
+        models=s.str_list("models"), campaign_column=s.get("campaign_column", default="campaign_id"))
     s.done()
     unknown = [n for n in out.models if n not in models]
     if len(out.models) != 2 or unknown:
