@@ -2,7 +2,8 @@
 
 Delta extensions and catalog, the warehouse folder, an embedded Derby metastore (so
 ``spark-sql`` and ``spark.sql`` see the same tables) and the Delta jars through
-``spark.jars.packages``. A master given by ``spark-submit --master`` wins over conf.
+``spark.jars.packages``. A master given by ``spark-submit --master`` wins over conf
+(``local[*]``, spark-submit's own default, does not: then conf's ``spark.master`` applies).
 """
 from __future__ import annotations
 
@@ -45,7 +46,6 @@ def spark_submit_args(cfg: Config) -> list[str]:
 
 def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, str] | None = None):
     """Create (or return the running) SparkSession configured for the platform."""
-    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     # Workers must run this interpreter, or they import a Python without the project's packages.
@@ -55,7 +55,7 @@ def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, st
     cfg.storage.warehouse_dir.mkdir(parents=True, exist_ok=True)
 
     builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
-    if not SparkConf().contains("spark.master"):
+    if _submitted_master() in (None, "local[*]"):
         builder = builder.master(cfg.spark.master)
     for key, value in {**spark_conf(cfg), **(extra or {})}.items():
         builder = builder.config(key, value)
@@ -64,6 +64,22 @@ def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, st
     _quiet_metastore_loggers(spark)
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
     return spark
+
+
+def _submitted_master() -> str | None:
+    """The master spark-submit gave this driver (``--master``, spark-defaults or its own default
+    ``local[*]``); None outside spark-submit.
+
+    A plain ``SparkConf()`` reads the JVM's system properties only once a gateway exists, and
+    the gateway is connected lazily, so it never saw ``--master`` (every job ran on conf's
+    master). Under spark-submit the JVM is already up (PYSPARK_GATEWAY_PORT): connect first.
+    Outside it, launching a JVM here would lose the settings the builder passes at launch."""
+    from pyspark import SparkConf, SparkContext
+
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return None
+    SparkContext._ensure_initialized()
+    return SparkConf().get("spark.master", None)
 
 
 # Loggers that print stack traces at WARN for normal Delta-on-Hive-metastore operations

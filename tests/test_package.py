@@ -1,0 +1,151 @@
+"""What a cluster gets: the job entry points' command lines, and `make package`'s dist/ used alone.
+
+The --help tests are parametrised over jobs/*.py at collection time, so a new job is covered
+as soon as it exists; they check the flags every job shares and that no Spark is started.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+JOBS = sorted(p for p in (ROOT / "jobs").glob("*.py") if not p.name.startswith("_"))
+SHARED_FLAGS = ("--conf-dir", "--conf", "--set", "--run-id")
+
+# Runs a job script as __main__ with the given arguments, then reports whether a SparkContext
+# (or any JVM gateway) was started: --help and bad flags must answer before Spark starts.
+_PROBE = """
+import runpy, sys
+script, *argv = sys.argv[1:]
+sys.argv = [script, *argv]
+try:
+    runpy.run_path(script, run_name="__main__")
+finally:
+    started = "pyspark.java_gateway" in sys.modules or "pyspark.sql.session" in sys.modules
+    print("SPARK-STARTED" if started else "NO-SPARK", file=sys.stderr)
+"""
+
+
+def _probe(script: Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _PROBE, str(script), *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_every_job_is_found():
+    names = {p.stem for p in JOBS}
+    assert {"generate_logs", "build_features", "validate", "summarize", "train"} <= names
+
+
+@pytest.mark.parametrize("script", JOBS, ids=lambda p: p.stem)
+def test_job_help_lists_the_shared_flags_without_starting_spark(script):
+    done = _probe(script, "--help")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"usage: {script.stem}.py"), done.stdout[:300]
+    for flag in SHARED_FLAGS:
+        assert f"{flag} " in done.stdout, f"{script.name} --help does not list {flag}"
+    assert "NO-SPARK" in done.stderr, f"{script.name} --help started Spark"
+
+
+@pytest.mark.parametrize("script", JOBS, ids=lambda p: p.stem)
+def test_job_rejects_an_unknown_flag_readably(script):
+    done = _probe(script, "--no-such-flag")
+    assert done.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in done.stderr
+    assert "Traceback" not in done.stderr and "NO-SPARK" in done.stderr
+
+
+def test_missing_conf_dir_is_a_readable_error(tmp_path):
+    done = _probe(ROOT / "jobs" / "generate_logs.py", "--conf-dir", str(tmp_path / "nowhere"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"generate_logs: configuration error: config folder {tmp_path / 'nowhere'} does not exist" in done.stderr
+    assert "Traceback" not in done.stderr and "NO-SPARK" in done.stderr
+
+
+# ----------------------------------------------------------------------------- make package
+def _isolated_python(tmp_path: Path) -> Path:
+    """A venv that sees the project venv's dependencies but not the project itself.
+
+    The project venv has the platform installed in editable mode, which would hide a
+    --py-files zip that lacks a module. A '.pth' line adds a folder to sys.path without
+    running that folder's own .pth files, so the editable finder is not installed here."""
+    venv = tmp_path / "py"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    deps = next((BIN.parent / "lib").glob("python3.*/site-packages"))
+    (site / "camoe_deps.pth").write_text(f"{deps}\n")
+    return venv / "bin" / "python"
+
+
+@pytest.mark.slow
+def test_packaged_jobs_run_from_dist_alone_in_another_directory(tmp_path):
+    dist = tmp_path / "dist"
+    made = subprocess.run(["make", "package", f"DIST={dist}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    assert len(list(dist.glob("camoe-*-py3-none-any.whl"))) == 1
+    assert {p.name for p in (dist / "conf").glob("*.yaml")} == {p.name for p in (ROOT / "conf").glob("*.yaml")}
+    assert {p.name for p in (dist / "jobs").glob("*.py")} == {p.name for p in JOBS}
+    bundle = dist / "camoe-jobs.zip"
+    names = set(zipfile.ZipFile(bundle).namelist())
+    sources = {str(p.relative_to(ROOT)) for pkg in ("features", "training", "calibration", "jobs")
+               for p in (ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts}
+    assert sources <= names, f"missing from the zip: {sorted(sources - names)}"
+
+    python = _isolated_python(tmp_path)
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = {**os.environ, "PYSPARK_PYTHON": str(python), "PYSPARK_DRIVER_PYTHON": str(python),
+           "SPARK_HOME": str(next((BIN.parent / "lib").glob("python3.*/site-packages/pyspark")))}
+    env.pop("PYTHONPATH", None)
+    env.pop("CAMOE_CONF_DIR", None)
+    absent = subprocess.run([str(python), "-c", "import features"], env=env, cwd=cwd, capture_output=True, text=True)
+    assert "No module named 'features'" in absent.stderr, "the isolated python still sees the checkout"
+
+    # every module of the zip imports from the zip alone (job modules import the rest lazily)
+    modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py"))
+    imported = subprocess.run(
+        [str(python), "-c", "import importlib, sys\nfor m in sys.argv[1:]:\n    mod = importlib.import_module(m)\n"
+         "    assert '.zip' in mod.__file__, (m, mod.__file__)\nprint('imported', len(sys.argv) - 1)", *modules],
+        env={**env, "PYTHONPATH": str(bundle)}, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert imported.returncode == 0, imported.stderr[-3000:]
+
+    for script in sorted((dist / "jobs").glob("*.py")):
+        helped = subprocess.run([str(python), str(script), "--help"], env={**env, "PYTHONPATH": str(bundle)},
+                                cwd=cwd, capture_output=True, text=True, timeout=120)
+        assert helped.returncode == 0 and "--conf-dir" in helped.stdout, (script.name, helped.stderr[-2000:])
+
+    # spark-submit from another directory with relative paths into dist/ only; storage paths in
+    # dist/conf are relative, so the tables land beside it (dist/warehouse, dist/metastore)
+    sets = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=4",
+            "--set", "generator.days=5", "--set", "generator.rows_per_day=3000"]
+    flags = subprocess.run([str(python), "-m", "features.session", "--conf-dir", "../dist/conf", *sets],
+                           env={**env, "PYTHONPATH": "../dist/camoe-jobs.zip"}, cwd=cwd, capture_output=True,
+                           text=True, timeout=120)
+    assert flags.returncode == 0, flags.stderr[-2000:]
+    assert f"spark.sql.warehouse.dir={dist / 'warehouse'}" in flags.stdout
+    submit = [str(BIN / "spark-submit"), *flags.stdout.split(), "--driver-memory", "1g",
+              "--py-files", "../dist/camoe-jobs.zip"]
+    for job in ("generate_logs", "build_features"):
+        done = subprocess.run([*submit, f"../dist/jobs/{job}.py", "--conf-dir", "../dist/conf", *sets],
+                              env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{job} failed:\n{done.stderr[-3000:]}"
+        log = done.stdout + done.stderr
+        assert f"{job}: run {job}-" in log and "finished in" in log, log[-3000:]
+    assert "15000 input rows, 15000 accepted, 0 quarantined" in log
+    assert (dist / "warehouse" / "camoe.db" / "features" / "_delta_log").is_dir()
+    assert (dist / "metastore" / "metastore_db").is_dir()
+    assert not (cwd / "warehouse").exists() and not (cwd / "spark-warehouse").exists()
+
+    # a failing job is one readable line and exit 1 (here: a table that was never written)
+    failed = subprocess.run([*submit, "../dist/jobs/summarize.py", "--conf-dir", "../dist/conf", *sets,
+                             "--set", "database=camoe_empty"], env=env, cwd=cwd, capture_output=True, text=True,
+                            timeout=600)
+    # (spark-submit's PythonRunner merges the driver's stderr into its own stdout)
+    assert failed.returncode == 1, failed.stdout[-3000:]
+    assert "summarize: FAILED (AnalysisException)" in failed.stdout + failed.stderr, failed.stdout[-3000:]
