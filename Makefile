@@ -11,7 +11,7 @@ SPARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session $(CONF_FLAG
 CONF_FLAGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: env demo data train evaluate score experiments test test-fast sql clean-data bench airflow-env airflow-demo
+.PHONY: env demo data train evaluate score experiments test test-fast sql clean-data bench bench-calibration airflow-env airflow-demo
 
 env: $(STAMP)
 
@@ -57,6 +57,11 @@ bench: env
 	$(PY) bench/loader.py
 	$(PY) bench/train.py
 	$(PY) bench/score.py
+
+## bench-calibration: per-slot calibration ratio before/after T of camoe and wide_deep on the
+## latest features (the demo's); trains+evaluates whichever has no evaluation there yet
+bench-calibration: env
+	$(SPARK_SUBMIT) bench/calibration.py $(CONF_FLAGS)
 
 ## test: the whole suite, slow end-to-end tests included (what CI runs)
 test: env airflow-env

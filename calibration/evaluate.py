@@ -121,13 +121,14 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     from calibration.temperature import fit_temperatures
     from features import tables
     from training.inference import score_dataframe
-    from training.loop import load_artifact
+    from training.loop import load_artifact, model_slots
 
     train = tables.find_train_run(spark, cfg, train_run_id)
     _, description = load_artifact(train["artifact"])
     model_name = description["model"]["name"]
     version = int(description["features_version"])
     features = tables.read_table(spark, description["features_table"], version)
+    features = features.where(F.col("slot").isin(model_slots(description)))   # uni-modal: own slots only
     shift = downsampling_shift(spark, cfg, description)
     tasks = list(description["tasks"])
 
@@ -208,15 +209,17 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
 
 
 def downsampling_shift(spark, cfg, description: dict) -> dict[str, float]:
-    """Per slot, the logit shift undoing the down-sampling of the build the model trained on."""
-    from calibration.temperature import downsampling_logit_shift
+    """Per slot, the logit shift undoing the down-sampling of the build the model trained on:
+    the one its artifact recorded (zero for a loss-weighted model), else the build's rates."""
     from features import tables
+    from features.sampling import build_logit_shift
+    from training.loop import logit_shift_of
 
-    rates = {(r.slot, int(r.label)): float(r.rate) for r in spark.table(cfg.table(tables.SAMPLING_RATES))
-             .where(F.col("run_id") == description["build_run_id"]).collect()}
-    if not rates:
-        raise ValueError(f"no sampling_rates rows for feature build {description['build_run_id']}")
-    return downsampling_logit_shift(rates, tuple(description["layout"]["slots"]))
+    recorded = logit_shift_of(description)
+    if recorded is not None:
+        return recorded
+    return build_logit_shift(spark, cfg.table(tables.SAMPLING_RATES), description["build_run_id"],
+                             tuple(description["layout"]["slots"]))
 
 
 def latest_temperatures(spark, cfg, model_run_id: str) -> tuple[str, dict[str, float]]:

@@ -14,7 +14,8 @@ ABLATIONS = (
     ("Task grouping (paper Table 3)", ("dcnv2", "camoe_t1", "camoe", "camoe_music_podcast", "camoe_t7"),
      "t=1 vs modality (audio/video) vs content (music/podcast) vs one task per slot"),
     ("Adaptive loss masking (paper Table 4)", ("camoe_no_alm", "camoe"), "CAMoE with and without ALM"),
-    ("Experts (paper Table 5)", ("mmoe", "camoe_no_dcn", "camoe"), "MLP experts (MMoE, no DCN) vs DCN-v2 experts"),
+    ("Experts (paper Table 5)", ("mmoe", "camoe"),
+     "MLP experts with the x0 skip (MMoE = CAMoE without DCN) vs DCN-v2 cross + MLP experts"),
 )
 
 
@@ -72,6 +73,12 @@ def markdown_report(metrics: pd.DataFrame, baseline: str, slots: list[str], head
             parts += ["ECE (equal-mass bins) before (raw) and after (T) temperature scaling:",
                       _fmt(ece_table(metrics, tuple(present), slots), "{:.5f}")]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _loss_name(settings) -> str:
+    if settings.alm:
+        return f"ALM ({settings.alm_normalization})"
+    return "no ALM"
 
 
 def _fmt(frame: pd.DataFrame, number: str) -> str:
@@ -149,7 +156,13 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
     out_dir = Path(cfg.storage.artifacts_dir) / "experiments" / run_id
     header = (f"# CAMoE ablations on the synthetic benchmark\n\nExperiment `{run_id}`, features version "
               f"{version}, models trained with backend={settings.backend} x{settings.num_proc}, "
-              f"epochs={settings.epochs or cfg.training.epochs}. Test split, temperature-calibrated scores.")
+              f"epochs={settings.epochs or cfg.training.epochs}, global batch {cfg.training.batch_size}, "
+              f"model selection on corrected validation {cfg.training.selection_metric}. "
+              f"Loss normalisation per model: "
+              + ", ".join(f"{m}={_loss_name(cfg.models[m])}" for m in order)
+              + ". Every model takes " + ", ".join(sorted({'+'.join(cfg.models[m].slot_features) or 'nothing'
+                                                           for m in order})) + " as input. "
+              "Test split, temperature-calibrated scores.")
     report = markdown_report(frame, settings.baseline, slots, header)
     figure = None
     audio, video = "stream_audio", "stream_video"

@@ -18,7 +18,7 @@ def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidat
               split: str | None = "test", start: dt.date | None = None, end: dt.date | None = None) -> dict:
     from features import tables
     from training.inference import score_dataframe
-    from training.loop import load_artifact
+    from training.loop import load_artifact, model_slots
 
     train = tables.find_train_run(spark, cfg, train_run_id)
     _, description = load_artifact(train["artifact"])
@@ -39,6 +39,7 @@ def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidat
         if stale:
             raise ValueError(f"candidates in {name} come from feature build(s) {stale}, but the model was "
                              f"trained on build {description['build_run_id']}: their category ids differ")
+    rows = rows.where(F.col("slot").isin(model_slots(description)))   # a uni-modal model serves its own slots
     keep = ["impression_id", "event_date", "slot"] + [c for c in ("label", "true_ctr") if c in rows.columns]
     scored = score_dataframe(rows, train["artifact"], downsampling_shift(spark, cfg, description),
                              temperatures, keep=keep)

@@ -9,15 +9,11 @@ logit by T > 0 is monotone, so ranking metrics within a task do not change.
 from __future__ import annotations
 
 import math
-from typing import Mapping
 
 import numpy as np
 import torch
 
-
-def downsampling_logit_shift(rates: Mapping[tuple[str, int], float], slots: tuple[str, ...]) -> dict[str, float]:
-    """Per slot, log(r_neg / r_pos): added to a logit it undoes (slot, label) down-sampling."""
-    return {slot: math.log(rates.get((slot, 0), 1.0) / rates.get((slot, 1), 1.0)) for slot in slots}
+from features.sampling import downsampling_logit_shift  # noqa: F401 - one definition, re-exported
 
 
 def fit_temperatures(logits: np.ndarray, labels: np.ndarray, tasks: np.ndarray, num_tasks: int,

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from features.slots import Taxonomy, parse_taxonomy
+from features.slots import SLOT_INPUTS, Taxonomy, parse_taxonomy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONF_DIR = Path(os.environ.get("CAMOE_CONF_DIR", PROJECT_ROOT / "conf"))
@@ -225,6 +225,8 @@ class QualitySettings:
 
 MODEL_ARCHITECTURES = ("moe", "wide_deep")
 TRAINING_BACKENDS = ("horovod", "torch_distributor")
+ALM_NORMALIZATIONS = ("paper", "per_task")
+SELECTION_METRICS = ("log_loss", "mean_slot_auc_pr")
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,9 @@ class ModelSettings:
     alm: bool
     task_weights: tuple[float, ...] | None
     train_modalities: tuple[str, ...] | None
+    # slot taxonomy attributes fed to the model as categorical inputs (features.slots.SLOT_INPUTS)
+    slot_features: tuple[str, ...] = ("slot",)
+    alm_normalization: str = "paper"     # paper eq. 2-3 (1/N over examples) or per_task means
 
 
 @dataclass(frozen=True)
@@ -260,6 +265,7 @@ class TrainingSettings:
     shuffle_buffer: int
     mixed_precision: bool
     use_sample_weight: bool
+    selection_metric: str = "log_loss"   # best epoch / early stopping on corrected validation scores
 
 
 @dataclass(frozen=True)
@@ -590,7 +596,14 @@ def _parse_models(models: Any, defaults: Any, taxonomy: Taxonomy, source: str) -
             tower_hidden=s.get("tower_hidden", _int_list, expect="a list of positive integers"),
             cross_layers=s.get("cross_layers", int, check=lambda v: v >= 0, expect="an integer >= 0"),
             cross_rank=s.get("cross_rank", **pos), alm=s.get("alm", bool),
-            task_weights=weights, train_modalities=modalities)
+            task_weights=weights, train_modalities=modalities,
+            slot_features=s.str_list("slot_features", default=["slot"]),
+            alm_normalization=s.get("alm_normalization", default="paper",
+                                    check=lambda v: v in ALM_NORMALIZATIONS,
+                                    expect=f"one of {list(ALM_NORMALIZATIONS)}"))
+        bad = [f for f in settings.slot_features if f not in SLOT_INPUTS]
+        if bad:
+            raise s.fail("slot_features", f"names {bad}; allowed: {list(SLOT_INPUTS)}")
         s.done()
         tasks = taxonomy.grouping(grouping).num_tasks
         if weights is not None and len(weights) != tasks:
@@ -614,7 +627,9 @@ def _parse_training(s: Section) -> TrainingSettings:
         reader_workers=s.get("reader_workers", **pos),
         shuffle_buffer=s.get("shuffle_buffer", int, check=lambda v: v >= 0, expect="an integer >= 0"),
         mixed_precision=s.get("mixed_precision", bool),
-        use_sample_weight=s.get("use_sample_weight", bool))
+        use_sample_weight=s.get("use_sample_weight", bool),
+        selection_metric=s.get("selection_metric", default="log_loss", check=lambda v: v in SELECTION_METRICS,
+                               expect=f"one of {list(SELECTION_METRICS)}"))
     s.done()
     return out
 

@@ -6,6 +6,7 @@ the same rows. Kept rows carry ``sample_weight = 1 / rate``; the rates are recor
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 from pyspark.sql import Column, DataFrame
@@ -36,6 +37,23 @@ def stratified_downsample(df: DataFrame, rates: Mapping[tuple[str, int], float],
 def correct_for_downsampling(p: Column, weight: Column) -> Column:
     """Undo negative down-sampling on a predicted probability: q = p / (p + (1 - p) / w)."""
     return p / (p + (1.0 - p) / weight)
+
+
+def downsampling_logit_shift(rates: Mapping[tuple[str, int], float], slots: tuple[str, ...]) -> dict[str, float]:
+    """Per slot, log(r_neg / r_pos): added to a logit it undoes (slot, label) down-sampling.
+
+    The logit form of q = p / (p + (1 - p) / w). It is exact only when the model's p is
+    conditional on the sampling stratum, i.e. when the slot is a model input."""
+    return {slot: math.log(rates.get((slot, 0), 1.0) / rates.get((slot, 1), 1.0)) for slot in slots}
+
+
+def build_logit_shift(spark, rates_table: str, build_run_id: str, slots: tuple[str, ...]) -> dict[str, float]:
+    """``downsampling_logit_shift`` for the rates a feature build recorded in ``sampling_rates``."""
+    rates = {(r.slot, int(r.label)): float(r.rate) for r in spark.table(rates_table)
+             .where(F.col("run_id") == build_run_id).collect()}
+    if not rates:
+        raise ValueError(f"no {rates_table} rows for feature build {build_run_id}")
+    return downsampling_logit_shift(rates, slots)
 
 
 def sampling_report(before: DataFrame, after: DataFrame, rates: Mapping[tuple[str, int], float],

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 SLOT_ATTRIBUTES = ("format", "modality", "content")
 GROUP_BY = SLOT_ATTRIBUTES + ("slot", "all")
+SLOT_INPUTS = ("slot",) + SLOT_ATTRIBUTES       # what a model may take from the taxonomy as inputs
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,20 @@ class Taxonomy:
 
     def slots_of_modality(self, modality: str) -> tuple[str, ...]:
         return tuple(n for n, s in self.slots.items() if s.modality == modality)
+
+    def input_values(self, attribute: str) -> tuple[str, ...]:
+        """The values of a slot input (``slot`` or a taxonomy attribute), in taxonomy order."""
+        if attribute == "slot":
+            return self.slot_names
+        if attribute not in SLOT_ATTRIBUTES:
+            raise KeyError(f"unknown slot input {attribute!r}; allowed: {', '.join(SLOT_INPUTS)}")
+        return tuple(dict.fromkeys(getattr(s, attribute) for s in self.slots.values()))
+
+    def input_ids(self, attribute: str) -> tuple[int, ...]:
+        """Per slot (taxonomy order), the 1-based id of its ``attribute`` value (0 stays OOV)."""
+        values = self.input_values(attribute)
+        return tuple(values.index(name if attribute == "slot" else getattr(s, attribute)) + 1
+                     for name, s in self.slots.items())
 
     def grouping(self, name: str | None = None) -> Grouping:
         name = name or self.default_grouping

@@ -1,5 +1,9 @@
 """Generate synthetic impression logs into the raw ``impressions`` Delta table.
 
+The range written starts ``--burn-in-days`` (default: features.history_days) before
+--start-date, so that a feature build of [start, end] sees a full history window on its
+first day.
+
     spark-submit jobs/generate_logs.py --days 10 --rows-per-day 40000 --seed 7
 """
 from __future__ import annotations
@@ -15,6 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--days", type=int, help="number of days (default: generator.days)")
     parser.add_argument("--rows-per-day", type=int, help="rows per day (default: generator.rows_per_day)")
     parser.add_argument("--seed", type=int, help="random seed (default: generator.seed)")
+    parser.add_argument("--burn-in-days", type=int,
+                        help="days generated before --start-date for history (default: features.history_days)")
     parser.add_argument("--table", default="impressions", help="output table name in the database")
 
 
@@ -26,16 +32,21 @@ def run(spark, cfg, args, record) -> int:
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {value}")
-    df = generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=args.start_date,
-                              days=args.days, rows_per_day=args.rows_per_day, seed=args.seed)
-    start = args.start_date or cfg.generator.start_date
-    end = start + dt.timedelta(days=(args.days or cfg.generator.days) - 1)
+    burn_in = cfg.features.history_days if args.burn_in_days is None else args.burn_in_days
+    if burn_in < 0:
+        raise ValueError(f"--burn-in-days must be >= 0, got {burn_in}")
+    first = args.start_date or cfg.generator.start_date
+    end = first + dt.timedelta(days=(args.days or cfg.generator.days) - 1)
+    start = first - dt.timedelta(days=burn_in)
+    df = generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=start,
+                              days=(end - start).days + 1, rows_per_day=args.rows_per_day, seed=args.seed)
     name = cfg.table(args.table)
     version = tables.replace_date_range(df, name, cfg.schema.date, start, end, [cfg.schema.date])
     rows = tables.read_date_range(spark, name, cfg.schema.date, start, end, version).count()
     record.outputs[args.table] = version
-    record.metrics.update(rows=rows, start_date=start.isoformat(), end_date=end.isoformat())
-    log.info("wrote %d rows for %s..%s to %s (version %d)", rows, start, end, name, version)
+    record.metrics.update(rows=rows, start_date=start.isoformat(), end_date=end.isoformat(), burn_in_days=burn_in)
+    log.info("wrote %d rows for %s..%s (%d burn-in days before %s) to %s (version %d)", rows, start, end,
+             burn_in, first, name, version)
     return 0
 
 

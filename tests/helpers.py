@@ -26,11 +26,16 @@ def recreate_database(spark: SparkSession, cfg: Config) -> None:
 
 
 def built_lake(spark: SparkSession, cfg: Config, start: dt.date, days: int, rows_per_day: int,
-               run_id: str):
-    """A fresh database holding generated raw logs and the features built from them."""
+               run_id: str, burn_in_days: int | None = None):
+    """A fresh database holding generated raw logs and the features built from them.
+
+    ``burn_in_days`` (default: features.history_days) of logs before ``start`` are generated
+    too, so the first featurised day sees a full history window, as in ``make demo``."""
     from features.pipeline import build_features
 
     recreate_database(spark, cfg)
+    burn_in = cfg.features.history_days if burn_in_days is None else burn_in_days
+    first = start - dt.timedelta(days=burn_in)
     end = start + dt.timedelta(days=days - 1)
-    write_raw(generated(spark, cfg, start, days, rows_per_day), cfg, start, end)
+    write_raw(generated(spark, cfg, first, days + burn_in, rows_per_day), cfg, first, end)
     return build_features(spark, cfg, start, end, run_id)

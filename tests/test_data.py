@@ -89,12 +89,14 @@ def test_batches_arrive_as_typed_tensors(spark, data_lake):
     cfg, version = data_lake
     snap = load_snapshot(spark, cfg.table(tables.FEATURES), version, "validation")
     layout = feature_layout(spark, cfg, snap)
-    assert len(layout.categorical) == len(cfg.schema.categorical) == len(layout.cardinalities)
+    assert len(layout.categorical) == len(cfg.schema.categorical) == len(layout.cardinalities) - 1
+    assert layout.input_names[-1] == "slot_input_slot"
     slot_to_task = torch.tensor([cfg.taxonomy.grouping("audio_video").task_index(s) for s in layout.slots])
     batches = list(iterate_batches(snap.files, layout, slot_to_task, batch_size=1000, seed=0))
     assert sum(len(b) for b in batches) == snap.rows
     b = batches[0]
-    assert b.categorical.dtype == torch.int64 and b.categorical.shape == (1000, len(layout.categorical))
+    assert b.categorical.dtype == torch.int64 and b.categorical.shape == (1000, len(layout.categorical) + 1)
+    assert torch.equal(b.categorical[:, -1], b.slot + 1)             # the slot input: slot_id + 1
     assert b.dense.dtype == torch.float32 and b.dense.shape == (1000, len(layout.dense))
     assert b.label.dtype == torch.float32 and set(b.label.unique().tolist()) <= {0.0, 1.0}
     assert (b.categorical.max(0).values < torch.tensor(layout.cardinalities)).all()

@@ -38,7 +38,7 @@ def test_spark_inference_scores_exactly_like_the_training_loop(spark, experiment
     cfg, result = experiment
     artifact = tables.find_train_run(spark, cfg, "exp1-train-camoe")["artifact"]
     model, description = load_artifact(artifact)
-    layout = FeatureLayout(**{k: tuple(v) for k, v in description["layout"].items()})
+    layout = FeatureLayout.from_dict(description["layout"])
     validation = load_snapshot(spark, cfg.table(tables.FEATURES), description["features_version"], "validation")
     reference = score(model, validation.files, layout, torch.tensor(description["slot_to_task"]))
     features = tables.read_table(spark, cfg.table(tables.FEATURES), description["features_version"])
@@ -147,3 +147,25 @@ def test_scoring_an_uncalibrated_model_says_what_to_run(spark, experiment):
     tables.record_run(spark, cfg, record)
     with pytest.raises(LookupError, match="uncalibrated has no temperatures.*calibrate_evaluate.py"):
         score_run(spark, cfg, "score-2", "uncalibrated")
+
+
+def test_a_unimodal_model_is_validated_calibrated_and_evaluated_on_its_own_slots_only(spark, experiment):
+    from calibration.evaluate import evaluate_run
+    from training.runner import train
+
+    cfg, _ = experiment
+    _, _, artifact = train(spark, cfg, "uni-train", model_name="unimodal_video", backend="local", num_proc=1,
+                           epochs=1)
+    tables.record_run(spark, cfg, tables.RunRecord(run_id="uni-train", job="train",
+                                                   outputs={"model_artifact": str(artifact)},
+                                                   metrics={"model": "unimodal_video"}))
+    evaluate_run(spark, cfg, "uni-eval", "uni-train")
+    video = {"stream_video", "embedded_music", "podcast_video"}
+    features = spark.table(cfg.table(tables.FEATURES)).where("modality = 'video'")
+    m = spark.table(cfg.table(tables.SLOT_METRICS)).where("run_id = 'uni-eval' AND calibrated").toPandas()
+    assert set(m[m["level"] == "slot"]["slot"]) == video
+    assert m[m["level"] == "all"]["rows"].iloc[0] == features.where("split = 'test'").count()
+    temperature = spark.table(cfg.table(tables.TEMPERATURES)).where("run_id = 'uni-eval'").first()
+    assert temperature.validation_rows == features.where("split = 'validation'").count()
+    _, description = load_artifact(artifact)
+    assert description["model_slots"] == ["stream_video", "embedded_music", "podcast_video"]

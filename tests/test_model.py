@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from features.config import load_config
-from training.loss import multitask_bce, own_task_logit, task_weights
+from training.loss import combine, loss_terms, multitask_bce, own_task_logit, task_weights
 from training.model import (Experts, FeatureSpec, MultiTaskMoE, SharedBottom, StackedLowRankCross,
                             StackedMLP, TaskGates, WideAndDeep, build_model)
 
@@ -46,11 +46,36 @@ def test_stacked_cross_matches_the_dcn_v2_formula_per_expert():
 def test_experts_gates_and_towers_shapes():
     x0 = torch.randn(8, 10)
     assert Experts(2, 10, [16, 12], cross_layers=2, cross_rank=3)(x0).shape == (2, 8, 10 + 12)
-    assert Experts(2, 10, [16, 12], cross_layers=0, cross_rank=3)(x0).shape == (2, 8, 12)
+    assert Experts(2, 10, [16, 12], cross_layers=0, cross_rank=3)(x0).shape == (2, 8, 10 + 12)
     gates = TaskGates(10, tasks=3, experts=2)(x0)
     assert gates.shape == (8, 3, 2)
     torch.testing.assert_close(gates.sum(2), torch.ones(8, 3))
     assert StackedMLP(3, 10, [4, 1], final_activation=False)(x0.expand(3, -1, -1)).shape == (3, 8, 1)
+
+
+def test_without_crosses_an_expert_keeps_the_x0_skip_and_its_width():
+    """MMoE / "CAMoE without DCN" differ from CAMoE by the crosses alone: same tower width, x0 kept."""
+    torch.manual_seed(5)
+    x0 = torch.randn(8, 10)
+    no_cross = Experts(2, 10, [16, 12], cross_layers=0, cross_rank=3)
+    out = no_cross(x0)
+    torch.testing.assert_close(out[:, :, :10], x0.expand(2, -1, -1))
+    torch.testing.assert_close(out[:, :, 10:], no_cross.mlp(x0.expand(2, -1, -1)))
+    camoe = MultiTaskMoE(SPEC, tasks=2, cross_layers=2)
+    mmoe = MultiTaskMoE(SPEC, tasks=2, cross_layers=0)
+    assert camoe.experts.output_dim == mmoe.experts.output_dim
+    assert {n for n, _ in camoe.named_parameters()} - {n for n, _ in mmoe.named_parameters()} == \
+        {n for n, _ in camoe.named_parameters() if n.startswith("experts.cross.")}
+
+
+def test_the_ablation_models_compare_like_with_like():
+    cfg = load_config()
+    camoe, mmoe = cfg.model("camoe"), cfg.model("mmoe")
+    differing = {f for f in camoe.__dataclass_fields__ if getattr(camoe, f) != getattr(mmoe, f)}
+    assert differing == {"name", "cross_layers"}, "MMoE t=2 is CAMoE without DCN, with masking"
+    assert mmoe.alm and mmoe.alm_normalization == "paper"
+    assert "camoe_t1" in cfg.experiments.models and "camoe_no_dcn" not in cfg.models
+    assert all(m.slot_features == ("slot",) for m in cfg.models.values())
 
 
 def test_moe_and_wide_deep_produce_one_logit_per_task():
@@ -83,26 +108,62 @@ def test_alm_leaves_video_tower_untouched_on_audio_batch():
             assert per_task[1].item() == 0.0
 
 
-def test_alm_loss_is_the_weighted_mean_of_per_task_means():
-    logits = torch.tensor([[0.5, -1.0], [2.0, 0.1], [-0.3, 0.7]])
-    labels = torch.tensor([1.0, 0.0, 1.0])
-    task = torch.tensor([0, 1, 1])
+ALM_LOGITS = torch.tensor([[0.5, -1.0], [2.0, 0.1], [-0.3, 0.7]])
+ALM_LABELS = torch.tensor([1.0, 0.0, 1.0])
+ALM_TASK = torch.tensor([0, 1, 1])
+
+
+def _bce(z, y):
+    return torch.nn.functional.binary_cross_entropy_with_logits(torch.as_tensor(z), torch.as_tensor(y))
+
+
+def test_alm_paper_normalisation_is_one_mean_over_examples_by_hand():
+    """Paper eq. 2-3: L = (1/N) sum_i sum_m T lambda_m 1{m = task_i} BCE_im (uniform: T lambda = 1)."""
+    b0, b1, b2 = _bce(0.5, 1.0), _bce(0.1, 0.0), _bce(0.7, 1.0)
+    loss, per_task = multitask_bce(ALM_LOGITS, ALM_LABELS, ALM_TASK, task_weights(2))
+    torch.testing.assert_close(loss, (b0 + b1 + b2) / 3)           # task 1 has 2 of 3 examples: 2/3 share
+    torch.testing.assert_close(per_task, torch.stack([b0, (b1 + b2) / 2]))
+    weighted, _ = multitask_bce(ALM_LOGITS, ALM_LABELS, ALM_TASK, task_weights(2, [0.25, 0.75]))
+    torch.testing.assert_close(weighted, (2 * 0.25 * b0 + 2 * 0.75 * (b1 + b2)) / 3)
+    # example weights (1/rate, padding 0) weigh the sum and N alike
+    w = torch.tensor([2.0, 1.0, 0.0])
+    ew, _ = multitask_bce(ALM_LOGITS, ALM_LABELS, ALM_TASK, task_weights(2), example_weight=w)
+    torch.testing.assert_close(ew, (2 * b0 + b1) / 3)
+    # without ALM every head sees every example, still one normalisation by N
+    no_alm, _ = multitask_bce(ALM_LOGITS, ALM_LABELS, ALM_TASK, task_weights(2), alm=False)
+    all_heads = sum(_bce(ALM_LOGITS[i, m], ALM_LABELS[i]) for i in range(3) for m in range(2))
+    torch.testing.assert_close(no_alm, all_heads / 3)
+
+
+def test_alm_per_task_normalisation_is_the_weighted_mean_of_task_means_by_hand():
     lambdas = task_weights(2, [0.25, 0.75])
-    loss, per_task = multitask_bce(logits, labels, task, lambdas)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-    t0 = bce(logits[0, 0], labels[0])
-    t1 = (bce(logits[1, 1], labels[1]) + bce(logits[2, 1], labels[2])) / 2
+    loss, per_task = multitask_bce(ALM_LOGITS, ALM_LABELS, ALM_TASK, lambdas, normalization="per_task")
+    t0 = _bce(0.5, 1.0)
+    t1 = (_bce(0.1, 0.0) + _bce(0.7, 1.0)) / 2
     torch.testing.assert_close(per_task, torch.stack([t0, t1]))
     torch.testing.assert_close(loss, 0.25 * t0 + 0.75 * t1)
-    no_alm, _ = multitask_bce(logits, labels, task, lambdas, alm=False)
-    torch.testing.assert_close(no_alm, 0.25 * bce(logits[:, 0], labels) + 0.75 * bce(logits[:, 1], labels))
-    torch.testing.assert_close(own_task_logit(logits, task), torch.tensor([0.5, 0.1, 0.7]))
-    # zero-weight rows (padding) change nothing
-    padded, _ = multitask_bce(torch.cat([logits, logits]), torch.cat([labels, 1 - labels]),
-                              torch.cat([task, task]), lambdas, example_weight=torch.tensor([1., 1, 1, 0, 0, 0]))
-    torch.testing.assert_close(padded, loss)
+    no_alm, _ = multitask_bce(ALM_LOGITS, ALM_LABELS, ALM_TASK, lambdas, alm=False, normalization="per_task")
+    torch.testing.assert_close(no_alm, 0.25 * _bce(ALM_LOGITS[:, 0], ALM_LABELS) + 0.75 * _bce(ALM_LOGITS[:, 1], ALM_LABELS))
+    torch.testing.assert_close(own_task_logit(ALM_LOGITS, ALM_TASK), torch.tensor([0.5, 0.1, 0.7]))
     with pytest.raises(ValueError, match="task weights must be 2"):
         task_weights(2, [1.0])
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        multitask_bce(ALM_LOGITS, ALM_LABELS, ALM_TASK, lambdas, normalization="mean")
+
+
+@pytest.mark.parametrize("normalization", ["paper", "per_task"])
+def test_zero_weight_rows_change_nothing_and_split_batches_sum_to_the_whole(normalization):
+    lambdas = task_weights(2, [0.4, 0.6])
+    whole, _ = multitask_bce(ALM_LOGITS, ALM_LABELS, ALM_TASK, lambdas, normalization=normalization)
+    padded, _ = multitask_bce(torch.cat([ALM_LOGITS, ALM_LOGITS]), torch.cat([ALM_LABELS, 1 - ALM_LABELS]),
+                              torch.cat([ALM_TASK, ALM_TASK]), lambdas, normalization=normalization,
+                              example_weight=torch.tensor([1., 1, 1, 0, 0, 0]))
+    torch.testing.assert_close(padded, whole)
+    # two workers' halves, combined with the summed denominators, give the whole batch's loss
+    halves = [loss_terms(ALM_LOGITS[rows], ALM_LABELS[rows], ALM_TASK[rows]) for rows in ([0, 1], [2])]
+    denominators = halves[0].denominators + halves[1].denominators
+    parts = [combine(h, lambdas, normalization, denominators)[0] for h in halves]
+    torch.testing.assert_close(parts[0] + parts[1], whole)
 
 
 def test_expert_masking_zeroes_chosen_experts_at_scoring_time():

@@ -31,6 +31,16 @@ def test_spark_submit_jobs_generate_build_validate_and_summarise(tmp_path):
     for job in ("generate_logs", "build_features", "validate"):
         done = _run([*submit, str(ROOT / "jobs" / f"{job}.py"), *overrides], tmp_path)
         assert done.returncode == 0, f"{job} failed:\n{done.stderr[-3000:]}"
+    # generate_logs wrote features.history_days of burn-in before the first featurised day, and
+    # the build read them: the first day's history is as full as the last day's
+    burn_in = _run([str(BIN / "spark-sql"), *flags, "-e",
+                    "SELECT MIN(event_date), COUNT(DISTINCT event_date) FROM camoe.impressions"], tmp_path)
+    assert burn_in.stdout.split() == ["2025-12-25", "12"], burn_in.stderr[-2000:]
+    history = _run([str(BIN / "spark-sql"), *flags, "-e",
+                    "SELECT event_date, AVG(dense_hist_ad_impressions_7d) FROM camoe.features "
+                    "GROUP BY event_date ORDER BY event_date"], tmp_path)
+    per_day = [float(line.split("\t")[1]) for line in history.stdout.strip().splitlines()]
+    assert len(per_day) == 5 and abs(per_day[0] - per_day[-1]) < 0.3, per_day
     summary = _run([*submit, str(ROOT / "jobs" / "summarize.py"), *overrides], tmp_path)
     assert summary.returncode == 0, summary.stderr[-3000:]
     table = [line for line in summary.stdout.splitlines() if line.startswith("|")]

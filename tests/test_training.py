@@ -38,15 +38,38 @@ def test_local_training_learns_and_the_artifact_scores_like_training(spark, trai
     model, description = load_artifact(artifact)
     slot_to_task = torch.tensor(description["slot_to_task"])
     from training.data import FeatureLayout
-    layout = FeatureLayout(**{k: tuple(v) for k, v in description["layout"].items()})
+    layout = FeatureLayout.from_dict(description["layout"])
+    # the slot is a model input: one more categorical, 7 slots + OOV
+    assert layout.slot_features == ("slot",) and layout.cardinalities[-1] == 8
+    assert layout.input_names[-1] == "slot_input_slot"
     scored = score(model, validation.files, layout, slot_to_task)
     assert scored["label"].size == validation.rows
-    auc_pr = average_precision(scored["label"], scored["logit"])
-    assert auc_pr == pytest.approx(best["auc_pr"], abs=1e-6)
+    # selection metrics are on corrected scores: logit + log(r_neg / r_pos) of the row's slot
+    shift = np.array([description["slot_logit_shift"][s] for s in layout.slots])
+    assert shift[0] == pytest.approx(np.log(0.1)) and shift[4] == 0.0
+    z = scored["logit"] + shift[scored["slot"]]
+    y = scored["label"]
+    assert average_precision(y, z) == pytest.approx(best["auc_pr"], abs=1e-6)
+    assert np.mean(np.logaddexp(0, z) - y * z) == pytest.approx(best["log_loss"], rel=1e-5)
+    assert result["selection_metric"] == "log_loss"
+    assert result["best_epoch"] == int(np.argmin([h["log_loss"] for h in result["history"]]))
     # better than chance: the base rate is the AUC-PR of a random ranking
-    assert auc_pr > 1.5 * scored["label"].mean()
+    assert best["auc_pr"] > 1.5 * y.mean()
     assert set(description["tasks"]) == {"audio", "video"}
     assert np.isfinite(best["auc_pr_audio"]) and np.isfinite(best["auc_pr_video"])
+    assert description["downsampling_correction"] == "logit_shift"
+
+
+def test_a_loss_weighted_run_records_that_it_needs_no_correction(spark, train_lake):
+    weighted, _ = prepare(spark, train_lake, "weighted", backend="local", num_proc=1,
+                          training_overrides={**SMALL, "use_sample_weight": True})
+    assert weighted.correction == "loss_weight" and set(weighted.slot_logit_shift) == {0.0}
+    plain, _ = prepare(spark, train_lake, "plain", backend="local", num_proc=1, training_overrides=SMALL)
+    assert plain.correction == "logit_shift" and plain.slot_logit_shift[0] == pytest.approx(np.log(0.1))
+    uni, _ = prepare(spark, train_lake, "uni", model_name="unimodal_video", backend="local", num_proc=1)
+    assert [uni.layout.slots[i] for i in uni.train_slots] == ["stream_video", "embedded_music", "podcast_video"]
+    with pytest.raises(ValueError, match="global batch"):
+        prepare(spark, train_lake, "odd", backend="horovod", num_proc=2, training_overrides={"batch_size": 255})
 
 
 def test_a_killed_run_resumes_to_the_same_weights(spark, train_lake, tmp_path):
@@ -77,6 +100,10 @@ def test_two_processes_end_with_identical_weights(spark, train_lake, tmp_path, b
     result, meta, _ = train(spark, cfg, f"dist-{backend}", backend=backend, num_proc=2, epochs=2,
                             output_dir=tmp_path / backend, training_overrides=SMALL, save_rank_states=True)
     assert result["workers"] == 2 and result["backend"] == backend
+    # one global batch: 2 workers x 128 rows take the steps 1 worker x 256 rows takes
+    assert result["worker_batch_size"] == SMALL["batch_size"] // 2
+    one, _ = prepare(spark, cfg, "one", backend="local", num_proc=1, training_overrides=SMALL)
+    assert abs(result["steps_per_epoch"] - one.train_plan.steps_per_epoch(SMALL["batch_size"])) <= 1
     rank0 = torch.load(tmp_path / backend / "final_rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / backend / "final_rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()

@@ -6,7 +6,7 @@ split. Files are assigned to workers by a deterministic row-balanced plan, so sh
 disjoint, their union is the split, and every worker runs the same number of steps.
 
 Batches arrive as torch tensors built column-wise (no per-row Python work): categorical
-int64 (B, F), dense float32 (B, D), label, slot index, task index, sample weight (B,).
+int64 (B, F + S) (the feature table's ids, then the slot inputs), dense float32 (B, D), label, slot index, task index, sample weight (B,).
 """
 from __future__ import annotations
 
@@ -29,15 +29,40 @@ class DataFile:
 
 @dataclass(frozen=True)
 class FeatureLayout:
-    """Which feature-table columns feed the model, and each categorical's vocabulary size."""
+    """Which feature-table columns feed the model, and each categorical's vocabulary size.
+
+    The model's categorical inputs are the ``categorical`` columns followed by the slot
+    inputs: the slot and/or its taxonomy attributes (``slot_features``), derived from
+    ``slot_id`` through ``slot_feature_ids`` (per input, the 1-based id of each slot's value).
+    """
     categorical: tuple[str, ...]
     dense: tuple[str, ...]
-    cardinalities: tuple[int, ...]       # max index + 1 (index 0 = OOV)
+    cardinalities: tuple[int, ...]       # max index + 1 (index 0 = OOV), categorical then slot inputs
     slots: tuple[str, ...]               # slot names by slot_id (as the build stored them)
+    slot_features: tuple[str, ...] = ()
+    slot_feature_ids: tuple[tuple[int, ...], ...] = ()
 
     @property
     def columns(self) -> list[str]:
         return [*self.categorical, *self.dense, "label", "slot_id", "sample_weight"]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Names of the model's categorical inputs, in order."""
+        return (*self.categorical, *(f"slot_input_{f}" for f in self.slot_features))
+
+    def categorical_inputs(self, columns: Sequence[np.ndarray], slot_id: np.ndarray) -> np.ndarray:
+        """(n, F + S) int64: the ``categorical`` columns, then the slot inputs of each row."""
+        parts = [np.asarray(c, dtype=np.int64) for c in columns]
+        slot_id = np.asarray(slot_id, dtype=np.int64)
+        parts += [np.asarray(ids, dtype=np.int64)[slot_id] for ids in self.slot_feature_ids]
+        return np.stack(parts, axis=1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureLayout":
+        """From ``asdict`` output (model.json); artifacts older than the slot inputs load too."""
+        return cls(tuple(d["categorical"]), tuple(d["dense"]), tuple(d["cardinalities"]), tuple(d["slots"]),
+                   tuple(d.get("slot_features", ())), tuple(tuple(i) for i in d.get("slot_feature_ids", ())))
 
 
 @dataclass(frozen=True)
@@ -80,8 +105,9 @@ def load_snapshot(spark, table: str, version: int, split: str) -> Snapshot:
     return Snapshot(table, int(version), split, builds[0], files)
 
 
-def feature_layout(spark, cfg, snapshot: Snapshot) -> FeatureLayout:
-    """Column order from conf; vocabulary sizes from the build that wrote the snapshot."""
+def feature_layout(spark, cfg, snapshot: Snapshot, slot_features: Sequence[str] = ("slot",)) -> FeatureLayout:
+    """Column order from conf; vocabulary sizes from the build that wrote the snapshot; the
+    slot inputs from the taxonomy the build stored as ``slot_id``."""
     from features import tables, transforms
 
     categorical = tuple(f"cat_{c}" for c in cfg.schema.categorical)
@@ -99,7 +125,10 @@ def feature_layout(spark, cfg, snapshot: Snapshot) -> FeatureLayout:
         raise ValueError(f"{snapshot.table}@{snapshot.version} was built with another slot taxonomy "
                          f"(slot, slot_id) {sorted(stale)}; conf/slots.yaml orders {', '.join(slots)}: "
                          "rebuild the features")
-    return FeatureLayout(categorical, dense, cardinalities, slots)
+    slot_feature_ids = tuple(cfg.taxonomy.input_ids(f) for f in slot_features)
+    slot_cardinalities = tuple(len(cfg.taxonomy.input_values(f)) + 1 for f in slot_features)
+    return FeatureLayout(categorical, dense, cardinalities + slot_cardinalities, slots,
+                         tuple(slot_features), slot_feature_ids)
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -167,7 +196,7 @@ def make_reader(files: Sequence[DataFile], columns: Sequence[str], num_epochs: i
 
 @dataclass
 class Batch:
-    categorical: torch.Tensor     # (B, F) int64
+    categorical: torch.Tensor     # (B, F + S) int64: categorical columns, then slot inputs
     dense: torch.Tensor           # (B, D) float32
     label: torch.Tensor           # (B,) float32
     slot: torch.Tensor            # (B,) int64
@@ -188,8 +217,8 @@ class Batch:
 
 def _chunk_tensors(chunk, layout: FeatureLayout) -> tuple:
     """One Petastorm row-group chunk (numpy columns) as (categorical, dense, label, slot, weight)."""
-    categorical = torch.from_numpy(np.stack([getattr(chunk, c) for c in layout.categorical], axis=1)
-                                   .astype(np.int64, copy=False))                       # (n, F)
+    categorical = torch.from_numpy(layout.categorical_inputs(
+        [getattr(chunk, c) for c in layout.categorical], chunk.slot_id))                # (n, F + S)
     if layout.dense:
         dense = torch.from_numpy(np.stack([getattr(chunk, c) for c in layout.dense], axis=1)
                                  .astype(np.float32, copy=False))                       # (n, D)

@@ -32,6 +32,10 @@ class Communicator:
     def broadcast_object(self, obj: Any) -> Any:
         return obj
 
+    def allreduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``tensor`` over all workers (a new tensor)."""
+        return tensor.clone()
+
     def barrier(self) -> None:
         pass
 
@@ -63,6 +67,9 @@ class HorovodCommunicator(Communicator):
         # differs when non-root ranks pass a placeholder (None): name each call explicitly.
         self._broadcasts += 1
         return self.hvd.broadcast_object(obj, root_rank=0, name=f"camoe.object.{self._broadcasts}")
+
+    def allreduce_sum(self, tensor):
+        return self.hvd.allreduce(tensor.detach().cpu(), op=self.hvd.Sum, name="camoe.sum").to(tensor.device)
 
     def barrier(self):
         self.hvd.allreduce(torch.zeros(1), name="barrier")
@@ -101,6 +108,11 @@ class TorchDistCommunicator(Communicator):
         box = [obj]
         self.dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def allreduce_sum(self, tensor):
+        out = tensor.detach().clone()
+        self.dist.all_reduce(out, op=self.dist.ReduceOp.SUM)
+        return out
 
     def barrier(self):
         self.dist.barrier()

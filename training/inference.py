@@ -15,6 +15,8 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from training.data import FeatureLayout
+
 _MODELS: dict[str, tuple] = {}          # payload sha256 -> (model, description), per Python worker
 
 SCORE_COLUMNS = ("task", "logit", "pctr_raw", "pctr")
@@ -49,11 +51,12 @@ def score_rows(frame, model, description: Mapping, slot_shift: Sequence[float],
     temperatures: per task index. Returns task, logit, pctr_raw, pctr (and with
     ``masked_experts`` a (N, K) ``masked_pctr``: the calibrated pCTR with expert k zeroed).
     """
-    layout = description["layout"]
-    categorical = torch.from_numpy(np.stack([frame[c].to_numpy(np.int64) for c in layout["categorical"]], 1))
-    dense = (torch.from_numpy(np.stack([frame[c].to_numpy(np.float32) for c in layout["dense"]], 1))
-             if layout["dense"] else torch.zeros(len(frame), 0))
+    layout = FeatureLayout.from_dict(description["layout"])
     slot = frame["slot_id"].to_numpy(np.int64)
+    categorical = torch.from_numpy(layout.categorical_inputs([frame[c].to_numpy(np.int64)
+                                                              for c in layout.categorical], slot))
+    dense = (torch.from_numpy(np.stack([frame[c].to_numpy(np.float32) for c in layout.dense], 1))
+             if layout.dense else torch.zeros(len(frame), 0))
     task = np.asarray(description["slot_to_task"], dtype=np.int64)[slot]
     rows = np.arange(len(frame))
     with torch.no_grad():

@@ -1,11 +1,18 @@
 """The training loop every worker runs, checkpoints, scoring and model artifacts.
 
-Each epoch every worker reads its own shard of the train split (Petastorm, per-epoch seed),
-runs exactly ``plan.steps_per_epoch`` steps (a worker whose shard is exhausted steps on
-zero-weight padding so collective calls stay in lockstep), then rank 0 scores the validation
-split, decides early stopping on AUC-PR, and checkpoints model + optimizer + schedule + epoch.
-A restarted run resumes after the last checkpointed epoch and ends with the same weights as
-an uninterrupted one.
+``training.batch_size`` is the global batch: each of W workers reads its own shard of the
+train split (Petastorm, per-epoch seed) in batches of batch_size / W and runs exactly
+``plan.steps_per_epoch`` steps. The loss of every step is the loss of the global batch (the
+denominators are summed over workers), so 1 and W workers do the same optimisation. A worker
+whose shard is exhausted steps on a zero-weight padding batch, in eval mode, so collective
+calls stay in lockstep and the padding changes nothing: no gradient, no BatchNorm update,
+and no optimizer or scheduler step when no worker has a real example.
+
+After each epoch rank 0 scores the validation split with the down-sampling correction that
+evaluation and scoring apply, selects the best epoch and decides early stopping on
+``training.selection_metric`` (corrected log loss by default), and checkpoints model +
+optimizer + schedule + epoch. A restarted run resumes after the last checkpointed epoch and
+ends with the same weights as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -23,10 +30,15 @@ from torch import nn
 
 from calibration.metrics import average_precision
 from training.data import Batch, DataFile, FeatureLayout, ShardPlan, iterate_batches
-from training.loss import multitask_bce, own_task_logit, task_weights
+from training.loss import combine, loss_terms, own_task_logit, task_weights
 from training.model import FeatureSpec, build_model
 
 CHECKPOINT = "checkpoint.pt"
+# selection metric -> +1 when higher is better, -1 when lower is
+SELECTION_DIRECTION = {"log_loss": -1.0, "mean_slot_auc_pr": 1.0}
+# how predictions are brought back to traffic scale (model.json "downsampling_correction")
+CORRECTION_LOGIT_SHIFT = "logit_shift"      # logit + log(r_neg / r_pos) of the row's slot
+CORRECTION_LOSS_WEIGHT = "loss_weight"      # trained with 1/rate example weights: nothing to add
 
 
 @dataclass(frozen=True)
@@ -42,11 +54,24 @@ class TrainJob:
     validation_files: tuple[DataFile, ...]
     output_dir: str
     backend: str = "local"
-    train_slots: tuple[int, ...] | None = None   # uni-modal baselines train on some slots only
+    train_slots: tuple[int, ...] | None = None   # uni-modal baselines train (and validate) on some slots only
+    slot_logit_shift: tuple[float, ...] | None = None   # per slot id, added to logits (None: zeros)
     stop_after_epochs: int | None = None         # simulate a killed run (tests)
     epochs: int | None = None                    # overrides training.epochs
     save_rank_states: bool = False               # every rank writes its final weights (tests)
     extra: dict = field(default_factory=dict)    # recorded with the artifact
+
+    @property
+    def correction(self) -> str:
+        return CORRECTION_LOSS_WEIGHT if self.training.use_sample_weight else CORRECTION_LOGIT_SHIFT
+
+
+def worker_batch_size(global_batch: int, workers: int) -> int:
+    """Rows per worker per step: the global batch split evenly over the workers."""
+    if global_batch % workers:
+        raise ValueError(f"training.batch_size {global_batch} is the global batch; it must divide evenly "
+                         f"over {workers} workers")
+    return global_batch // workers
 
 
 def _device(comm) -> torch.device:
@@ -81,6 +106,48 @@ def train_worker(job: TrainJob) -> dict | None:
         comm.shutdown()
 
 
+@dataclass
+class StepContext:
+    """What ``train_step`` needs besides the batch."""
+    model: nn.Module                  # the module itself (its train/eval mode is switched)
+    train_model: nn.Module            # what to call (the model, or its DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    comm: Any
+    lambdas: torch.Tensor
+    alm: bool
+    normalization: str
+    use_sample_weight: bool = False
+    keep_slots: torch.Tensor | None = None
+    use_amp: bool = False
+
+
+def train_step(ctx: StepContext, batch: Batch, padding: bool) -> float | None:
+    """One optimisation step on the global batch; returns its loss, or None when no worker had
+    a real example (then nothing changed: every worker sees the same summed denominators)."""
+    weight = _example_weight(batch, ctx.use_sample_weight, ctx.keep_slots, padding)
+    if padding:
+        ctx.model.eval()                   # BatchNorm must not learn statistics of a repeated batch
+    try:
+        device_type = batch.label.device.type
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=ctx.use_amp):
+            logits = ctx.train_model(batch.categorical, batch.dense)
+    finally:
+        if padding:
+            ctx.model.train()
+    terms = loss_terms(logits.float(), batch.label, batch.task, ctx.alm, weight)
+    denominators = ctx.comm.allreduce_sum(terms.denominators)
+    if float(denominators[-1]) <= 0:
+        return None
+    loss, _ = combine(terms, ctx.lambdas, ctx.normalization, denominators)
+    # workers average gradients; each worker's share of the global loss is scaled back up
+    ctx.optimizer.zero_grad()
+    (loss * ctx.comm.size).backward()
+    ctx.optimizer.step()
+    ctx.scheduler.step()
+    return float(loss.detach())            # this worker's share; the shares sum to the global loss
+
+
 def _train(job: TrainJob, comm) -> dict | None:
     t = job.training
     device = _device(comm)
@@ -90,11 +157,13 @@ def _train(job: TrainJob, comm) -> dict | None:
     model = new_model(job).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
     epochs = job.epochs or t.epochs
-    steps_per_epoch = job.train_plan.steps_per_epoch(t.batch_size)
+    batch_size = worker_batch_size(t.batch_size, comm.size)
+    steps_per_epoch = job.train_plan.steps_per_epoch(batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(min(t.warmup_steps, epochs * steps_per_epoch // 10), epochs * steps_per_epoch,
                               t.min_lr_ratio))     # a short run must not spend itself warming up
-    state = {"epoch": 0, "best_auc_pr": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": []}
+    direction = SELECTION_DIRECTION[t.selection_metric]
+    state = {"epoch": 0, "best_value": None, "best_epoch": -1, "bad_epochs": 0, "history": []}
 
     out = Path(job.output_dir)
     checkpoint = out / CHECKPOINT
@@ -107,10 +176,12 @@ def _train(job: TrainJob, comm) -> dict | None:
     comm.broadcast_state(model, optimizer)
     train_model, train_opt = comm.wrap(model, optimizer)
 
-    lambdas = task_weights(len(job.tasks), job.model.task_weights).to(device)
     slot_to_task = torch.tensor(job.slot_to_task, dtype=torch.long)
-    keep_slots = torch.tensor(job.train_slots, dtype=torch.long) if job.train_slots is not None else None
-    use_amp = device.type == "cuda" and t.mixed_precision
+    ctx = StepContext(model, train_model, train_opt, scheduler, comm,
+                      task_weights(len(job.tasks), job.model.task_weights).to(device), job.model.alm,
+                      job.model.alm_normalization, t.use_sample_weight,
+                      torch.tensor(job.train_slots, dtype=torch.long).to(device) if job.train_slots is not None
+                      else None, device.type == "cuda" and t.mixed_precision)
     shard = job.train_plan.shards[comm.rank]
     stopped_early = False
     train_seconds, examples = 0.0, 0
@@ -120,8 +191,8 @@ def _train(job: TrainJob, comm) -> dict | None:
         torch.manual_seed(t.seed * 1000 + epoch * 10 + comm.rank)
         model.train()
         started = time.perf_counter()
-        epoch_examples, loss_sum = 0, 0.0
-        batches = iterate_batches(shard, job.layout, slot_to_task, t.batch_size, seed=t.seed + epoch,
+        epoch_examples, loss_sum, real_steps = 0, 0.0, 0
+        batches = iterate_batches(shard, job.layout, slot_to_task, batch_size, seed=t.seed + epoch,
                                   workers=t.reader_workers, shuffle_buffer=t.shuffle_buffer)
         last: Batch | None = None
         for _step in range(steps_per_epoch):
@@ -133,20 +204,15 @@ def _train(job: TrainJob, comm) -> dict | None:
             last = batch
             if device.type == "cuda":
                 batch = batch.pin_memory().to(device, non_blocking=True)
-            weight = _example_weight(batch, t.use_sample_weight, keep_slots, padding)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = train_model(batch.categorical, batch.dense)
-            loss, _ = multitask_bce(logits.float(), batch.label, batch.task, lambdas, alm=job.model.alm,
-                                    example_weight=weight)
-            train_opt.zero_grad()
-            loss.backward()
-            train_opt.step()
-            scheduler.step()
+            loss = train_step(ctx, batch, padding)
+            if loss is not None:
+                real_steps += 1
+                loss_sum += loss
             if not padding:
                 epoch_examples += len(batch)
-                loss_sum += float(loss.detach()) * len(batch)
         for _ in batches:   # drain: a shard never holds more than steps_per_epoch batches
             raise RuntimeError("shard had more batches than planned")
+        loss_sum = float(comm.allreduce_sum(torch.tensor([loss_sum], dtype=torch.float64))[0])
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
         examples += epoch_examples
@@ -155,16 +221,19 @@ def _train(job: TrainJob, comm) -> dict | None:
         decision = None
         if comm.rank == 0:
             metrics = evaluate(model, job.validation_files, job.layout, slot_to_task, job.tasks,
-                               batch_size=max(t.batch_size, 8192), device=device)
-            improved = metrics["auc_pr"] > state["best_auc_pr"]
+                               batch_size=max(t.batch_size, 8192), device=device,
+                               slot_logit_shift=job.slot_logit_shift, slots=job.train_slots)
+            value = metrics[t.selection_metric]
+            improved = math.isfinite(value) and (state["best_value"] is None
+                                                 or direction * (value - state["best_value"]) > 0)
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
             if improved:
-                state["best_auc_pr"], state["best_epoch"] = metrics["auc_pr"], epoch
+                state["best_value"], state["best_epoch"] = value, epoch
                 out.mkdir(parents=True, exist_ok=True)
                 torch.save(model.state_dict(), out / "best_model.pt")
-            state["history"].append({"epoch": epoch, "train_loss": loss_sum / max(1, epoch_examples),
+            state["history"].append({"epoch": epoch, "train_loss": loss_sum / max(1, real_steps),
                                      "train_examples": epoch_examples, "train_seconds": elapsed,
-                                     "lr": scheduler.get_last_lr()[0], **metrics})
+                                     "steps": steps_per_epoch, "lr": scheduler.get_last_lr()[0], **metrics})
             state["epoch"] = epoch + 1
             _save_checkpoint(checkpoint, model, optimizer, scheduler, state)
             decision = state["bad_epochs"] >= t.early_stopping_patience
@@ -183,7 +252,9 @@ def _train(job: TrainJob, comm) -> dict | None:
     if comm.rank != 0:
         return None
     return {"run_id": job.run_id, "history": state["history"], "best_epoch": state["best_epoch"],
-            "best_auc_pr": state["best_auc_pr"], "stopped_early": stopped_early, "workers": comm.size,
+            "selection_metric": t.selection_metric, "best_value": state["best_value"],
+            "stopped_early": stopped_early, "workers": comm.size, "worker_batch_size": batch_size,
+            "global_batch_size": t.batch_size, "steps_per_epoch": steps_per_epoch,
             "backend": comm.name, "examples_per_second_rank0": float(totals[0] / max(totals[1], 1e-9)),
             "train_seconds_rank0": float(totals[1]),
             "final_state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
@@ -223,15 +294,32 @@ def score(model: nn.Module, files, layout: FeatureLayout, slot_to_task: torch.Te
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
 
 
-def evaluate(model, files, layout, slot_to_task, tasks, batch_size=8192, device="cpu") -> dict[str, float]:
-    """Validation AUC-PR overall and per task (the early-stopping metric)."""
-    scored = score(model, files, layout, slot_to_task, batch_size, device)
-    out = {"auc_pr": average_precision(scored["label"], scored["logit"]), "rows": int(scored["label"].size)}
-    for i, task in enumerate(tasks):
-        sel = scored["task"] == i
-        out[f"auc_pr_{task}"] = average_precision(scored["label"][sel], scored["logit"][sel]) if sel.any() \
-            else float("nan")
+def validation_metrics(logit: np.ndarray, label: np.ndarray, slot: np.ndarray, task: np.ndarray,
+                       tasks, slot_logit_shift=None) -> dict[str, float]:
+    """Metrics of corrected scores z = logit + shift[slot] (the scale evaluation reports):
+    log loss, mean per-slot AUC-PR (slots with positives), pooled and per-task AUC-PR."""
+    shift = np.zeros(int(slot.max(initial=0)) + 1) if slot_logit_shift is None else np.asarray(slot_logit_shift)
+    z = logit.astype(np.float64) + shift[slot]
+    y = label.astype(np.float64)
+    out = {"rows": int(y.size),
+           "log_loss": float(np.mean(np.logaddexp(0.0, z) - y * z)) if y.size else float("nan"),
+           "auc_pr": average_precision(y, z)}
+    per_slot = [average_precision(y[slot == s], z[slot == s]) for s in np.unique(slot) if y[slot == s].any()]
+    out["mean_slot_auc_pr"] = float(np.mean(per_slot)) if per_slot else float("nan")
+    for i, name in enumerate(tasks):
+        sel = task == i
+        out[f"auc_pr_{name}"] = average_precision(y[sel], z[sel]) if sel.any() else float("nan")
     return out
+
+
+def evaluate(model, files, layout, slot_to_task, tasks, batch_size=8192, device="cpu",
+             slot_logit_shift=None, slots=None) -> dict[str, float]:
+    """Validation metrics of the corrected scores (see ``validation_metrics``) on the rows of
+    ``slots`` (None: every slot)."""
+    scored = score(model, files, layout, slot_to_task, batch_size, device)
+    keep = np.ones(scored["label"].size, bool) if slots is None else np.isin(scored["slot"], slots)
+    return validation_metrics(scored["logit"][keep], scored["label"][keep], scored["slot"][keep].astype(np.int64),
+                              scored["task"][keep], tasks, slot_logit_shift)
 
 
 # ----------------------------------------------------------------------------- artifacts
@@ -243,7 +331,11 @@ def save_artifact(out_dir: Path, job: TrainJob, result: dict, meta: dict) -> Pat
     torch.save(state, out_dir / "model.pt")
     description = {"run_id": job.run_id, "model": asdict(job.model), "tasks": list(job.tasks),
                    "slot_to_task": list(job.slot_to_task), "layout": asdict(job.layout),
-                   "training": asdict(job.training), **meta,
+                   "training": asdict(job.training), "downsampling_correction": job.correction,
+                   "slot_logit_shift": dict(zip(job.layout.slots, job.slot_logit_shift or
+                                                (0.0,) * len(job.layout.slots))),
+                   "model_slots": [job.layout.slots[i] for i in job.train_slots] if job.train_slots is not None
+                   else list(job.layout.slots), **meta,
                    "result": {k: v for k, v in result.items() if k != "final_state"}}
     (out_dir / "model.json").write_text(json.dumps(description, indent=2, default=str))
     return out_dir
@@ -265,9 +357,23 @@ def model_from_state(description: dict, state_dict: dict) -> nn.Module:
     settings = ModelSettings(**{**m, "expert_hidden": tuple(m["expert_hidden"]),
                                 "tower_hidden": tuple(m["tower_hidden"]),
                                 "task_weights": tuple(m["task_weights"]) if m["task_weights"] else None,
-                                "train_modalities": tuple(m["train_modalities"]) if m["train_modalities"] else None})
-    layout = description["layout"]
-    model = build_model(settings, FeatureSpec(tuple(layout["cardinalities"]), len(layout["dense"])),
-                        len(description["tasks"]))
+                                "train_modalities": tuple(m["train_modalities"]) if m["train_modalities"] else None,
+                                "slot_features": tuple(m.get("slot_features", ()))})
+    layout = FeatureLayout.from_dict(description["layout"])
+    model = build_model(settings, FeatureSpec(layout.cardinalities, len(layout.dense)), len(description["tasks"]))
     model.load_state_dict(state_dict)
     return model.eval()
+
+
+def model_slots(description: dict) -> list[str]:
+    """The slots a model is trained for, hence validated, calibrated, evaluated and served on."""
+    return list(description.get("model_slots") or description["layout"]["slots"])
+
+
+def logit_shift_of(description: dict) -> dict[str, float] | None:
+    """Per slot, the correction scoring adds to the model's logits (None: older artifact,
+    read the build's sampling_rates). A loss-weighted model is never corrected again."""
+    if description.get("downsampling_correction") == CORRECTION_LOSS_WEIGHT or \
+            description.get("training", {}).get("use_sample_weight"):
+        return {s: 0.0 for s in description["layout"]["slots"]}
+    return description.get("slot_logit_shift")

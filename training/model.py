@@ -130,9 +130,13 @@ class StackedLowRankCross(nn.Module):
 
 
 class Experts(nn.Module):
-    """K experts over x0: a cross network in parallel with an MLP (CAMoE), or MLP only (MMoE).
+    """K experts over x0, each a cross branch in parallel with an MLP, concatenated.
 
-    Call: x0 (B, d) -> (K, B, E) with E = d + hidden[-1] (cross) or hidden[-1] (MLP only).
+    CAMoE's cross branch is an L-layer DCN-v2 network; with L = 0 it is the identity, so the
+    expert keeps x0 as a skip next to its MLP. The MMoE baseline (and "CAMoE without DCN") is
+    L = 0: removing the crosses removes nothing else (same width, same linear path).
+
+    Call: x0 (B, d) -> (K, B, E) with E = d + hidden[-1].
     """
 
     def __init__(self, experts: int, width: int, hidden: Sequence[int], cross_layers: int, cross_rank: int):
@@ -140,14 +144,13 @@ class Experts(nn.Module):
         self.num_experts = experts
         self.mlp = StackedMLP(experts, width, hidden)
         self.cross = StackedLowRankCross(experts, width, cross_rank, cross_layers) if cross_layers else None
-        self.output_dim = self.mlp.output_dim + (width if self.cross is not None else 0)
+        self.output_dim = self.mlp.output_dim + width
 
     def forward(self, x0: Tensor) -> Tensor:
         stacked = x0.unsqueeze(0).expand(self.num_experts, -1, -1)             # (K, B, d)
         deep = self.mlp(stacked)                                               # (K, B, h)
-        if self.cross is None:
-            return deep
-        return torch.cat([self.cross(x0), deep], dim=2)                        # (K, B, d + h)
+        cross = stacked if self.cross is None else self.cross(x0)              # (K, B, d)
+        return torch.cat([cross, deep], dim=2)                                 # (K, B, d + h)
 
 
 class TaskGates(nn.Module):
@@ -167,7 +170,7 @@ class MultiTaskMoE(nn.Module):
 
     Args:
         spec: inputs. tasks: T. experts: K. embedding_dim: e. expert_hidden: expert MLP sizes.
-        tower_hidden: per-task tower sizes. cross_layers: L (0 = no DCN, the MMoE expert).
+        tower_hidden: per-task tower sizes. cross_layers: L (0 = no crosses, x0 skip kept: MMoE).
         cross_rank: r.
     Call:
         categorical (B, F) int64, dense (B, D), expert_mask (K,) bool or None

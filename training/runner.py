@@ -7,8 +7,9 @@ from pathlib import Path
 
 from features import tables
 from features.config import Config
+from features.sampling import build_logit_shift
 from training.data import feature_layout, load_snapshot, plan_shards
-from training.loop import TrainJob, save_artifact, train_worker
+from training.loop import TrainJob, save_artifact, train_worker, worker_batch_size
 
 
 def prepare(spark, cfg: Config, run_id: str, model_name: str | None = None, grouping: str | None = None,
@@ -24,22 +25,28 @@ def prepare(spark, cfg: Config, run_id: str, model_name: str | None = None, grou
         settings = replace(settings, grouping=grouping)
     training = replace(cfg.training, **(training_overrides or {}))
     num_proc = num_proc or training.num_proc
+    worker_batch_size(training.batch_size, num_proc)      # refuse an uneven split before any work
     train = load_snapshot(spark, table, version, "train")
     validation = load_snapshot(spark, table, version, "validation")
     if validation.build_run_id != train.build_run_id:
         raise ValueError(f"train and validation rows of {table}@{version} come from different builds")
-    layout = feature_layout(spark, cfg, train)
+    layout = feature_layout(spark, cfg, train, settings.slot_features)
     grouping_spec = cfg.taxonomy.grouping(settings.grouping)
     train_slots = None
     if settings.train_modalities:
         train_slots = tuple(i for i, s in enumerate(layout.slots)
                             if cfg.taxonomy.slots[s].modality in settings.train_modalities)
+    if training.use_sample_weight:      # the loss already undoes the down-sampling
+        shift = (0.0,) * len(layout.slots)
+    else:
+        by_slot = build_logit_shift(spark, cfg.table(tables.SAMPLING_RATES), train.build_run_id, layout.slots)
+        shift = tuple(by_slot[s] for s in layout.slots)
     job = TrainJob(
         run_id=run_id, model=settings, training=training, layout=layout, tasks=grouping_spec.tasks,
         slot_to_task=tuple(grouping_spec.task_index(s) for s in layout.slots),
         train_plan=plan_shards(train.files, num_proc), validation_files=validation.files,
         output_dir=str(output_dir or (cfg.storage.artifacts_dir / "models" / run_id)),
-        backend=backend or training.backend, train_slots=train_slots,
+        backend=backend or training.backend, train_slots=train_slots, slot_logit_shift=shift,
         stop_after_epochs=stop_after_epochs, epochs=epochs, save_rank_states=save_rank_states)
     meta = {"features_table": table, "features_version": version, "build_run_id": train.build_run_id,
             "train_rows": train.rows, "validation_rows": validation.rows, "num_proc": num_proc,
