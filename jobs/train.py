@@ -42,7 +42,7 @@ def run(spark, cfg, args, record) -> int:
         "train_wall_seconds": meta["wall_seconds"], "train_rows": meta["train_rows"]})
     print(f"model {args.model or cfg.default_model} ({result['backend']}, {result['workers']} workers x "
           f"{result['worker_batch_size']} rows/step), best epoch {result['best_epoch']} by corrected validation "
-          f"{result['selection_metric']} {result['best_value']:.5f}; AUC-PR "
+          f"{result['selection_metric']} {result['best_value']:.5f}; validation AUC-PR "
           + ", ".join(f"{k.removeprefix('auc_pr_') if k != 'auc_pr' else 'all'}={v:.4f}"
                       for k, v in best.items() if k.startswith("auc_pr")))
     log.info("artifact written to %s", artifact)
