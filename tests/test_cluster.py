@@ -80,7 +80,7 @@ class Cluster:
             try:
                 if _alive_workers(self.webui).get("aliveworkers") == workers:
                     return self
-            except OSError:
+            except (OSError, ValueError):   # UI not up yet, or answering before its JSON is ready
                 pass
             time.sleep(2)
         raise RuntimeError(f"{workers} workers did not register within {timeout}s:\n{self.tail()}")
