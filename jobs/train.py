@@ -40,8 +40,8 @@ def run(spark, cfg, args, record) -> int:
         "examples_per_second_per_worker": round(result["examples_per_second_rank0"], 1),
         "examples_per_second_total": round(result["examples_per_second_rank0"] * result["workers"], 1),
         "train_wall_seconds": meta["wall_seconds"], "train_rows": meta["train_rows"]})
-    print(f"model {args.model or cfg.default_model} ({result['backend']}, {result['workers']} workers x "
-          f"{result['worker_batch_size']} rows/step), best epoch {result['best_epoch']} by corrected validation "
+    print(f"model {args.model or cfg.default_model} ({result['backend']}, {result['workers']} workers), "
+          f"{result['worker_batch_size']} rows per worker-step, best epoch {result['best_epoch']} by corrected validation "
           f"{result['selection_metric']} {result['best_value']:.5f}; validation AUC-PR "
           + ", ".join(f"{k.removeprefix('auc_pr_') if k != 'auc_pr' else 'all'}={v:.4f}"
                       for k, v in best.items() if k.startswith("auc_pr")))
