@@ -60,12 +60,18 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     raw = tables.read_date_range(spark, raw_name, s.date, lookback_start, end, raw_version)
     quality.check_raw_schema(raw, s, raw_name)
 
+    # Actions, each over a cached input: day counts (scan + row rules), history (the two
+    # entity windows), vocabulary sizes, dense statistics, then one write per table.
     in_range = (F.col(s.date) >= F.lit(start)) & (F.col(s.date) <= F.lit(end))
     annotated = quality.annotate_row_rules(raw, cfg).withColumn("_in_range", in_range)
     annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
-    day_counts = {r[0]: r[1] for r in annotated.where("_in_range").groupBy(s.date).count().collect()}
+    rows_per_day = {r[0]: r[1] for r in annotated.groupBy(s.date).count().collect()}
+    day_counts = {d: n for d, n in rows_per_day.items() if d is not None and start <= d <= end}
     quality.check_days_present(day_counts, start, end, raw_name, cfg.quality.min_rows_per_day)
     input_rows = sum(day_counts.values())
+    log.info("read %s rows for %s..%s from %s (version %s), %s more for %d days of history",
+             f"{input_rows:,}", start, end, raw_name, raw_version,
+             f"{sum(rows_per_day.values()) - input_rows:,}", cfg.features.history_days)
 
     quarantined = quality.quarantined_rows(annotated.where("_in_range").drop("_in_range"), cfg, run_id)
     accepted = quality.accepted_rows(annotated)
@@ -75,6 +81,8 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     with_hist = with_hist.withColumn("split", transforms.split_column(F.col(s.date), day_split))
     with_hist = with_hist.persist(StorageLevel.MEMORY_AND_DISK)
     accepted_rows = with_hist.count()
+    log.info("point-in-time history (%d days) on %s accepted rows", cfg.features.history_days,
+             f"{accepted_rows:,}")
 
     train = with_hist.where(F.col("split") == "train")
     vocab = transforms.build_vocabularies(train, s.categorical, cfg.features.min_count)
@@ -95,13 +103,20 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
                .withColumn("build_run_id", F.lit(run_id)))
     sampled = sampling.stratified_downsample(renamed, cfg.sampling.rates, cfg.sampling.seed)
     features = sampled.select(*feature_columns(cfg, sampled.columns))
+    log.info("vocabularies and dense statistics fitted on %s..%s; encoding and writing",
+             *transforms.train_window(day_split))
 
     written: dict[str, int] = {}
     written[tables.QUARANTINE] = tables.replace_date_range(
         quarantined, cfg.table(tables.QUARANTINE), "event_date", start, end, ["event_date"])
     written[tables.FEATURES] = tables.replace_date_range(
         features, cfg.table(tables.FEATURES), "event_date", start, end, ["event_date"])
-    report = sampling.sampling_report(renamed, features, cfg.sampling.rates, run_id)
+    # Rows before sampling come from the cache, rows after from the table just written: the
+    # encoded rows are never computed a second time.
+    before = with_hist.select(F.col(s.slot).alias("slot"), F.col(s.label).cast("int").alias("label"), "split")
+    after = tables.read_table(spark, cfg.table(tables.FEATURES), written[tables.FEATURES]) \
+        .where(F.col("build_run_id") == run_id)
+    report = sampling.sampling_report(before, after, cfg.sampling.rates, run_id)
     written[tables.SAMPLING_RATES] = tables.replace_run_rows(report, cfg.table(tables.SAMPLING_RATES), run_id)
     train_start, train_end = transforms.train_window(day_split)
     vocab_out = vocab.withColumn("train_start", F.lit(train_start)).withColumn("train_end", F.lit(train_end))
@@ -109,15 +124,17 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     written[tables.FEATURE_STATS] = tables.replace_run_rows(
         stats.withColumn("run_id", F.lit(run_id)), cfg.table(tables.FEATURE_STATS), run_id)
 
-    quarantined_rows = spark.table(cfg.table(tables.QUARANTINE)).where(
-        (F.col("run_id") == run_id)).count()
-    feature_rows = spark.table(cfg.table(tables.FEATURES)).where(F.col("build_run_id") == run_id).count()
+    quarantined_rows = tables.read_table(spark, cfg.table(tables.QUARANTINE), written[tables.QUARANTINE]) \
+        .where(F.col("run_id") == run_id).count()
+    feature_rows = after.count()
     annotated.unpersist()
     with_hist.unpersist()
     vocab.unpersist()
     if accepted_rows + quarantined_rows != input_rows:
         raise RuntimeError(f"row accounting broke: {input_rows} input rows but {accepted_rows} accepted "
                            f"+ {quarantined_rows} quarantined")
+    log.info("wrote %s feature rows (train split down-sampled), %s quarantined rows", f"{feature_rows:,}",
+             f"{quarantined_rows:,}")
     return BuildResult(run_id, start, end, day_split, input_rows, accepted_rows, quarantined_rows,
                        feature_rows, {tables.IMPRESSIONS: raw_version}, written)
 

@@ -21,6 +21,8 @@ HISTORY_FEATURES = ("user_modality_impressions", "user_modality_clicks", "user_m
                     "ad_impressions", "ad_clicks", "ad_ctr")
 _CTR_PRIOR_IMPRESSIONS = 20.0   # smoothing: ctr = (clicks + prior_ctr * k) / (impressions + k)
 _CTR_PRIOR = 0.01
+# Vocabularies up to this many values are broadcast to every task (~100 bytes a value).
+BROADCAST_MAX_VALUES = 2_000_000
 
 
 def history_feature_names(cfg: Config) -> tuple[str, ...]:
@@ -75,24 +77,46 @@ def slot_id_column(slot: Column, cfg: Config) -> Column:
 def with_history(df: DataFrame, cfg: Config) -> DataFrame:
     """Past-window impressions, clicks and smoothed CTR per (user, modality) and per ad.
 
-    The window covers [t - history_days, t - 1 second]: strictly before the event, so an
-    impression never sees its own label or anything later. ``df`` must include the
-    ``history_days`` before the first day to be featurised, or early days see short history.
+    The window covers [t - history_days, t - 1 second] on whole epoch seconds: strictly before
+    the event, so an impression never sees its own label, a same-second event or anything
+    later. ``df`` must include the ``history_days`` before the first day to be featurised, or
+    early days see short history. Cost O(n log n) per entity: see ``_window_counts``.
     """
-    s, days = cfg.schema, cfg.features.history_days
-    seconds = F.col(s.timestamp).cast("long")
-    label = F.col(s.label).cast("double")
-    before = (-days * 86400, -1)
-    user_w = Window.partitionBy(s.user, "modality").orderBy(seconds).rangeBetween(*before)
-    ad_w = Window.partitionBy(s.ad).orderBy(seconds).rangeBetween(*before)
+    s = cfg.schema
     n = dict(zip(HISTORY_FEATURES, history_feature_names(cfg)))
-    return (df
-            .withColumn(n["user_modality_impressions"], F.count(F.lit(1)).over(user_w).cast("double"))
-            .withColumn(n["user_modality_clicks"], F.coalesce(F.sum(label).over(user_w), F.lit(0.0)))
-            .withColumn(n["ad_impressions"], F.count(F.lit(1)).over(ad_w).cast("double"))
-            .withColumn(n["ad_clicks"], F.coalesce(F.sum(label).over(ad_w), F.lit(0.0)))
+    span = cfg.features.history_days * 86400
+    out = _window_counts(df, [s.user, "modality"], s.timestamp, s.label, span,
+                         n["user_modality_impressions"], n["user_modality_clicks"])
+    out = _window_counts(out, [s.ad], s.timestamp, s.label, span, n["ad_impressions"], n["ad_clicks"])
+    return (out
             .withColumn(n["user_modality_ctr"], _smoothed_ctr(n["user_modality_clicks"], n["user_modality_impressions"]))
             .withColumn(n["ad_ctr"], _smoothed_ctr(n["ad_clicks"], n["ad_impressions"])))
+
+
+def _window_counts(df: DataFrame, keys: list[str], timestamp: str, label: str, span_seconds: int,
+                   impressions: str, clicks: str) -> DataFrame:
+    """Add per-``keys`` counts of rows and of clicks in [t - span, t - 1] (whole seconds).
+
+    A sliding ``rangeBetween(-span, -1)`` frame re-aggregates its whole buffer whenever rows
+    leave it: O(rows x rows in the window) per key, and an ad has thousands of impressions a
+    week. Here every row adds (+1, +label) at its own second and an expiry record subtracts
+    them again at t + span, so one running sum over (unbounded preceding, 1 second preceding)
+    gives exactly the old window: an event at e is counted for t iff e <= t - 1 and
+    e + span > t - 1, i.e. t - span <= e. Running frames are evaluated incrementally.
+    """
+    t, dn, dc, is_row = "_hist_t", "_hist_dn", "_hist_dc", "_hist_row"
+    rows = (df.withColumn(t, F.col(timestamp).cast("long"))
+            .withColumn(dn, F.lit(1).cast("long"))
+            .withColumn(dc, F.col(label).cast("double"))
+            .withColumn(is_row, F.lit(True)))
+    expiries = rows.select(*keys, (F.col(t) + span_seconds).alias(t), (-F.col(dn)).alias(dn),
+                           (-F.col(dc)).alias(dc), F.lit(False).alias(is_row))
+    running = Window.partitionBy(*keys).orderBy(t).rangeBetween(Window.unboundedPreceding, -1)
+    return (rows.unionByName(expiries, allowMissingColumns=True)
+            .withColumn(impressions, F.coalesce(F.sum(dn).over(running), F.lit(0)).cast("double"))
+            .withColumn(clicks, F.coalesce(F.sum(dc).over(running), F.lit(0.0)))
+            .where(F.col(is_row))
+            .drop(t, dn, dc, is_row))
 
 
 def _smoothed_ctr(clicks: str, impressions: str) -> Column:
@@ -118,11 +142,21 @@ def build_vocabularies(train: DataFrame, columns: tuple[str, ...], min_count: in
 
 
 def encode_categoricals(df: DataFrame, vocabularies: DataFrame, columns: tuple[str, ...]) -> DataFrame:
-    """Add ``cat_<column>`` int ids from ``vocabularies``; unseen or null values get 0."""
+    """Add ``cat_<column>`` int ids from ``vocabularies``; unseen or null values get 0.
+
+    One pass over ``df``: each column probes a hash table of its vocabulary broadcast once
+    per build, so the rows are never shuffled (a shuffle join per column moved every row 15
+    times). A vocabulary too large to broadcast (over ``BROADCAST_MAX_VALUES``) is joined
+    the shuffled way.
+    """
+    sizes = {r["feature"]: r["count"] for r in
+             vocabularies.groupBy("feature").agg(F.count(F.lit(1)).alias("count")).collect()}
     out = df
     for c in columns:
         vocab = vocabularies.where(F.col("feature") == c).select(
             F.col("value").alias(f"_v_{c}"), F.col("index").alias(f"cat_{c}"))
+        if sizes.get(c, 0) <= BROADCAST_MAX_VALUES:
+            vocab = F.broadcast(vocab)
         out = (out.join(vocab, F.col(c).cast("string") == F.col(f"_v_{c}"), "left")
                .drop(f"_v_{c}")
                .withColumn(f"cat_{c}", F.coalesce(F.col(f"cat_{c}"), F.lit(OOV_INDEX))))

@@ -5,10 +5,10 @@ import datetime as dt
 import math
 
 import pytest
-from pyspark.sql import Row
+from pyspark.sql import Row, Window
 from pyspark.sql import functions as F
 
-from features import tables
+from features import tables, transforms
 from features.pipeline import build_features
 from tests.helpers import built_lake, generated, write_raw
 
@@ -149,3 +149,50 @@ def test_history_counts_only_strictly_earlier_events(spark, fresh_db):
         "h6": (1, 0, 1),                    # only h5 is within 7 days
         "h7": (2, 0, 2),
     }
+
+
+def _sliding_window_history(df, cfg):
+    """The history definition before issue 10 (sliding rangeBetween frames): the oracle."""
+    s, days = cfg.schema, cfg.features.history_days
+    seconds = F.col(s.timestamp).cast("long")
+    label = F.col(s.label).cast("double")
+    user_w = Window.partitionBy(s.user, "modality").orderBy(seconds).rangeBetween(-days * 86400, -1)
+    ad_w = Window.partitionBy(s.ad).orderBy(seconds).rangeBetween(-days * 86400, -1)
+    n = dict(zip(transforms.HISTORY_FEATURES, transforms.history_feature_names(cfg)))
+    return (df
+            .withColumn(n["user_modality_impressions"], F.count(F.lit(1)).over(user_w).cast("double"))
+            .withColumn(n["user_modality_clicks"], F.coalesce(F.sum(label).over(user_w), F.lit(0.0)))
+            .withColumn(n["ad_impressions"], F.count(F.lit(1)).over(ad_w).cast("double"))
+            .withColumn(n["ad_clicks"], F.coalesce(F.sum(label).over(ad_w), F.lit(0.0)))
+            .withColumn(n["user_modality_ctr"],
+                        (F.col(n["user_modality_clicks"]) + 0.2) / (F.col(n["user_modality_impressions"]) + 20.0))
+            .withColumn(n["ad_ctr"], (F.col(n["ad_clicks"]) + 0.2) / (F.col(n["ad_impressions"]) + 20.0)))
+
+
+def test_history_equals_the_sliding_window_definition_at_every_edge(spark, make_config):
+    """Running sums with expiry records give exactly the old [t - 7 d, t - 1 s] window on a
+    generated log (few users, so user histories are long) plus rows on every edge: the window's
+    first and last second, one second outside, same-second groups, midnight."""
+    cfg = make_config("generator.num_users=200", "generator.num_ads=40")
+    logs = generated(spark, cfg, dt.date(2026, 3, 1), 10, 2_000)
+    template = logs.first().asDict()
+    t0 = dt.datetime(2026, 3, 9, 0, 0, 0)            # midnight
+    week = dt.timedelta(days=7)
+    offsets = [-week - dt.timedelta(seconds=1), -week, -week, -week + dt.timedelta(seconds=1),
+               -dt.timedelta(seconds=1), dt.timedelta(0), dt.timedelta(0), dt.timedelta(seconds=1),
+               week - dt.timedelta(seconds=1)]
+    edges = [Row(**{**template, "impression_id": f"edge{i}", "event_ts": t0 + o, "event_date": (t0 + o).date(),
+                    "user_id": "u_edge", "ad_id": "ad_edge", "clicked": i % 2})
+             for i, o in enumerate(offsets)]
+    df = transforms.with_modality(logs.unionByName(spark.createDataFrame(edges, logs.schema)), cfg,
+                                  cfg.schema.slot).cache()
+    columns = ["impression_id", *transforms.history_feature_names(cfg)]
+    new = transforms.with_history(df, cfg).select(columns).cache()
+    old = _sliding_window_history(df, cfg).select(columns)
+    assert new.count() == df.count() == 20_000 + len(edges)
+    assert new.exceptAll(old).count() == 0 and old.exceptAll(new).count() == 0
+    at_midnight = new.where(F.col("impression_id") == "edge5").first()
+    # edge1, edge2 (exactly 7 days earlier), edge3, edge4 (23:59:59); not edge0 nor edge6 (same second)
+    assert at_midnight["hist_user_modality_impressions_7d"] == 4.0
+    assert at_midnight["hist_user_modality_clicks_7d"] == 2.0      # edge1, edge3
+    assert new.where("hist_ad_impressions_7d > 100").count() > 1000   # long windows were exercised
