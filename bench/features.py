@@ -16,11 +16,15 @@ import argparse
 import datetime as dt
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the
+# project's ``features`` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != RESULTS.parent]
 
 
 def main() -> None:

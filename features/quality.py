@@ -99,14 +99,17 @@ def annotate_row_rules(df: DataFrame, cfg: Config) -> DataFrame:
     """
     s = cfg.schema
     reasons = F.filter(F.array(*row_rule_reasons(cfg)), lambda r: r.isNotNull())
-    order = Window.partitionBy(s.id).orderBy(F.col(s.timestamp).asc_nulls_last(),
-                                             F.to_json(F.struct(*[F.col(c) for c in df.columns])))
-    copy_number = F.when(F.col(s.id).isNull(), F.lit(1)).otherwise(F.row_number().over(order))
+    by_id = Window.partitionBy(s.id)
+    # the full-content tie-break is rendered only for ids that occur more than once
+    content = F.when(F.col("_copies") > 1, F.to_json(F.struct(*[F.col(c) for c in df.columns])))
+    order = by_id.orderBy(F.col(s.timestamp).asc_nulls_last(), content)
+    copy_number = F.when(F.col(s.id).isNull() | (F.col("_copies") == 1), F.lit(1)) \
+        .otherwise(F.row_number().over(order))
     duplicate = F.when(copy_number > 1, F.lit(f"{s.id}: duplicate of an earlier row"))
-    with_reasons = df.withColumn(REASONS, reasons)
+    with_reasons = df.withColumn(REASONS, reasons).withColumn("_copies", F.count(F.lit(1)).over(by_id))
     return with_reasons.withColumn(
         REASONS, F.when(duplicate.isNotNull(), F.array_append(F.col(REASONS), duplicate))
-        .otherwise(F.col(REASONS)))
+        .otherwise(F.col(REASONS))).drop("_copies")
 
 
 def accepted_rows(annotated: DataFrame) -> DataFrame:
