@@ -9,6 +9,7 @@ PNG plots under artifacts/evaluation/<run_id>/, and prints the per-slot table re
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from jobs._cli import log, main
@@ -29,7 +30,8 @@ def run(spark, cfg, args, record) -> int:
     record.inputs.update({"model_run_id": summary["model_run_id"], "features": summary["features_version"]})
     record.outputs.update(summary.pop("outputs"))
     record.metrics.update(summary)
-    log.info("temperatures %s; plots %s", summary["temperatures"], summary["plots"])
+    log.info("%d plots written to %s", len(summary["plots"]),
+             os.path.commonpath(summary["plots"]) if summary["plots"] else "-")
     sql = slot_metrics_sql(cfg, record.run_id)
     print(f"model {summary['model']} (training run {summary['model_run_id']}), temperatures "
           + ", ".join(f"{t}={v:.3f}" for t, v in summary["temperatures"].items()))
