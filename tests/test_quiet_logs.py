@@ -96,3 +96,12 @@ def test_generate_logs_through_spark_submit_prints_no_spark_info_ivy_report_or_t
     assert ":: resolution report ::" not in output and "Traceback" not in output, output[-3000:]
     assert re.search(r"^\d\d:\d\d:\d\d generate_logs: wrote 200 rows ", output, re.M), output[-3000:]
     assert len(output.splitlines()) <= 8, output
+
+
+def test_epoch_progress_line_reports_throughput_loss_metric_and_time_left():
+    from training.loop import progress_line
+
+    line = progress_line(1, 8, 41234.4, 0.061234, "log_loss", 0.0581, True, 30.0, 2, False)
+    assert line == ("epoch 2/8: 41,234 examples/s, train loss 0.06123, validation log_loss 0.05810 (best), "
+                    "elapsed 30s, left ~1m30s")
+    assert progress_line(3, 8, 1.0, 0.1, "log_loss", 0.2, False, 40.0, 4, True).endswith("left ~0s; stopping early")
