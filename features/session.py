@@ -158,6 +158,7 @@ def package_jars(cfg: Config, cache_dir: Path | None = None) -> list[str] | None
         jars = cached.read_text().split()
         if jars and all(Path(j).is_file() for j in jars):
             return jars
+    print(f"resolving {ivy['spark.jars.packages']} once (jar list cached in {cache_dir})", file=sys.stderr)
     jars = _resolve_packages(ivy)
     if jars:
         cache_dir.mkdir(parents=True, exist_ok=True)
