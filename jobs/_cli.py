@@ -47,6 +47,8 @@ def setup_logging(job: str) -> None:
     ERROR and still shows."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JobFormatter(job))
+    # also for libraries that set their own loggers to INFO when imported (Great Expectations)
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.split(".")[0] in PROJECT_LOGGERS)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

@@ -68,10 +68,13 @@ def test_job_log_lines_name_the_job_and_hide_other_libraries_info(capsys):
         log.info("scored %d rows", 3)
         logging.getLogger("features.pipeline").info("step 1")
         logging.getLogger("great_expectations.registry").info("noise")
+        logging.getLogger("great_expectations").setLevel(logging.INFO)      # as GX does on import
+        logging.getLogger("great_expectations.data_context").info("Created temporary directory")
         logging.info("Exception while sending command.")       # py4j's retried send, on the root logger
         logging.getLogger("horovod").warning("real warning")
     finally:
         root.handlers[:], root.level = saved
+        logging.getLogger("great_expectations").setLevel(logging.NOTSET)
     lines = capsys.readouterr().err.splitlines()
     assert [re.sub(r"^\d\d:\d\d:\d\d ", "", ln) for ln in lines] == [
         "score: scored 3 rows", "score: step 1", "WARNING horovod: real warning"]
