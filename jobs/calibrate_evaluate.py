@@ -20,6 +20,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--baseline-run-id",
                         help="evaluation run the %% changes are against (default: the latest run of "
                              "evaluation.baseline_model on the same features version)")
+    parser.add_argument("--show-sql", action="store_true", help="print the query the per-slot table is read with")
 
 
 def run(spark, cfg, args, record) -> int:
@@ -35,7 +36,8 @@ def run(spark, cfg, args, record) -> int:
     sql = slot_metrics_sql(cfg, record.run_id)
     print(f"model {summary['model']} (training run {summary['model_run_id']}), temperatures "
           + ", ".join(f"{t}={v:.3f}" for t, v in summary["temperatures"].items()))
-    print(sql)
+    print(sql if args.show_sql else f"per-slot metrics of {record.run_id} from {cfg.table('slot_metrics')} "
+          "(--show-sql prints the query):")
     spark.sql(sql).show(50, truncate=False)
     return 0
 
