@@ -31,8 +31,9 @@ def run(spark, cfg, args, record) -> int:
     record.inputs.update({"model_run_id": summary["model_run_id"], "features": summary["features_version"]})
     record.outputs.update(summary.pop("outputs"))
     record.metrics.update(summary)
-    log.info("%d plots written to %s", len(summary["plots"]),
-             os.path.commonpath(summary["plots"]) if summary["plots"] else "-")
+    if summary["plots"]:
+        log.info("plots in %s: %s", os.path.dirname(summary["plots"][0]),
+                 ", ".join(os.path.basename(p) for p in summary["plots"]))
     sql = slot_metrics_sql(cfg, record.run_id)
     print(f"model {summary['model']} (training run {summary['model_run_id']}), temperatures "
           + ", ".join(f"{t}={v:.3f}" for t, v in summary["temperatures"].items()))
