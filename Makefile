@@ -7,9 +7,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
-SPARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session $(CONF_FLAGS))
+SPARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session --local-jars $(CONF_FLAGS))
 CONF_FLAGS ?=
 PYTEST_ARGS ?=
+# Jobs are announced by name; `make V=1 ...` echoes the full spark-submit command lines instead.
+# Spark's own INFO lines: CAMOE_SPARK_LOG=info make ... (conf/log4j2.properties)
+AT := $(if $(V),,@)
+ANNOUNCE = $(if $(V),@true,@echo "==> $(1)")
 
 .PHONY: env demo data train evaluate score experiments test test-fast sql clean-data bench bench-calibration airflow-env airflow-demo
 
@@ -30,25 +34,34 @@ $(STAMP): setup.cfg pyproject.toml training/scripts/build_horovod.sh
 demo: env data train evaluate score
 
 data: env
-	$(SPARK_SUBMIT) jobs/generate_logs.py $(CONF_FLAGS)
-	$(SPARK_SUBMIT) jobs/build_features.py $(CONF_FLAGS)
-	$(SPARK_SUBMIT) jobs/validate.py $(CONF_FLAGS)
-	$(SPARK_SUBMIT) jobs/summarize.py $(CONF_FLAGS)
+	$(call ANNOUNCE,generate_logs)
+	$(AT)$(SPARK_SUBMIT) jobs/generate_logs.py $(CONF_FLAGS)
+	$(call ANNOUNCE,build_features)
+	$(AT)$(SPARK_SUBMIT) jobs/build_features.py $(CONF_FLAGS)
+	$(call ANNOUNCE,validate)
+	$(AT)$(SPARK_SUBMIT) jobs/validate.py $(CONF_FLAGS)
+	$(call ANNOUNCE,summarize)
+	$(AT)$(SPARK_SUBMIT) jobs/summarize.py $(CONF_FLAGS)
 
 train: env
-	$(SPARK_SUBMIT) jobs/train.py --model camoe --grouping audio_video --num-proc 2 --backend horovod $(CONF_FLAGS)
+	$(call ANNOUNCE,train --model camoe --grouping audio_video --num-proc 2 --backend horovod)
+	$(AT)$(SPARK_SUBMIT) jobs/train.py --model camoe --grouping audio_video --num-proc 2 --backend horovod $(CONF_FLAGS)
 
 ## evaluate: temperatures + slot tables for the latest trained model; prints the per-slot table from SQL
 evaluate: env
-	$(SPARK_SUBMIT) jobs/calibrate_evaluate.py $(CONF_FLAGS)
+	$(call ANNOUNCE,calibrate_evaluate)
+	$(AT)$(SPARK_SUBMIT) jobs/calibrate_evaluate.py $(CONF_FLAGS)
 
 score: env
-	$(SPARK_SUBMIT) jobs/score.py $(CONF_FLAGS)
+	$(call ANNOUNCE,score)
+	$(AT)$(SPARK_SUBMIT) jobs/score.py $(CONF_FLAGS)
 
 ## experiments: the paper's ablation set on the current features (report: bench/results/experiments.md)
 experiments: env
-	$(SPARK_SUBMIT) jobs/experiments.py --report bench/results/experiments.md $(CONF_FLAGS)
-	$(SPARK_SUBMIT) jobs/replay_auction.py $(CONF_FLAGS)
+	$(call ANNOUNCE,experiments --report bench/results/experiments.md)
+	$(AT)$(SPARK_SUBMIT) jobs/experiments.py --report bench/results/experiments.md $(CONF_FLAGS)
+	$(call ANNOUNCE,replay_auction)
+	$(AT)$(SPARK_SUBMIT) jobs/replay_auction.py $(CONF_FLAGS)
 
 ## bench: loader and training throughput (results in bench/results/, numbers in README)
 bench: env
@@ -99,7 +112,7 @@ airflow-demo: env airflow-env
 
 ## sql: make sql Q="SELECT slot, COUNT(*) FROM camoe.features GROUP BY slot"
 sql: env
-	$(VENV)/bin/spark-sql $$($(PY) -m features.session $(CONF_FLAGS)) -e "$(Q)"
+	$(VENV)/bin/spark-sql $$($(PY) -m features.session --local-jars $(CONF_FLAGS)) -e "$(Q)"
 
 clean-data:
 	rm -rf warehouse metastore artifacts derby.log
@@ -119,7 +132,7 @@ package: env
 	cd $(DIST)/.zip && $(abspath $(PY)) -m zipfile -c ../camoe-jobs.zip features training calibration jobs camoe-*.dist-info
 	rm -rf $(DIST)/.zip
 	mkdir -p $(DIST)/conf $(DIST)/jobs
-	cp conf/*.yaml $(DIST)/conf/
+	cp conf/*.yaml conf/log4j2.properties $(DIST)/conf/
 	cp $(JOB_SCRIPTS) $(DIST)/jobs/
 	@ls -l $(DIST) $(DIST)/jobs
 

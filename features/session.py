@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Mapping
 
 from features.config import Config
@@ -27,9 +28,54 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
+    settings.update(_logging_conf(cfg))
     if cfg.spark.packages:
         settings["spark.jars.packages"] = ",".join(cfg.spark.packages)
     settings.update(cfg.spark.conf)
+    return settings
+
+
+# Spark's log level for a run: CAMOE_SPARK_LOG=info brings Spark's INFO lines back
+SPARK_LOG_ENV = "CAMOE_SPARK_LOG"
+LOG4J_LEVELS = ("off", "fatal", "error", "warn", "info", "debug", "trace", "all")
+LOG4J_FILE = "log4j2.properties"
+
+
+def log4j_config_file(cfg: Config) -> Path | None:
+    """conf/log4j2.properties beside the conf in use (a packaged conf/ carries it), else the
+    source tree's; None when neither exists (then Spark's own defaults apply)."""
+    for folder in (cfg.project_root / "conf", Path(__file__).resolve().parent.parent / "conf"):
+        if (folder / LOG4J_FILE).is_file():
+            return (folder / LOG4J_FILE).resolve()
+    return None
+
+
+def spark_log_level() -> str | None:
+    """The level CAMOE_SPARK_LOG asks for (None: the file's default, warn)."""
+    value = os.environ.get(SPARK_LOG_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in LOG4J_LEVELS:
+        raise ValueError(f"{SPARK_LOG_ENV}={value!r} is not a log4j level ({', '.join(LOG4J_LEVELS)})")
+    return value
+
+
+def _logging_conf(cfg: Config) -> dict[str, str]:
+    """Point driver and executor JVMs at conf/log4j2.properties (read at JVM launch).
+
+    Every value is one shell word: the Makefile, the DAG and the tests split
+    ``python -m features.session``'s output on spaces, and the driver's extraJavaOptions already
+    holds derby.system.home, so the driver's option goes into ``spark.driver.defaultJavaOptions``
+    (Spark prepends it to extraJavaOptions). The file reads CAMOE_SPARK_LOG from the
+    environment; executors on a cluster get it through spark.executorEnv."""
+    path = log4j_config_file(cfg)
+    if path is None:
+        return {}
+    option = f"-Dlog4j2.configurationFile={path.as_uri()}"
+    settings = {"spark.driver.defaultJavaOptions": option, "spark.executor.extraJavaOptions": option}
+    level = spark_log_level()
+    if level:
+        settings[f"spark.executorEnv.{SPARK_LOG_ENV}"] = level
     return settings
 
 
@@ -60,8 +106,8 @@ def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, st
     for key, value in {**spark_conf(cfg), **(extra or {})}.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    _quiet_metastore_loggers(spark)
+    if log4j_config_file(cfg) is None:       # the file sets levels at JVM launch; else say less here
+        spark.sparkContext.setLogLevel((spark_log_level() or "warn").upper())
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
     return spark
 
@@ -82,22 +128,75 @@ def _submitted_master() -> str | None:
     return SparkConf().get("spark.master", None)
 
 
-# Loggers that print stack traces at WARN for normal Delta-on-Hive-metastore operations
-# (Delta tables are stored in Spark's own format, so Hive "cannot alter" them its way).
-_NOISY_LOGGERS = ("org.apache.spark.sql.hive.HiveExternalCatalog",
-                  "org.apache.hadoop.hive.metastore.ObjectStore",
-                  "org.apache.hadoop.hive.conf.HiveConf")
-# ...and one that says ERROR for the same benign case (the Delta log, not Hive, holds the schema)
-_FALSE_ERROR_LOGGERS = ("org.apache.hadoop.hive.metastore.HiveAlterHandler",)
+# ----------------------------------------------------------------------------- package jars
+# spark-submit resolves --packages through Ivy on every launch and prints Ivy's report (~22 lines)
+# to stderr; Spark 4.0 has no setting to quiet it (MavenUtils logs quietly in its tests only and
+# Ivy's default logger is fixed at INFO). ``--local-jars`` resolves once, quietly, and then
+# gives the jars of that resolution as --jars: the same classpath without the report.
+_PRINT_JARS = ("from pyspark import SparkConf, SparkContext\n"
+               "SparkContext._ensure_initialized()\n"
+               "print('CAMOE_JARS=' + SparkConf().get('spark.jars', ''))\n")
 
 
-def _quiet_metastore_loggers(spark) -> None:
-    jvm = spark.sparkContext._jvm
-    level = jvm.org.apache.logging.log4j.Level.ERROR
-    for name in _NOISY_LOGGERS:
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
-    for name in _FALSE_ERROR_LOGGERS:
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, jvm.org.apache.logging.log4j.Level.FATAL)
+def package_jars(cfg: Config, cache_dir: Path | None = None) -> list[str] | None:
+    """Local jar files of spark.jars.packages (with their dependencies), from a cached earlier
+    resolution or a new one whose output is shown only when it fails; None when there are no
+    packages or the resolution failed (then --packages resolves, and reports, as usual)."""
+    import hashlib
+    import json
+
+    import pyspark
+
+    conf = spark_conf(cfg)
+    if not conf.get("spark.jars.packages"):
+        return None
+    ivy = {k: v for k, v in conf.items() if k.startswith("spark.jars.")}
+    key = hashlib.sha1(json.dumps([pyspark.__version__, ivy], sort_keys=True).encode()).hexdigest()[:16]
+    cache_dir = cache_dir or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "camoe"
+    cached = cache_dir / f"spark-jars-{key}.txt"
+    if cached.is_file():
+        jars = cached.read_text().split()
+        if jars and all(Path(j).is_file() for j in jars):
+            return jars
+    print(f"resolving {ivy['spark.jars.packages']} once (jar list cached in {cache_dir})", file=sys.stderr)
+    jars = _resolve_packages(ivy)
+    if jars:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("\n".join(jars) + "\n")
+        os.replace(tmp, cached)
+    return jars
+
+
+def _resolve_packages(ivy: Mapping[str, str]) -> list[str] | None:
+    """Run spark-submit once with these spark.jars.* settings and read back the jars it put on
+    spark.jars (file: URIs into Ivy's jars folder)."""
+    import subprocess
+    import tempfile
+    from urllib.parse import unquote, urlparse
+
+    from pyspark.find_spark_home import _find_spark_home
+
+    submit = Path(_find_spark_home()) / "bin" / "spark-submit"
+    with tempfile.TemporaryDirectory(prefix="camoe-jars-") as tmp:
+        script = Path(tmp) / "print_jars.py"
+        script.write_text(_PRINT_JARS)
+        flags = [arg for k, v in ivy.items() for arg in ("--conf", f"{k}={v}")]
+        env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+        try:
+            done = subprocess.run([str(submit), *flags, str(script)], capture_output=True, text=True,
+                                  env=env, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            print(f"features.session: could not resolve {ivy['spark.jars.packages']}: {exc}", file=sys.stderr)
+            return None
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("CAMOE_JARS=")), None)
+    uris = [u for u in (line or "").removeprefix("CAMOE_JARS=").split(",") if u]
+    jars = [unquote(urlparse(u).path) if u.startswith("file:") else u for u in uris]
+    if done.returncode != 0 or not jars or not all(Path(j).is_file() for j in jars):
+        print(f"features.session: resolving {ivy['spark.jars.packages']} failed (exit {done.returncode}); "
+              f"spark-submit will resolve them itself:\n{done.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return jars
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,9 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--conf-dir")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--local-jars", action="store_true",
+                        help="give spark.jars.packages as --jars from a cached, quiet Ivy resolution "
+                             "(the Makefile's jobs): spark-submit then prints no Ivy report")
     args = parser.parse_args(argv)
     cfg = load_config(args.conf_dir, overrides=args.set)
-    print(" ".join(shlex.quote(a) for a in spark_submit_args(cfg)))
+    flags = spark_submit_args(cfg)
+    jars = package_jars(cfg) if args.local_jars and "--packages" in flags else None
+    if jars:
+        at = flags.index("--packages")
+        flags[at:at + 2] = ["--jars", ",".join(jars)]
+    print(" ".join(shlex.quote(a) for a in flags))
     return 0
 
 

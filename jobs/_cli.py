@@ -15,6 +15,45 @@ from typing import Callable
 from features.config import ConfigError, load_config
 
 log = logging.getLogger("camoe")
+# the project's own loggers print INFO (build steps, counts); every other library WARNING and up
+PROJECT_LOGGERS = ("camoe", "jobs", "features", "training", "calibration")
+
+
+class _JobFormatter(logging.Formatter):
+    """``HH:MM:SS build_features: message`` for the project's loggers (the job's name), the
+    logger's name for other libraries' warnings; the level for warnings and errors."""
+
+    def __init__(self, job: str):
+        super().__init__(datefmt="%H:%M:%S")
+        self.job = job
+
+    def format(self, record: logging.LogRecord) -> str:
+        ours = record.name.split(".")[0] in PROJECT_LOGGERS
+        name = self.job if ours else record.name
+        level = "" if record.levelno <= logging.INFO else f"{record.levelname} "
+        text = f"{self.formatTime(record, self.datefmt)} {level}{name}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def setup_logging(job: str) -> None:
+    """One concise stream on stderr: the project's INFO lines, other libraries' warnings.
+
+    The root logger stays at WARNING: Horovod logs its rendezvous chatter there at INFO, and py4j
+    logs a send it retries after a reset connection (the traceback ending in
+    ``ConnectionResetError``/``Py4JNetworkError: Error while sending`` seen after Horovod
+    training) there at INFO too, not on its own logger. A send that fails again is logged at
+    ERROR and still shows."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JobFormatter(job))
+    # also for libraries that set their own loggers to INFO when imported (Great Expectations)
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.split(".")[0] in PROJECT_LOGGERS)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def iso_date(value: str) -> dt.date:
@@ -50,10 +89,7 @@ def main(job: str, description: str, add_arguments: Callable[[argparse.ArgumentP
     parser.add_argument("--run-id", help="run id to record (default: generated; Airflow passes its own)")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # py4j logs closed callback sockets (e.g. Horovod's driver service shutting down) with
-    # tracebacks at INFO; they are not failures
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    setup_logging(job)
     started = time.time()
     try:
         cfg = load_config(args.conf_dir, extra_files=args.conf, overrides=args.set)
@@ -71,7 +107,6 @@ def main(job: str, description: str, add_arguments: Callable[[argparse.ArgumentP
     except Exception as exc:  # noqa: BLE001 - report any start-up failure readably
         print(f"{job}: could not start Spark: {exc}", file=sys.stderr)
         return 1
-    log.info("%s: run %s started", job, record.run_id)
     try:
         code = run(spark, cfg, args, record)
     except Exception as exc:  # noqa: BLE001 - one readable line, the trace in the log
@@ -82,7 +117,7 @@ def main(job: str, description: str, add_arguments: Callable[[argparse.ArgumentP
         return 1
     record.metrics["wall_seconds"] = round(time.time() - started, 2)
     record_run(spark, cfg, record, "succeeded" if code == 0 else "failed")
-    log.info("%s: run %s finished in %.1fs", job, record.run_id, time.time() - started)
+    log.info("run %s finished in %.1fs", record.run_id, time.time() - started)
     return code
 
 

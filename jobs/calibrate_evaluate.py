@@ -9,6 +9,7 @@ PNG plots under artifacts/evaluation/<run_id>/, and prints the per-slot table re
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from jobs._cli import log, main
@@ -19,6 +20,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--baseline-run-id",
                         help="evaluation run the %% changes are against (default: the latest run of "
                              "evaluation.baseline_model on the same features version)")
+    parser.add_argument("--show-sql", action="store_true", help="print the query the per-slot table is read with")
 
 
 def run(spark, cfg, args, record) -> int:
@@ -29,11 +31,14 @@ def run(spark, cfg, args, record) -> int:
     record.inputs.update({"model_run_id": summary["model_run_id"], "features": summary["features_version"]})
     record.outputs.update(summary.pop("outputs"))
     record.metrics.update(summary)
-    log.info("temperatures %s; plots %s", summary["temperatures"], summary["plots"])
+    if summary["plots"]:
+        log.info("plots in %s: %s", os.path.dirname(summary["plots"][0]),
+                 ", ".join(os.path.basename(p) for p in summary["plots"]))
     sql = slot_metrics_sql(cfg, record.run_id)
     print(f"model {summary['model']} (training run {summary['model_run_id']}), temperatures "
           + ", ".join(f"{t}={v:.3f}" for t, v in summary["temperatures"].items()))
-    print(sql)
+    print(sql if args.show_sql else f"per-slot metrics of {record.run_id} from {cfg.table('slot_metrics')} "
+          "(--show-sql prints the query):")
     spark.sql(sql).show(50, truncate=False)
     return 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import iso_date, log, main
+from jobs._cli import iso_date, main
 
 
 def add_arguments(parser) -> None:
@@ -32,9 +32,8 @@ def run(spark, cfg, args, record) -> int:
                           "calibration_run_id": summary["calibration_run_id"]})
     record.outputs["predictions"] = summary["predictions_version"]
     record.metrics.update({"rows": summary["rows"], "model": summary["model"]})
-    log.info("scored %d rows of %s with %s", summary["rows"], summary["candidates"], summary["model_run_id"])
-    print(f"scored {summary['rows']} rows with model {summary['model']} ({summary['model_run_id']}); "
-          f"predictions in {cfg.table('predictions')} under run {record.run_id}")
+    print(f"scored {summary['rows']} rows of {summary['candidates']} with model {summary['model']} "
+          f"({summary['model_run_id']}); predictions in {cfg.table('predictions')} under run {record.run_id}")
     return 0
 
 

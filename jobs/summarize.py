@@ -11,13 +11,15 @@ from jobs._cli import main
 
 def add_arguments(parser) -> None:
     parser.add_argument("--build-run-id", help="feature build to summarise (default: the latest)")
+    parser.add_argument("--show-sql", action="store_true", help="print the query the table is read with")
 
 
 def run(spark, cfg, args, record) -> int:
     from features.reports import slot_summary_sql
 
     sql = slot_summary_sql(cfg, args.build_run_id)
-    print(sql)
+    print(sql if args.show_sql else f"per-slot summary of {cfg.table('features')}, build "
+          f"{args.build_run_id or 'latest'} (--show-sql prints the query):")
     spark.sql(sql).show(50, truncate=False)
     return 0
 

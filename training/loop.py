@@ -185,6 +185,7 @@ def _train(job: TrainJob, comm) -> dict | None:
     shard = job.train_plan.shards[comm.rank]
     stopped_early = False
     train_seconds, examples = 0.0, 0
+    run_started, first_epoch = time.perf_counter(), state["epoch"]
 
     while state["epoch"] < epochs:
         epoch = state["epoch"]
@@ -212,7 +213,8 @@ def _train(job: TrainJob, comm) -> dict | None:
                 epoch_examples += len(batch)
         for _ in batches:   # drain: a shard never holds more than steps_per_epoch batches
             raise RuntimeError("shard had more batches than planned")
-        loss_sum = float(comm.allreduce_sum(torch.tensor([loss_sum], dtype=torch.float64))[0])
+        summed = comm.allreduce_sum(torch.tensor([loss_sum, epoch_examples], dtype=torch.float64))
+        loss_sum, global_examples = float(summed[0]), int(summed[1])
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
         examples += epoch_examples
@@ -237,6 +239,9 @@ def _train(job: TrainJob, comm) -> dict | None:
             state["epoch"] = epoch + 1
             _save_checkpoint(checkpoint, model, optimizer, scheduler, state)
             decision = state["bad_epochs"] >= t.early_stopping_patience
+            print(progress_line(epoch, epochs, global_examples / max(elapsed, 1e-9), state["history"][-1]["train_loss"],
+                                t.selection_metric, value, improved, time.perf_counter() - run_started,
+                                epoch + 1 - first_epoch, decision), flush=True)
         state = comm.broadcast_object(state)
         stop = comm.broadcast_object(decision)
         if job.stop_after_epochs is not None and state["epoch"] >= job.stop_after_epochs:
@@ -258,6 +263,22 @@ def _train(job: TrainJob, comm) -> dict | None:
             "backend": comm.name, "examples_per_second_rank0": float(totals[0] / max(totals[1], 1e-9)),
             "train_seconds_rank0": float(totals[1]),
             "final_state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def progress_line(epoch: int, epochs: int, examples_per_second: float, train_loss: float, metric: str,
+                  value: float, improved: bool, elapsed: float, epochs_done: int, stopping: bool) -> str:
+    """One line per epoch (rank 0): throughput, losses, the selection metric, time used and left.
+    The time left assumes every remaining epoch runs (early stopping can only shorten it)."""
+    left = 0.0 if stopping else elapsed / max(1, epochs_done) * (epochs - epoch - 1)
+    mark = " (best)" if improved else ""
+    end = "; stopping early" if stopping and epoch + 1 < epochs else ""
+    return (f"epoch {epoch + 1}/{epochs}: {examples_per_second:,.0f} examples/s, train loss {train_loss:.5f}, "
+            f"validation {metric} {value:.5f}{mark}, elapsed {_duration(elapsed)}, left ~{_duration(left)}{end}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _example_weight(batch: Batch, use_sample_weight: bool, keep_slots, padding: bool):

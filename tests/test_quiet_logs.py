@@ -1,0 +1,110 @@
+"""Jobs are quiet by default: Spark logs warnings only (conf/log4j2.properties), Ivy's report is
+not printed for make's jobs, and the project's own INFO lines read ``HH:MM:SS job: message``."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from features.config import load_config
+from features.session import SPARK_LOG_ENV, package_jars, spark_conf, spark_submit_args
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def test_driver_and_executors_read_the_projects_log4j_file(monkeypatch):
+    monkeypatch.delenv(SPARK_LOG_ENV, raising=False)
+    conf = spark_conf(load_config())
+    option = f"-Dlog4j2.configurationFile={(ROOT / 'conf' / 'log4j2.properties').as_uri()}"
+    assert conf["spark.driver.defaultJavaOptions"] == option
+    assert conf["spark.executor.extraJavaOptions"] == option
+    assert conf["spark.driver.extraJavaOptions"].startswith("-Dderby.system.home=")
+    assert not any(k.startswith("spark.executorEnv.") for k in conf)
+
+
+def test_spark_log_level_flag_reaches_executors_and_refuses_unknown_levels(monkeypatch):
+    monkeypatch.setenv(SPARK_LOG_ENV, "INFO")
+    assert spark_conf(load_config())[f"spark.executorEnv.{SPARK_LOG_ENV}"] == "info"
+    monkeypatch.setenv(SPARK_LOG_ENV, "loud")
+    with pytest.raises(ValueError, match="CAMOE_SPARK_LOG='loud' is not a log4j level"):
+        spark_conf(load_config())
+
+
+def test_every_spark_submit_flag_is_one_shell_word():
+    # the Makefile ($(...)), the DAG and the tests split the flags on whitespace
+    assert all(not re.search(r"\s", arg) for arg in spark_submit_args(load_config()))
+
+
+def test_local_jars_come_from_a_cached_resolution_when_its_files_exist(tmp_path, monkeypatch):
+    import features.session as session
+
+    cfg = load_config()
+    jars = [tmp_path / "a.jar", tmp_path / "b.jar"]
+    for jar in jars:
+        jar.write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(session, "_resolve_packages", lambda ivy: calls.append(ivy) or [str(j) for j in jars])
+    assert package_jars(cfg, cache_dir=tmp_path) == [str(j) for j in jars]     # resolved, then cached
+    assert package_jars(cfg, cache_dir=tmp_path) == [str(j) for j in jars]
+    assert len(calls) == 1
+    jars[0].unlink()                                                           # a jar went missing
+    monkeypatch.setattr(session, "_resolve_packages", lambda ivy: None)
+    assert package_jars(cfg, cache_dir=tmp_path) is None                       # -> --packages again
+
+
+def test_job_log_lines_name_the_job_and_hide_other_libraries_info(capsys):
+    from jobs._cli import log, setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("score")
+        log.info("scored %d rows", 3)
+        logging.getLogger("features.pipeline").info("step 1")
+        logging.getLogger("great_expectations.registry").info("noise")
+        logging.getLogger("great_expectations").setLevel(logging.INFO)      # as GX does on import
+        logging.getLogger("great_expectations.data_context").info("Created temporary directory")
+        logging.info("Exception while sending command.")       # py4j's retried send, on the root logger
+        logging.getLogger("horovod").warning("real warning")
+    finally:
+        root.handlers[:], root.level = saved
+        logging.getLogger("great_expectations").setLevel(logging.NOTSET)
+    lines = capsys.readouterr().err.splitlines()
+    assert [re.sub(r"^\d\d:\d\d:\d\d ", "", ln) for ln in lines] == [
+        "score: scored 3 rows", "score: step 1", "WARNING horovod: real warning"]
+
+
+@pytest.mark.slow
+def test_generate_logs_through_spark_submit_prints_no_spark_info_ivy_report_or_traceback(tmp_path):
+    overrides = [f"--set=storage.warehouse_dir={tmp_path}/warehouse",
+                 f"--set=storage.metastore_dir={tmp_path}/metastore",
+                 f"--set=storage.artifacts_dir={tmp_path}/artifacts", "--set=spark.master=local[1]",
+                 "--set=generator.days=1", "--set=generator.rows_per_day=200"]
+    env = {k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV}
+    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    flags = subprocess.run([sys.executable, "-m", "features.session", "--local-jars", *overrides], cwd=ROOT,
+                           env=env, capture_output=True, text=True, check=True, timeout=900).stdout.split()
+    done = subprocess.run([str(BIN / "spark-submit"), *flags, str(ROOT / "jobs" / "generate_logs.py"),
+                           "--burn-in-days=0", *overrides], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert not re.search(r" INFO [\w$.]+: ", output), output[-3000:]           # log4j INFO lines
+    assert ":: resolution report ::" not in output and "Traceback" not in output, output[-3000:]
+    assert re.search(r"^\d\d:\d\d:\d\d generate_logs: wrote 200 rows ", output, re.M), output[-3000:]
+    assert len(output.splitlines()) <= 8, output
+
+
+def test_epoch_progress_line_reports_throughput_loss_metric_and_time_left():
+    from training.loop import progress_line
+
+    line = progress_line(1, 8, 41234.4, 0.061234, "log_loss", 0.0581, True, 30.0, 2, False)
+    assert line == ("epoch 2/8: 41,234 examples/s, train loss 0.06123, validation log_loss 0.05810 (best), "
+                    "elapsed 30s, left ~1m30s")
+    assert progress_line(3, 8, 1.0, 0.1, "log_loss", 0.2, False, 40.0, 4, True).endswith("left ~0s; stopping early")
