@@ -12,7 +12,7 @@ from features import tables
 from features.reports import slot_metrics_sql
 from tests.helpers import built_lake
 from training.data import FeatureLayout, load_snapshot
-from training.inference import score_dataframe
+from training.inference import score_dataframe, score_rows
 from training.loop import load_artifact, score
 
 START = dt.date(2026, 1, 1)
@@ -48,6 +48,42 @@ def test_spark_inference_scores_exactly_like_the_training_loop(spark, experiment
     assert len(scored) == validation.rows
     np.testing.assert_allclose(np.sort(scored["logit"]), np.sort(reference["logit"]), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(scored["pctr_raw"], 1 / (1 + np.exp(-scored["logit"])), rtol=1e-12)
+
+
+@pytest.mark.parametrize("model_name", ["camoe", "wide_deep"])
+def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, model_name):
+    """The mapInArrow path and the pandas ``score_rows`` give the same schema and values, shift,
+    temperatures and expert masking included (wide_deep: no experts, empty masked lists). Values
+    agree to float32 rounding: MKL's float32 logits can move by an ulp or two with the number of
+    rows per model call, and Spark's Arrow batches slice the rows differently from one frame."""
+    cfg, _ = experiment
+    artifact = tables.find_train_run(spark, cfg, f"exp1-train-{model_name}")["artifact"]
+    model, description = load_artifact(artifact)
+    layout = FeatureLayout.from_dict(description["layout"])
+    shift = {s: 0.25 * i - 1.0 for i, s in enumerate(layout.slots)}
+    temperatures = {t: 1.5 + 0.25 * i for i, t in enumerate(description["tasks"])}
+    rows = tables.read_table(spark, cfg.table(tables.FEATURES), description["features_version"]) \
+        .where("split = 'validation'")
+    keep = ["impression_id", "event_date", "slot"]
+    scored = score_dataframe(rows, artifact, shift, temperatures, keep=keep, masked_experts=True)
+    assert [(f.name, f.dataType.simpleString()) for f in scored.schema] == [
+        (c, rows.schema[c].dataType.simpleString()) for c in keep] + [
+        ("task", "string"), ("logit", "double"), ("pctr_raw", "double"), ("pctr", "double"),
+        ("masked_pctr", "array<double>")]
+    got = scored.toPandas().set_index("impression_id")
+    frame = rows.select(*keep, *layout.categorical, *layout.dense, "slot_id").toPandas()
+    want = score_rows(frame, model, description, [shift[s] for s in layout.slots],
+                      [temperatures[t] for t in description["tasks"]], masked_experts=True)
+    got = got.loc[frame["impression_id"]]
+    assert len(got) == len(frame) > 0
+    assert (got["event_date"].to_numpy() == frame["event_date"].to_numpy()).all()
+    assert (got["slot"].to_numpy() == frame["slot"].to_numpy()).all()
+    assert (got["task"].to_numpy() == want["task"]).all()
+    for name in ("logit", "pctr_raw", "pctr"):
+        np.testing.assert_allclose(got[name].to_numpy(), want[name], rtol=1e-6, atol=1e-7)
+    masked = np.stack(got["masked_pctr"].to_numpy())
+    assert masked.shape == want["masked_pctr"].shape == (len(frame), model.num_experts)
+    np.testing.assert_allclose(masked, want["masked_pctr"], rtol=1e-6, atol=1e-7)
 
 
 def test_temperatures_lower_validation_nll_and_keep_per_slot_ranking(spark, experiment):
