@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 AT := $(if $(V),,@)
 ANNOUNCE = $(if $(V),@true,@echo "==> $(1)")
 
-.PHONY: env demo data train evaluate score experiments test test-fast sql clean-data bench bench-calibration airflow-env airflow-demo
+.PHONY: env demo data train evaluate score experiments test test-fast sql clean-data bench bench-features bench-calibration airflow-env airflow-demo
 
 env: $(STAMP)
 
@@ -70,6 +70,10 @@ bench: env
 	$(PY) bench/loader.py
 	$(PY) bench/train.py
 	$(PY) bench/score.py
+
+## bench-features: generator and feature build at 0.4M and 4M log rows (bench/results/features.*)
+bench-features: env
+	$(PY) bench/features.py
 
 ## bench-calibration: per-slot calibration ratio before/after T of camoe and wide_deep on the
 ## latest features (the demo's); trains+evaluates whichever has no evaluation there yet
