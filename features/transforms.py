@@ -74,27 +74,32 @@ def slot_id_column(slot: Column, cfg: Config) -> Column:
 
 
 # ----------------------------------------------------------------------------- history
-def with_history(df: DataFrame, cfg: Config) -> DataFrame:
+def with_history(df: DataFrame, cfg: Config, last_day: dt.date | None = None) -> DataFrame:
     """Past-window impressions, clicks and smoothed CTR per (user, modality) and per ad.
 
     The window covers [t - history_days, t - 1 second] on whole epoch seconds: strictly before
     the event, so an impression never sees its own label, a same-second event or anything
     later. ``df`` must include the ``history_days`` before the first day to be featurised, or
-    early days see short history. Cost O(n log n) per entity: see ``_window_counts``.
+    early days see short history. Cost O(n log n) per entity: see ``_window_counts``. Given
+    ``last_day`` (the last day whose rows need history), events whose window ends after it
+    are not expired (they would only change later rows).
     """
     s = cfg.schema
     n = dict(zip(HISTORY_FEATURES, history_feature_names(cfg)))
     span = cfg.features.history_days * 86400
-    out = _window_counts(df, [s.user, "modality"], s.timestamp, s.label, span,
+    # a day after last_day's UTC end: the session time zone may put last_day's rows up to ~a day later
+    horizon = None if last_day is None else \
+        int(dt.datetime.combine(last_day + dt.timedelta(days=2), dt.time(), dt.timezone.utc).timestamp())
+    out = _window_counts(df, [s.user, "modality"], s.timestamp, s.label, span, horizon,
                          n["user_modality_impressions"], n["user_modality_clicks"])
-    out = _window_counts(out, [s.ad], s.timestamp, s.label, span, n["ad_impressions"], n["ad_clicks"])
+    out = _window_counts(out, [s.ad], s.timestamp, s.label, span, horizon, n["ad_impressions"], n["ad_clicks"])
     return (out
             .withColumn(n["user_modality_ctr"], _smoothed_ctr(n["user_modality_clicks"], n["user_modality_impressions"]))
             .withColumn(n["ad_ctr"], _smoothed_ctr(n["ad_clicks"], n["ad_impressions"])))
 
 
 def _window_counts(df: DataFrame, keys: list[str], timestamp: str, label: str, span_seconds: int,
-                   impressions: str, clicks: str) -> DataFrame:
+                   horizon: int | None, impressions: str, clicks: str) -> DataFrame:
     """Add per-``keys`` counts of rows and of clicks in [t - span, t - 1] (whole seconds).
 
     A sliding ``rangeBetween(-span, -1)`` frame re-aggregates its whole buffer whenever rows
@@ -102,7 +107,8 @@ def _window_counts(df: DataFrame, keys: list[str], timestamp: str, label: str, s
     week. Here every row adds (+1, +label) at its own second and an expiry record subtracts
     them again at t + span, so one running sum over (unbounded preceding, 1 second preceding)
     gives exactly the old window: an event at e is counted for t iff e <= t - 1 and
-    e + span > t - 1, i.e. t - span <= e. Running frames are evaluated incrementally.
+    e + span > t - 1, i.e. t - span <= e. Running frames are evaluated incrementally. Expiries
+    at or after ``horizon`` (epoch seconds; None: none dropped) precede no row of interest.
     """
     t, dn, dc, is_row = "_hist_t", "_hist_dn", "_hist_dc", "_hist_row"
     rows = (df.withColumn(t, F.col(timestamp).cast("long"))
@@ -111,6 +117,8 @@ def _window_counts(df: DataFrame, keys: list[str], timestamp: str, label: str, s
             .withColumn(is_row, F.lit(True)))
     expiries = rows.select(*keys, (F.col(t) + span_seconds).alias(t), (-F.col(dn)).alias(dn),
                            (-F.col(dc)).alias(dc), F.lit(False).alias(is_row))
+    if horizon is not None:
+        expiries = expiries.where(F.col(t) < horizon)
     running = Window.partitionBy(*keys).orderBy(t).rangeBetween(Window.unboundedPreceding, -1)
     return (rows.unionByName(expiries, allowMissingColumns=True)
             .withColumn(impressions, F.coalesce(F.sum(dn).over(running), F.lit(0)).cast("double"))

@@ -191,6 +191,13 @@ def test_history_equals_the_sliding_window_definition_at_every_edge(spark, make_
     old = _sliding_window_history(df, cfg).select(columns)
     assert new.count() == df.count() == 20_000 + len(edges)
     assert new.exceptAll(old).count() == 0 and old.exceptAll(new).count() == 0
+    # expiries past the last day of interest (here 2026-03-08) are dropped: rows up to it are the same
+    until = dt.date(2026, 3, 8)
+    up_to = F.to_date(F.col(cfg.schema.timestamp)) <= F.lit(until)
+    short = transforms.with_history(df, cfg, last_day=until).where(up_to).select(columns)
+    assert short.exceptAll(old.join(df.where(up_to).select("impression_id"), "impression_id")
+                           .select(columns)).count() == 0
+    assert short.count() == df.where(up_to).count()
     at_midnight = new.where(F.col("impression_id") == "edge5").first()
     # edge1, edge2 (exactly 7 days earlier), edge3, edge4 (23:59:59); not edge0 nor edge6 (same second)
     assert at_midnight["hist_user_modality_impressions_7d"] == 4.0
