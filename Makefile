@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 AT := $(if $(V),,@)
 ANNOUNCE = $(if $(V),@true,@echo "==> $(1)")
 
-.PHONY: env demo data train evaluate score experiments test test-fast sql clean-data bench bench-features bench-calibration airflow-env airflow-demo
+.PHONY: env demo pipeline data train evaluate score experiments test test-fast sql clean-data bench bench-features bench-calibration airflow-env airflow-demo
 
 env: $(STAMP)
 
@@ -30,8 +30,14 @@ $(STAMP): setup.cfg pyproject.toml training/scripts/build_horovod.sh
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-## demo: set up (if needed) and run the pipeline end to end on the embedded default
-demo: env data train evaluate score
+## demo: set up (if needed) and run the pipeline end to end on the embedded default, in one
+## Spark driver (jobs/pipeline.py: the same jobs as `make data train evaluate score`, which run
+## each in its own spark-submit as Airflow does)
+demo: env pipeline
+
+pipeline: env
+	$(AT)$(SPARK_SUBMIT) jobs/pipeline.py $(CONF_FLAGS) \
+	    --step-args "train=--model camoe --grouping audio_video --num-proc 2 --backend horovod"
 
 data: env
 	$(call ANNOUNCE,generate_logs)

@@ -78,8 +78,9 @@ def resolve_date_range(args: argparse.Namespace, cfg) -> tuple[dt.date, dt.date]
     return start, end
 
 
-def main(job: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
-         run: Callable, argv: list[str] | None = None) -> int:
+def job_parser(job: str, description: str,
+               add_arguments: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+    """The flags every job takes (config folder, extra YAML files, overrides, run id) plus its own."""
     parser = argparse.ArgumentParser(prog=f"{job}.py", description=description)
     parser.add_argument("--conf-dir", help="config folder (default: the project's conf/)")
     parser.add_argument("--conf", action="append", default=[], metavar="FILE",
@@ -88,7 +89,12 @@ def main(job: str, description: str, add_arguments: Callable[[argparse.ArgumentP
                         help="override one config value, e.g. --set spark.shuffle_partitions=64")
     parser.add_argument("--run-id", help="run id to record (default: generated; Airflow passes its own)")
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(job: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+         run: Callable, argv: list[str] | None = None) -> int:
+    args = job_parser(job, description, add_arguments).parse_args(argv)
     setup_logging(job)
     started = time.time()
     try:
@@ -98,15 +104,24 @@ def main(job: str, description: str, add_arguments: Callable[[argparse.ArgumentP
         return 2
 
     from features.session import build_spark
-    from features.tables import RunRecord, new_run_id, record_run
 
-    record = RunRecord(run_id=args.run_id or new_run_id(job), job=job,
-                       params={k: v for k, v in vars(args).items() if k not in ("conf_dir",)})
     try:
         spark = build_spark(cfg, app_name=f"camoe-{job}")
     except Exception as exc:  # noqa: BLE001 - report any start-up failure readably
         print(f"{job}: could not start Spark: {exc}", file=sys.stderr)
         return 1
+    return run_recorded(spark, cfg, job, run, args, started)
+
+
+def run_recorded(spark, cfg, job: str, run: Callable, args: argparse.Namespace,
+                 started: float | None = None) -> int:
+    """Run one job's ``run`` on a started session and record it in the runs table (succeeded,
+    or failed with the error); a failure is one readable line on stderr and exit code 1."""
+    from features.tables import RunRecord, new_run_id, record_run
+
+    started = started or time.time()
+    record = RunRecord(run_id=args.run_id or new_run_id(job), job=job,
+                       params={k: v for k, v in vars(args).items() if k not in ("conf_dir",)})
     try:
         code = run(spark, cfg, args, record)
     except Exception as exc:  # noqa: BLE001 - one readable line, the trace in the log

@@ -11,6 +11,8 @@ import sys
 
 from jobs._cli import date_range_arguments, log, main, resolve_date_range
 
+add_arguments = date_range_arguments   # --start-date/--end-date only
+
 
 def run(spark, cfg, args, record) -> int:
     from features.pipeline import build_features
@@ -27,4 +29,4 @@ def run(spark, cfg, args, record) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main("build_features", __doc__, date_range_arguments, run))
+    sys.exit(main("build_features", __doc__, add_arguments, run))

@@ -11,6 +11,8 @@ import sys
 
 from jobs._cli import date_range_arguments, log, main, resolve_date_range
 
+add_arguments = date_range_arguments   # --start-date/--end-date only
+
 GATE_FAILED = 3
 
 
@@ -33,4 +35,4 @@ def run(spark, cfg, args, record) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main("validate", __doc__, date_range_arguments, run))
+    sys.exit(main("validate", __doc__, add_arguments, run))

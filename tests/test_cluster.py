@@ -1,7 +1,7 @@
 """A real distributed run: a Spark standalone cluster on loopback (one master, two workers of
 one core each, started with the pyspark distribution's own ``spark-class``).
 
-generate_logs + build_features run with spark-submit against ``spark://127.0.0.1:<port>`` and
+generate_logs + build_features (one jobs/pipeline.py driver) run with spark-submit against ``spark://127.0.0.1:<port>`` and
 against ``local[2]``, each into its own temporary warehouse; the tables must hold the same rows.
 Then the Horovod training job (2 processes = 2 Spark tasks, one per worker core) runs against
 the cluster and against local[2] on the same features snapshot: the weights must be equal.
@@ -140,9 +140,9 @@ def _submit(lake: Path, master: str, job: str, *args: str) -> subprocess.Complet
 
 
 def _pipeline(lake: Path, master: str) -> None:
+    """generate_logs then build_features, in one driver (jobs/pipeline.py)."""
     lake.mkdir()
-    for job in ("generate_logs", "build_features"):
-        _submit(lake, master, job)
+    _submit(lake, master, "pipeline", "--steps", "generate_logs,build_features")
 
 
 def _differences(spark, left: Path, right: Path, table: str, key: tuple[str, ...], ignore: tuple[str, ...]) -> str:
@@ -207,8 +207,7 @@ def test_standalone_cluster_matches_local(standalone_cluster, tmp_path, request)
             run.result()
 
     # the cluster really ran them (spark-submit's --master reached the session builder)
-    assert sorted(app["name"] for app in cluster.state()["completedapps"]) == [
-        "camoe-build_features", "camoe-generate_logs"], cluster.tail()
+    assert [app["name"] for app in cluster.state()["completedapps"]] == ["camoe-pipeline"], cluster.tail()
 
     spark = request.getfixturevalue("spark")
     problems = [_differences(spark, on_cluster, on_local, table, key, ignore) for table, key, ignore in (
@@ -231,8 +230,8 @@ def test_standalone_cluster_matches_local(standalone_cluster, tmp_path, request)
     unequal = [k for k in trained["cluster"] if not torch.equal(trained["cluster"][k], trained["local"][k])]
     assert not unequal, f"weights differ between cluster and local[2]: {unequal[:10]}"
 
-    # the cluster really ran them: three applications, each with an executor on both workers
+    # the cluster really ran them: two applications, each with an executor on both workers
     apps = sorted(app["name"] for app in cluster.state()["completedapps"])
-    assert apps == ["camoe-build_features", "camoe-generate_logs", "camoe-train"], apps
+    assert apps == ["camoe-pipeline", "camoe-train"], apps
     for worker in sorted(p for p in cluster.root.glob("worker*") if p.is_dir()):
-        assert len(list(worker.glob("app-*/*/stderr"))) == 3, f"{worker.name} did not run an executor of every app"
+        assert len(list(worker.glob("app-*/*/stderr"))) == 2, f"{worker.name} did not run an executor of every app"

@@ -1,0 +1,113 @@
+"""Run the pipeline's jobs in order in one Spark driver: generate_logs, build_features, validate,
+summarize, train, calibrate_evaluate, score.
+
+Each step is the job of the same name, with the same flags and its own row in the runs table,
+as if it had been spark-submitted alone; one driver saves each later step the JVM start, the
+metastore connection and the Delta log replays (25-35 s a step on 2 cores). Airflow runs the
+steps as separate tasks (dags/camoe_daily.py), so that each retries on its own; this job is for
+a whole run by hand (``make demo``) or a test. The first step that fails stops the run, with
+its exit code (3: the quality gate).
+
+    spark-submit jobs/pipeline.py
+    spark-submit jobs/pipeline.py --steps generate_logs,build_features --set generator.days=3
+    spark-submit jobs/pipeline.py --step-args "train=--epochs 2 --num-proc 2 --backend horovod"
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from jobs._cli import job_parser, run_recorded, setup_logging
+
+STEPS = ("generate_logs", "build_features", "validate", "summarize", "train", "calibrate_evaluate", "score")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One job of the pipeline: its name, its parsed flags, its ``run``."""
+    job: str
+    args: argparse.Namespace
+    run: Callable
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--steps", default=",".join(STEPS),
+                        help=f"comma-separated jobs to run, in this order (default: all of {','.join(STEPS)})")
+    parser.add_argument("--step-args", action="append", default=[], metavar="JOB=FLAGS",
+                        help="extra flags for one job, e.g. \"train=--epochs 2 --backend local\" (repeatable; "
+                             "its spark.* settings do not apply: the one session is started with the pipeline's)")
+
+
+def plan_steps(args: argparse.Namespace) -> list[Step]:
+    """Parse every step's flags before anything runs, so a typo fails the run at once: the
+    pipeline's --conf-dir/--conf/--set go to every step, --step-args to its own."""
+    names = [n.strip() for n in args.steps.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STEPS]
+    if unknown or not names:
+        raise ValueError(f"--steps: unknown job(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(STEPS)}")
+    extra: dict[str, list[str]] = {}
+    for item in args.step_args:
+        job, sep, flags = item.partition("=")
+        if not sep or job not in names:
+            raise ValueError(f"--step-args {item!r}: expected JOB=FLAGS with JOB one of {', '.join(names)}")
+        extra[job] = extra.get(job, []) + shlex.split(flags)
+    common = ([f"--conf-dir={args.conf_dir}"] if args.conf_dir else []) \
+        + [f"--conf={f}" for f in args.conf] + [f"--set={s}" for s in args.set]
+    steps = []
+    for job in names:
+        module = importlib.import_module(f"jobs.{job}")
+        parser = job_parser(job, module.__doc__, module.add_arguments)
+        steps.append(Step(job, parser.parse_args(common + extra.get(job, [])), module.run))
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_parser("pipeline", __doc__, add_arguments).parse_args(argv)
+    setup_logging("pipeline")
+    try:
+        steps = plan_steps(args)
+    except (ValueError, SystemExit) as exc:
+        if isinstance(exc, ValueError):
+            print(f"pipeline: {exc}", file=sys.stderr)
+        return 2
+
+    from features.config import ConfigError, load_config
+    from features.session import build_spark
+
+    try:
+        cfg = load_config(args.conf_dir, extra_files=args.conf, overrides=args.set)
+    except ConfigError as exc:
+        print(f"pipeline: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        spark = build_spark(cfg, app_name="camoe-pipeline")
+    except Exception as exc:  # noqa: BLE001 - report any start-up failure readably
+        print(f"pipeline: could not start Spark: {exc}", file=sys.stderr)
+        return 1
+    started = time.time()
+    for step in steps:
+        print(f"==> {step.job}", flush=True)
+        setup_logging(step.job)
+        try:    # a step's own --conf/--set (from --step-args) apply to it alone
+            step_cfg = load_config(step.args.conf_dir, extra_files=step.args.conf, overrides=step.args.set)
+        except ConfigError as exc:
+            print(f"{step.job}: configuration error: {exc}", file=sys.stderr)
+            return 2
+        code = run_recorded(spark, step_cfg, step.job, step.run, step.args)
+        if code != 0:
+            print(f"pipeline: stopped at {step.job} (exit {code}); the steps before it are recorded",
+                  file=sys.stderr)
+            return code
+    setup_logging("pipeline")
+    print(f"pipeline: {len(steps)} steps in {time.time() - started:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
