@@ -161,30 +161,28 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
         scored = scored.withColumn("true_ctr", F.lit(None).cast("double"))
     scored = scored.persist()
     try:
-        if scored.limit(1).count() == 0:
+        # materialised once here: the tables below are aggregations of it, written concurrently
+        if scored.count() == 0:
             raise ValueError(f"{description['features_table']}@{version} has no test rows")
         bins = cfg.evaluation.ece_bins
         metrics, bin_rows = slot_tables(scored, bins, with_oracle=has_truth)
         baseline_run_id, baseline = _baseline(spark, cfg, model_name, version, baseline_run_id)
         metrics = change_vs_baseline(metrics, baseline, baseline_run_id)
         ids = dict(run_id=run_id, model=model_name, model_run_id=train["run_id"], features_version=version)
-        outputs = {
-            tables.SLOT_METRICS: tables.replace_run_rows(with_run_columns(metrics, **ids, first=("level", "slot")),
-                                                         cfg.table(tables.SLOT_METRICS), run_id),
-            tables.CALIBRATION_BINS: tables.replace_run_rows(
-                with_run_columns(bin_rows, **ids, first=("level", "slot")), cfg.table(tables.CALIBRATION_BINS), run_id),
-            tables.TEMPERATURES: tables.replace_run_rows(with_run_columns(spark.createDataFrame(
+        frames = {
+            tables.SLOT_METRICS: with_run_columns(metrics, **ids, first=("level", "slot")),
+            tables.CALIBRATION_BINS: with_run_columns(bin_rows, **ids, first=("level", "slot")),
+            tables.TEMPERATURES: with_run_columns(spark.createDataFrame(
                 temperature_rows, "task string, temperature double, validation_rows long, "
                                   "validation_positives long, nll_before double, nll_after double"), **ids),
-                cfg.table(tables.TEMPERATURES), run_id),
-            tables.PREDICTIONS: tables.replace_run_rows(prediction_rows(scored, **ids),
-                                                        cfg.table(tables.PREDICTIONS), run_id),
+            tables.PREDICTIONS: prediction_rows(scored, **ids),
         }
         if masking:
-            outputs[tables.EXPERT_MASK_METRICS] = tables.replace_run_rows(
-                with_run_columns(expert_mask_tables(scored, description["model"]["experts"], bins), **ids,
-                                 first=("level", "slot", "masked_expert")),
-                cfg.table(tables.EXPERT_MASK_METRICS), run_id)
+            frames[tables.EXPERT_MASK_METRICS] = with_run_columns(
+                expert_mask_tables(scored, description["model"]["experts"], bins), **ids,
+                first=("level", "slot", "masked_expert"))
+        versions = tables.replace_run_rows_of_tables({cfg.table(t): df for t, df in frames.items()}, run_id)
+        outputs = {t: versions[cfg.table(t)] for t in frames}
     finally:
         scored.unpersist()
 

@@ -112,6 +112,18 @@ def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
     return latest_version(spark, name)
 
 
+def replace_run_rows_of_tables(frames: Mapping[str, DataFrame], run_id: str) -> dict[str, int]:
+    """replace_run_rows into several tables at once, one thread each: a small Delta write is
+    mostly driver-side waits (log listing, snapshot jobs, commit), which overlap. Compute what
+    the frames share (a cached input) before calling, or each thread computes it again.
+    Returns each table's new version."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(frames))) as pool:
+        futures = {name: pool.submit(replace_run_rows, df, name, run_id) for name, df in frames.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def overwrite_table(df: DataFrame, name: str) -> int:
     df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(name)
     return latest_version(df.sparkSession, name)
