@@ -84,7 +84,7 @@ bench-features: env
 ## bench-calibration: per-slot calibration ratio before/after T of camoe and wide_deep on the
 ## latest features (the demo's); trains+evaluates whichever has no evaluation there yet
 bench-calibration: env
-	$(SPARK_SUBMIT) bench/calibration.py $(CONF_FLAGS)
+	$(SPARK_SUBMIT) bench/slot_calibration.py $(CONF_FLAGS)
 
 ## test: the whole suite, slow end-to-end tests included (what CI runs)
 test: env airflow-env

@@ -22,15 +22,11 @@ import datetime as dt
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# Run as a script, bench/ is sys.path[0] and bench/calibration.py shadows the calibration
-# package (ModuleNotFoundError: 'calibration' is not a package): the checkout's root goes first.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Per-slot calibration of CAMoE and Wide&Deep on one features snapshot (the demo's, by default).
 
-    make bench-calibration        # after `make demo`; = spark-submit bench/calibration.py
+    make bench-calibration        # after `make demo`; = spark-submit bench/slot_calibration.py
 
 For each model it uses the latest succeeded training run on the snapshot and that run's latest
 evaluation (jobs/calibrate_evaluate.py); a model with none is trained (``--backend``,
