@@ -1,6 +1,6 @@
 """Batch pCTR for candidate impressions with a trained, calibrated model.
 
-Rows (features-table format) are scored in Spark through a pandas UDF (the model broadcast
+Rows (features-table format) are scored in Spark through mapInArrow (the model broadcast
 once, batched inference); the down-sampling correction and the per-task temperatures of the
 model's latest calibration are applied; rows go to camoe.predictions
 (impression_id, slot, task, pctr, model_run_id, ...).
