@@ -97,20 +97,35 @@ def main(job: str, description: str, add_arguments: Callable[[argparse.ArgumentP
     args = job_parser(job, description, add_arguments).parse_args(argv)
     setup_logging(job)
     started = time.time()
+    cfg = load_job_config(job, args)
+    if cfg is None:
+        return 2
+    spark = start_spark(job, cfg)
+    if spark is None:
+        return 1
+    return run_recorded(spark, cfg, job, run, args, started)
+
+
+def load_job_config(job: str, args: argparse.Namespace):
+    """The config the job's --conf-dir/--conf/--set name; None, after one readable line on stderr
+    naming the key and file, when it is invalid (the caller exits 2)."""
     try:
-        cfg = load_config(args.conf_dir, extra_files=args.conf, overrides=args.set)
+        return load_config(args.conf_dir, extra_files=args.conf, overrides=args.set)
     except ConfigError as exc:
         print(f"{job}: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return None
 
+
+def start_spark(job: str, cfg):
+    """The platform's SparkSession for ``job``; None, after one readable line on stderr, when it
+    cannot start (the caller exits 1)."""
     from features.session import build_spark
 
     try:
-        spark = build_spark(cfg, app_name=f"camoe-{job}")
+        return build_spark(cfg, app_name=f"camoe-{job}")
     except Exception as exc:  # noqa: BLE001 - report any start-up failure readably
         print(f"{job}: could not start Spark: {exc}", file=sys.stderr)
-        return 1
-    return run_recorded(spark, cfg, job, run, args, started)
+        return None
 
 
 def run_recorded(spark, cfg, job: str, run: Callable, args: argparse.Namespace,

@@ -6,7 +6,8 @@ as if it had been spark-submitted alone; one driver saves each later step the JV
 metastore connection and the Delta log replays (25-35 s a step on 2 cores). Airflow runs the
 steps as separate tasks (dags/camoe_daily.py), so that each retries on its own; this job is for
 a whole run by hand (``make demo``) or a test. The first step that fails stops the run, with
-its exit code (3: the quality gate).
+its exit code (3: the quality gate). With --run-id R each step records run id R-<job>, as the
+DAG's tasks do (a step's own --run-id in --step-args wins).
 
     spark-submit jobs/pipeline.py
     spark-submit jobs/pipeline.py --steps generate_logs,build_features --set generator.days=3
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from jobs._cli import job_parser, run_recorded, setup_logging
+from jobs._cli import job_parser, load_job_config, run_recorded, setup_logging, start_spark
 
 STEPS = ("generate_logs", "build_features", "validate", "summarize", "train", "calibrate_evaluate", "score")
 
@@ -63,7 +64,10 @@ def plan_steps(args: argparse.Namespace) -> list[Step]:
     for job in names:
         module = importlib.import_module(f"jobs.{job}")
         parser = job_parser(job, module.__doc__, module.add_arguments)
-        steps.append(Step(job, parser.parse_args(common + extra.get(job, [])), module.run))
+        step_args = parser.parse_args(common + extra.get(job, []))
+        if args.run_id and not step_args.run_id:
+            step_args.run_id = f"{args.run_id}-{job}"      # the DAG's task run ids look the same
+        steps.append(Step(job, step_args, module.run))
     return steps
 
 
@@ -72,33 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("pipeline")
     try:
         steps = plan_steps(args)
-    except (ValueError, SystemExit) as exc:
-        if isinstance(exc, ValueError):
-            print(f"pipeline: {exc}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"pipeline: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:       # a step's flags: argparse has printed the error, naming the job
+        return exc.code
 
-    from features.config import ConfigError, load_config
-    from features.session import build_spark
-
-    try:
-        cfg = load_config(args.conf_dir, extra_files=args.conf, overrides=args.set)
-    except ConfigError as exc:
-        print(f"pipeline: configuration error: {exc}", file=sys.stderr)
+    cfg = load_job_config("pipeline", args)
+    if cfg is None:
         return 2
-    try:
-        spark = build_spark(cfg, app_name="camoe-pipeline")
-    except Exception as exc:  # noqa: BLE001 - report any start-up failure readably
-        print(f"pipeline: could not start Spark: {exc}", file=sys.stderr)
+    # each step's config (its own --conf/--set apply to it alone), all checked before Spark starts
+    step_cfgs = [load_job_config(step.job, step.args) for step in steps]
+    if any(c is None for c in step_cfgs):
+        return 2
+    spark = start_spark("pipeline", cfg)
+    if spark is None:
         return 1
     started = time.time()
-    for step in steps:
+    for step, step_cfg in zip(steps, step_cfgs):
         print(f"==> {step.job}", flush=True)
         setup_logging(step.job)
-        try:    # a step's own --conf/--set (from --step-args) apply to it alone
-            step_cfg = load_config(step.args.conf_dir, extra_files=step.args.conf, overrides=step.args.set)
-        except ConfigError as exc:
-            print(f"{step.job}: configuration error: {exc}", file=sys.stderr)
-            return 2
         code = run_recorded(spark, step_cfg, step.job, step.run, step.args)
         if code != 0:
             print(f"pipeline: stopped at {step.job} (exit {code}); the steps before it are recorded",

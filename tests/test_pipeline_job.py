@@ -31,6 +31,13 @@ def test_step_args_reach_only_their_step_and_may_add_config_overrides():
     assert str(build.args.start_date) == "2026-01-03" and build.args.set == ["spark.shuffle_partitions=4"]
 
 
+def test_a_pipeline_run_id_names_each_steps_run_as_the_dag_does():
+    steps = _plan("--steps", "validate,train", "--run-id", "daily-2026-01-10",
+                  "--step-args", "train=--run-id train-resumed")
+    assert [s.args.run_id for s in steps] == ["daily-2026-01-10-validate", "train-resumed"]
+    assert _plan("--steps", "validate")[0].args.run_id is None        # generated when it records
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--steps", "generate_logs,trian"], "unknown job(s) trian"),
     (["--steps", ","], "unknown job(s) (none given)"),
@@ -47,3 +54,7 @@ def test_a_wrong_flag_of_one_step_exits_2_naming_that_job(capsys):
     assert "train.py: error: argument --epochs: invalid int value: 'two'" in capsys.readouterr().err
     assert pipeline.main(["--steps", "summarise"]) == 2
     assert "pipeline: --steps: unknown job(s) summarise" in capsys.readouterr().err
+    # a step's own bad override is refused before Spark starts (no "==> train" line)
+    assert pipeline.main(["--steps", "train", "--step-args", "train=--set quality.positive_rate_bounds.max=1.5"]) == 2
+    out, err = capsys.readouterr()
+    assert "train: configuration error:" in err and "must be in [0, 1], got 1.5" in err and "==>" not in out
