@@ -78,7 +78,8 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     accepted = quality.accepted_rows(annotated)
 
     labelled = transforms.with_modality(accepted, cfg, s.slot)
-    with_hist = transforms.with_history(labelled, cfg, last_day=end).where("_in_range").drop("_in_range")
+    with_hist = transforms.with_history(labelled, cfg, last_day=end, first_day=start) \
+        .where("_in_range").drop("_in_range")
     with_hist = with_hist.withColumn("split", transforms.split_column(F.col(s.date), day_split))
     with_hist = with_hist.persist(StorageLevel.MEMORY_AND_DISK)
     accepted_rows = with_hist.count()
