@@ -18,8 +18,8 @@ from pyspark.sql import functions as F
 from features.config import Config, RawLogSchema
 
 REASONS = "_reasons"
-# Repeated impression ids up to this many are broadcast to the duplicate rule's joins.
-BROADCAST_MAX_IDS = 1_000_000
+# Repeated impression ids up to this many are collected and broadcast to the duplicate rule's joins.
+BROADCAST_MAX_IDS = 100_000
 
 
 class SchemaDriftError(ValueError):
@@ -107,15 +107,16 @@ def annotate_row_rules(df: DataFrame, cfg: Config) -> DataFrame:
     with_reasons = df.withColumn(REASONS, reasons)
     # Only rows of repeated ids need the tie-break window, which shuffles and sorts every
     # column: the ids are counted on a one-column projection (an action), and rows of ids
-    # seen once pass through without a shuffle. The repeated ids are few on real logs:
-    # broadcast them unless there are too many.
+    # seen once pass through without a shuffle. The repeated ids are few on real logs: they
+    # are collected once and broadcast from the driver (a lazy broadcast would count the ids
+    # again for every join of every action), unless there are too many.
     repeated = df.where(F.col(s.id).isNotNull()).groupBy(s.id).count().where(F.col("count") > 1) \
         .select(F.col(s.id).alias("_repeated_id"))
-    n_repeated = repeated.count()
-    if n_repeated == 0:
+    ids = repeated.limit(BROADCAST_MAX_IDS + 1).collect()
+    if not ids:
         return with_reasons
-    if n_repeated <= BROADCAST_MAX_IDS:
-        repeated = F.broadcast(repeated)
+    if len(ids) <= BROADCAST_MAX_IDS:
+        repeated = F.broadcast(df.sparkSession.createDataFrame(ids, repeated.schema))
     content = F.to_json(F.struct(*[F.col(c) for c in df.columns]))
     order = Window.partitionBy(s.id).orderBy(F.col(s.timestamp).asc_nulls_last(), content)
     duplicate = F.lit(f"{s.id}: duplicate of an earlier row")
