@@ -60,12 +60,11 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     raw = tables.read_date_range(spark, raw_name, s.date, lookback_start, end, raw_version)
     quality.check_raw_schema(raw, s, raw_name)
 
-    # Actions, each over a cached input: day counts (scan + row rules), history (the two
-    # entity windows), vocabulary sizes, dense statistics, then one write per table.
-    in_range = (F.col(s.date) >= F.lit(start)) & (F.col(s.date) <= F.lit(end))
-    annotated = quality.annotate_row_rules(raw, cfg).withColumn("_in_range", in_range)
-    annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
-    rows_per_day = {r[0]: r[1] for r in annotated.groupBy(s.date).count().collect()}
+    # Actions: day counts (the partition column only), repeated ids (the id column only),
+    # history (row rules and the two entity windows, cached), vocabulary sizes, dense
+    # statistics, then one write per table. The rule-annotated rows are not cached: building
+    # the cache cost more than scanning the log again for the quarantine.
+    rows_per_day = {r[0]: r[1] for r in raw.groupBy(s.date).count().collect()}
     day_counts = {d: n for d, n in rows_per_day.items() if d is not None and start <= d <= end}
     quality.check_days_present(day_counts, start, end, raw_name, cfg.quality.min_rows_per_day)
     input_rows = sum(day_counts.values())
@@ -73,11 +72,14 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
              f"{input_rows:,}", start, end, raw_name, raw_version,
              f"{sum(rows_per_day.values()) - input_rows:,}", cfg.features.history_days)
 
+    in_range = (F.col(s.date) >= F.lit(start)) & (F.col(s.date) <= F.lit(end))
+    annotated = quality.annotate_row_rules(raw, cfg).withColumn("_in_range", in_range)
     quarantined = quality.quarantined_rows(annotated.where("_in_range").drop("_in_range"), cfg, run_id)
     accepted = quality.accepted_rows(annotated)
 
     labelled = transforms.with_modality(accepted, cfg, s.slot)
-    with_hist = transforms.with_history(labelled, cfg, last_day=end).where("_in_range").drop("_in_range")
+    with_hist = transforms.with_history(labelled, cfg, last_day=end, first_day=start) \
+        .where("_in_range").drop("_in_range")
     with_hist = with_hist.withColumn("split", transforms.split_column(F.col(s.date), day_split))
     with_hist = with_hist.persist(StorageLevel.MEMORY_AND_DISK)
     accepted_rows = with_hist.count()
@@ -127,7 +129,6 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     quarantined_rows = tables.read_table(spark, cfg.table(tables.QUARANTINE), written[tables.QUARANTINE]) \
         .where(F.col("run_id") == run_id).count()
     feature_rows = after.count()
-    annotated.unpersist()
     with_hist.unpersist()
     vocab.unpersist()
     if accepted_rows + quarantined_rows != input_rows:

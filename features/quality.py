@@ -18,6 +18,8 @@ from pyspark.sql import functions as F
 from features.config import Config, RawLogSchema
 
 REASONS = "_reasons"
+# Repeated impression ids up to this many are collected and broadcast to the duplicate rule's joins.
+BROADCAST_MAX_IDS = 100_000
 
 
 class SchemaDriftError(ValueError):
@@ -98,18 +100,31 @@ def annotate_row_rules(df: DataFrame, cfg: Config) -> DataFrame:
     every later copy is quarantined, so reruns pick the same survivor.
     """
     s = cfg.schema
-    reasons = F.filter(F.array(*row_rule_reasons(cfg)), lambda r: r.isNotNull())
-    by_id = Window.partitionBy(s.id)
-    # the full-content tie-break is rendered only for ids that occur more than once
-    content = F.when(F.col("_copies") > 1, F.to_json(F.struct(*[F.col(c) for c in df.columns])))
-    order = by_id.orderBy(F.col(s.timestamp).asc_nulls_last(), content)
-    copy_number = F.when(F.col(s.id).isNull() | (F.col("_copies") == 1), F.lit(1)) \
-        .otherwise(F.row_number().over(order))
-    duplicate = F.when(copy_number > 1, F.lit(f"{s.id}: duplicate of an earlier row"))
-    with_reasons = df.withColumn(REASONS, reasons).withColumn("_copies", F.count(F.lit(1)).over(by_id))
-    return with_reasons.withColumn(
-        REASONS, F.when(duplicate.isNotNull(), F.array_append(F.col(REASONS), duplicate))
-        .otherwise(F.col(REASONS))).drop("_copies")
+    rules = row_rule_reasons(cfg)
+    # the array filter runs interpreted (no codegen): only for rows that break a rule
+    reasons = F.when(F.coalesce(*rules).isNull(), F.array().cast("array<string>")) \
+        .otherwise(F.filter(F.array(*rules), lambda r: r.isNotNull()))
+    with_reasons = df.withColumn(REASONS, reasons)
+    # Only rows of repeated ids need the tie-break window, which shuffles and sorts every
+    # column: the ids are counted on a one-column projection (an action), and rows of ids
+    # seen once pass through without a shuffle. The repeated ids are few on real logs: they
+    # are collected once and broadcast from the driver (a lazy broadcast would count the ids
+    # again for every join of every action), unless there are too many.
+    repeated = df.where(F.col(s.id).isNotNull()).groupBy(s.id).count().where(F.col("count") > 1) \
+        .select(F.col(s.id).alias("_repeated_id"))
+    ids = repeated.limit(BROADCAST_MAX_IDS + 1).collect()
+    if not ids:
+        return with_reasons
+    if len(ids) <= BROADCAST_MAX_IDS:
+        repeated = F.broadcast(df.sparkSession.createDataFrame(ids, repeated.schema))
+    content = F.to_json(F.struct(*[F.col(c) for c in df.columns]))
+    order = Window.partitionBy(s.id).orderBy(F.col(s.timestamp).asc_nulls_last(), content)
+    duplicate = F.lit(f"{s.id}: duplicate of an earlier row")
+    is_repeated = F.col(s.id) == F.col("_repeated_id")
+    copies = with_reasons.join(repeated, is_repeated, "left_semi").withColumn(
+        REASONS, F.when(F.row_number().over(order) > 1, F.array_append(F.col(REASONS), duplicate))
+        .otherwise(F.col(REASONS)))
+    return with_reasons.join(repeated, is_repeated, "left_anti").unionByName(copies)
 
 
 def accepted_rows(annotated: DataFrame) -> DataFrame:

@@ -198,6 +198,12 @@ def test_history_equals_the_sliding_window_definition_at_every_edge(spark, make_
     assert short.exceptAll(old.join(df.where(up_to).select("impression_id"), "impression_id")
                            .select(columns)).count() == 0
     assert short.count() == df.where(up_to).count()
+    # rows before first_day count as events only: the rows from it on are the same
+    since = dt.date(2026, 3, 9)
+    late = transforms.with_history(df, cfg, first_day=since).select(columns)
+    from_since = df.where(F.col(cfg.schema.date) >= F.lit(since)).select("impression_id")
+    assert late.exceptAll(old.join(from_since, "impression_id").select(columns)).count() == 0
+    assert late.count() == from_since.count() > 0
     at_midnight = new.where(F.col("impression_id") == "edge5").first()
     # edge1, edge2 (exactly 7 days earlier), edge3, edge4 (23:59:59); not edge0 nor edge6 (same second)
     assert at_midnight["hist_user_modality_impressions_7d"] == 4.0
