@@ -10,7 +10,10 @@ backend), then times, over every row of the table:
   (c) score + write: as jobs/score.py does, into a Delta predictions table;
   (d) no-op mapInArrow: the scorer's input (keep columns + packed model inputs) through a Python
       function that returns the keep columns: Spark's Arrow round trip alone, the ceiling of
-      any Python inference path here.
+      any Python inference path here;
+  (e) forward only: the scorer (model + corrections) on the same rows already in numpy, one
+      thread, in this process, times the cores: the model's compute alone, without Spark.
+Per row and core, (b) costs about (d) + (e): the two bounds together say what is left to gain.
 score_over_scan = median score rows/s / median scan rows/s (the design's bar: >= 0.5). The
 1-minute load average is recorded before and after: on a shared machine the ratio moves with it.
 Results: bench/results/score.json / .md.
@@ -42,7 +45,7 @@ def main() -> None:
     from features.pipeline import build_features
     from features.session import build_spark
     from features.synthetic import generate_impressions
-    from training.inference import _settle_worker, model_inputs, score_dataframe
+    from training.inference import Scorer, _settle_worker, model_inputs, score_dataframe
     from training.runner import train
 
     tmp = Path(tempfile.mkdtemp(prefix="camoe-bench-score-"))
@@ -87,23 +90,41 @@ def main() -> None:
         for batch in batches:
             yield pa.RecordBatch.from_arrays(batch.columns[:3], names=batch.schema.names[:3])
 
+    local = features.select(*needed).toPandas()
+    scorer = Scorer.build(load_artifact(artifact)[0], description, [0.0] * len(description["layout"]["slots"]),
+                          [1.0] * len(description["tasks"]))
+    slot_ids = local["slot_id"].to_numpy()
+
+    def forward_only():
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)          # as in a Spark Python worker (training.inference._model)
+        try:
+            scorer.score(slot_ids, lambda c, dtype: local[c].to_numpy(dtype), len(local))
+        finally:
+            torch.set_num_threads(threads)
+
     def score_and_write():
         tables.replace_run_rows(prediction_rows(scored(), "bench", "camoe", "bench-score", 0),
                                 cfg.table(tables.PREDICTIONS), "bench")
 
     load_before = os.getloadavg()[0]
-    timings = {"scan": [], "noop_arrow": [], "score": [], "score_and_write": []}
+    timings = {"scan": [], "noop_arrow": [], "score": [], "score_and_write": [], "forward_only": []}
     for _ in range(args.repeats):          # interleaved so machine noise hits all alike
         for name, fn in (("scan", scan), ("noop_arrow", noop_arrow), ("score", score_only),
-                         ("score_and_write", score_and_write)):
+                         ("score_and_write", score_and_write), ("forward_only", forward_only)):
             t = time.perf_counter()
             fn()
-            timings[name].append(rows / (time.perf_counter() - t))
+            # forward_only runs on one core: times the cores, the rate if every core ran it
+            per = os.cpu_count() if name == "forward_only" else 1
+            timings[name].append(per * rows / (time.perf_counter() - t))
     rates = {k: statistics.median(v) for k, v in timings.items()}
     report = {"rows": rows, "cores": os.cpu_count(), "master": cfg.spark.master, "repeats": args.repeats,
               "model": "camoe", "rows_per_second": rates, "all_runs": timings,
               "score_over_scan": rates["score"] / rates["scan"],
               "noop_arrow_over_scan": rates["noop_arrow"] / rates["scan"],
+              "forward_only_over_scan": rates["forward_only"] / rates["scan"],
               "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0],
               "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     RESULTS.mkdir(exist_ok=True)
@@ -113,12 +134,15 @@ def main() -> None:
         f"| Spark scan of the model's columns (floor) | {rates['scan']:,.0f} |\n"
         f"| no-op mapInArrow over the same input (ceiling of a Python path) | {rates['noop_arrow']:,.0f} |\n"
         f"| score_dataframe (mapInArrow, CAMoE) -> noop | {rates['score']:,.0f} |\n"
-        f"| score + write Delta predictions (jobs/score.py) | {rates['score_and_write']:,.0f} |\n\n"
+        f"| score + write Delta predictions (jobs/score.py) | {rates['score_and_write']:,.0f} |\n"
+        f"| forward only: the scorer on in-memory rows, 1 thread x {os.cpu_count()} cores, no Spark | "
+        f"{rates['forward_only']:,.0f} |\n\n"
         f"score / scan = {report['score_over_scan']:.2f}, no-op mapInArrow / scan = "
-        f"{report['noop_arrow_over_scan']:.2f}; {rows:,} rows, {cfg.spark.master} on "
+        f"{report['noop_arrow_over_scan']:.2f}, forward only / scan = {report['forward_only_over_scan']:.2f}; "
+        f"{rows:,} rows, {cfg.spark.master} on "
         f"{os.cpu_count()} cores, 1-min load {load_before:.1f} before, {report['load_1min_after']:.1f} after\n")
     print(json.dumps({k: report[k] for k in ("rows", "rows_per_second", "score_over_scan", "noop_arrow_over_scan",
-                                             "load_1min_before",
+                                             "forward_only_over_scan", "load_1min_before",
                                              "load_1min_after")}, indent=2))
     spark.stop()
 

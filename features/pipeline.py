@@ -108,27 +108,31 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     log.info("vocabularies and dense statistics fitted on %s..%s; encoding and writing",
              *transforms.train_window(day_split))
 
-    written: dict[str, int] = {}
-    written[tables.QUARANTINE] = tables.replace_date_range(
-        quarantined, cfg.table(tables.QUARANTINE), "event_date", start, end, ["event_date"])
-    written[tables.FEATURES] = tables.replace_date_range(
-        features, cfg.table(tables.FEATURES), "event_date", start, end, ["event_date"])
+    # The two date-range writes run together, then the three run tables, then the two counts:
+    # each pair or trio overlaps its Delta commits' driver-side waits (features.tables.concurrently).
+    written = tables.concurrently({
+        tables.QUARANTINE: lambda: tables.replace_date_range(
+            quarantined, cfg.table(tables.QUARANTINE), "event_date", start, end, ["event_date"]),
+        tables.FEATURES: lambda: tables.replace_date_range(
+            features, cfg.table(tables.FEATURES), "event_date", start, end, ["event_date"])})
     # Rows before sampling come from the cache, rows after from the table just written: the
     # encoded rows are never computed a second time.
     before = with_hist.select(F.col(s.slot).alias("slot"), F.col(s.label).cast("int").alias("label"), "split")
     after = tables.read_table(spark, cfg.table(tables.FEATURES), written[tables.FEATURES]) \
         .where(F.col("build_run_id") == run_id)
     report = sampling.sampling_report(before, after, cfg.sampling.rates, run_id)
-    written[tables.SAMPLING_RATES] = tables.replace_run_rows(report, cfg.table(tables.SAMPLING_RATES), run_id)
     train_start, train_end = transforms.train_window(day_split)
     vocab_out = vocab.withColumn("train_start", F.lit(train_start)).withColumn("train_end", F.lit(train_end))
-    written[tables.VOCABULARIES] = tables.replace_run_rows(vocab_out, cfg.table(tables.VOCABULARIES), run_id)
-    written[tables.FEATURE_STATS] = tables.replace_run_rows(
-        stats.withColumn("run_id", F.lit(run_id)), cfg.table(tables.FEATURE_STATS), run_id)
+    run_tables = {tables.SAMPLING_RATES: report, tables.VOCABULARIES: vocab_out,
+                  tables.FEATURE_STATS: stats.withColumn("run_id", F.lit(run_id))}
+    versions = tables.replace_run_rows_of_tables({cfg.table(t): df for t, df in run_tables.items()}, run_id)
+    written.update({t: versions[cfg.table(t)] for t in run_tables})
 
-    quarantined_rows = tables.read_table(spark, cfg.table(tables.QUARANTINE), written[tables.QUARANTINE]) \
-        .where(F.col("run_id") == run_id).count()
-    feature_rows = after.count()
+    quarantine_now = tables.read_table(spark, cfg.table(tables.QUARANTINE), written[tables.QUARANTINE])
+    counts = tables.concurrently({
+        tables.QUARANTINE: quarantine_now.where(F.col("run_id") == run_id).count,
+        tables.FEATURES: after.count})
+    quarantined_rows, feature_rows = counts[tables.QUARANTINE], counts[tables.FEATURES]
     with_hist.unpersist()
     vocab.unpersist()
     if accepted_rows + quarantined_rows != input_rows:

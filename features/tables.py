@@ -11,7 +11,8 @@ import json
 import subprocess
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from functools import partial
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -35,6 +36,19 @@ EXPERIMENT_RESULTS = "experiment_results"
 AUCTION_REPLAY = "auction_replay"
 EXPERT_MASK_METRICS = "expert_mask_metrics"
 
+Result = TypeVar("Result")
+
+# The job that writes each table: what a missing table's error tells the user to run.
+WRITTEN_BY = {
+    IMPRESSIONS: "generate_logs (or your own log ingest)", QUARANTINE: "build_features",
+    FEATURES: "build_features", SAMPLING_RATES: "build_features", VOCABULARIES: "build_features",
+    FEATURE_STATS: "build_features", DQ_RESULTS: "validate", RUNS: "any job",
+    TEMPERATURES: "calibrate_evaluate", SLOT_METRICS: "calibrate_evaluate",
+    CALIBRATION_BINS: "calibrate_evaluate", PREDICTIONS: "calibrate_evaluate",
+    EXPERT_MASK_METRICS: "calibrate_evaluate", EXPERIMENT_RESULTS: "experiments",
+    AUCTION_REPLAY: "replay_auction",
+}
+
 
 def table_exists(spark: SparkSession, name: str) -> bool:
     return spark.catalog.tableExists(name)
@@ -47,7 +61,8 @@ def latest_version(spark: SparkSession, name: str) -> int:
 
 def read_table(spark: SparkSession, name: str, version: int | None = None) -> DataFrame:
     if not table_exists(spark, name):
-        raise TableNotFound(f"table {name} does not exist; run the job that writes it first")
+        writer = WRITTEN_BY.get(name.rsplit(".", 1)[-1], "the job that writes it")
+        raise TableNotFound(f"table {name} does not exist: run {writer} first")
     if version is None:
         return spark.table(name)
     return spark.sql(f"SELECT * FROM {name} VERSION AS OF {int(version)}")
@@ -112,16 +127,23 @@ def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
     return latest_version(spark, name)
 
 
-def replace_run_rows_of_tables(frames: Mapping[str, DataFrame], run_id: str) -> dict[str, int]:
-    """replace_run_rows into several tables at once, one thread each: a small Delta write is
-    mostly driver-side waits (log listing, snapshot jobs, commit), which overlap. Compute what
-    the frames share (a cached input) before calling, or each thread computes it again.
-    Returns each table's new version."""
+def concurrently(tasks: Mapping[str, Callable[[], Result]]) -> dict[str, Result]:
+    """Run each task in its own thread; returns each one's result (the first error is raised).
+
+    Spark jobs from several threads share the executors, and what a Delta write waits for on
+    the driver (log listing, snapshot jobs, commit) overlaps. Cache what the tasks share
+    before calling, or each thread computes it again."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=max(1, len(frames))) as pool:
-        futures = {name: pool.submit(replace_run_rows, df, name, run_id) for name, df in frames.items()}
+    with ThreadPoolExecutor(max_workers=max(1, len(tasks))) as pool:
+        futures = {name: pool.submit(task) for name, task in tasks.items()}
         return {name: future.result() for name, future in futures.items()}
+
+
+def replace_run_rows_of_tables(frames: Mapping[str, DataFrame], run_id: str) -> dict[str, int]:
+    """replace_run_rows into several tables at once (see ``concurrently``); returns each
+    table's new version."""
+    return concurrently({name: partial(replace_run_rows, df, name, run_id) for name, df in frames.items()})
 
 
 def overwrite_table(df: DataFrame, name: str) -> int:

@@ -15,7 +15,10 @@ def add_arguments(parser) -> None:
 
 
 def run(spark, cfg, args, record) -> int:
+    from features import tables
     from features.reports import slot_summary_sql
+
+    tables.read_table(spark, cfg.table(tables.FEATURES))  # a missing table: one line naming the job to run
 
     sql = slot_summary_sql(cfg, args.build_run_id)
     print(sql if args.show_sql else f"per-slot summary of {cfg.table('features')}, build "

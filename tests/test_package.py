@@ -148,4 +148,7 @@ def test_packaged_jobs_run_from_dist_alone_in_another_directory(tmp_path):
                             timeout=600)
     # (spark-submit's PythonRunner merges the driver's stderr into its own stdout)
     assert failed.returncode == 1, failed.stdout[-3000:]
-    assert "summarize: FAILED (AnalysisException)" in failed.stdout + failed.stderr, failed.stdout[-3000:]
+    said = failed.stdout + failed.stderr
+    assert "summarize: FAILED (TableNotFound): table camoe_empty.features does not exist: run build_features first" \
+        in said, failed.stdout[-3000:]
+    assert "TABLE_OR_VIEW_NOT_FOUND" not in said
