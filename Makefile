@@ -79,7 +79,7 @@ bench: env
 
 ## bench-features: generator and feature build at 0.4M and 4M log rows (bench/results/features.*)
 bench-features: env
-	$(PY) bench/features.py
+	$(PY) bench/feature_pipeline.py
 
 ## bench-calibration: per-slot calibration ratio before/after T of camoe and wide_deep on the
 ## latest features (the demo's); trains+evaluates whichever has no evaluation there yet

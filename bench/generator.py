@@ -42,7 +42,7 @@ def time_generate(spark, cfg, rows: int, generate: Callable | None = None, days:
     if sink == "noop":
         df.write.format("noop").mode("overwrite").save()
     else:
-        tables.replace_date_range(df, cfg.table(table), "event_date", start, end, ["event_date"])
+        tables.replace_log_range(df, cfg, start, end, table)
     seconds = time.perf_counter() - t0
     return dict(rows=rows, sink=sink, seconds=round(seconds, 3), rows_per_s=round(rows / seconds),
                 loadavg_1m=round(os.getloadavg()[0], 2))

@@ -71,7 +71,7 @@ def main() -> None:
     if not tables.table_exists(spark, cfg.table(tables.FEATURES)):
         logs = generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=start, days=args.days,
                                     rows_per_day=args.rows_per_day)
-        tables.replace_date_range(logs, cfg.table(tables.IMPRESSIONS), "event_date", start, end, ["event_date"])
+        tables.replace_log_range(logs, cfg, start, end)
         build_features(spark, cfg, start, end, "bench")
     version = tables.latest_version(spark, cfg.table(tables.FEATURES))
     snap = load_snapshot(spark, cfg.table(tables.FEATURES), version, "train")

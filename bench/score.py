@@ -57,7 +57,7 @@ def main() -> None:
     end = start + dt.timedelta(days=args.days - 1)
     logs = generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=start, days=args.days,
                                 rows_per_day=args.rows_per_day)
-    tables.replace_date_range(logs, cfg.table(tables.IMPRESSIONS), "event_date", start, end, ["event_date"])
+    tables.replace_log_range(logs, cfg, start, end)
     build_features(spark, cfg, start, end, "bench")
     _, meta, artifact = train(spark, cfg, "bench-score", backend="local", num_proc=1, epochs=1)
     features = tables.read_table(spark, cfg.table(tables.FEATURES), meta["features_version"])

@@ -79,11 +79,13 @@ def read_date_range(spark: SparkSession, name: str, date_column: str, start: dt.
 
 
 def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.date, end: dt.date,
-                       partition_by: Iterable[str] | None = None) -> int:
+                       partition_by: Iterable[str] | None = None,
+                       properties: Mapping[str, str] | None = None) -> int:
     """Write ``df`` as the complete content of [start, end] in table ``name``; returns the version.
 
     Rows of ``df`` outside the range make Delta refuse the write (replaceWhere is checked),
-    so a bug cannot silently spill into other dates.
+    so a bug cannot silently spill into other dates. ``properties`` (``delta.*`` table
+    properties) are set when this write creates the table.
     """
     spark = df.sparkSession
     writer = df.write.format("delta").mode("overwrite")
@@ -93,8 +95,24 @@ def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.dat
         check_same_columns(spark.table(name), df, name)
         writer = writer.option("replaceWhere",
                                f"{date_column} >= '{start.isoformat()}' AND {date_column} <= '{end.isoformat()}'")
+    else:
+        for key, value in (properties or {}).items():
+            writer = writer.option(key, value)     # delta.* options become the new table's properties
     writer.saveAsTable(name)
     return latest_version(spark, name)
+
+
+def replace_log_range(df: DataFrame, cfg: Config, start: dt.date, end: dt.date,
+                      table: str = IMPRESSIONS) -> int:
+    """Write raw impression logs as the complete content of [start, end] of ``table``,
+    partitioned by the log's date column; returns the version.
+
+    File statistics are kept on the event time only (the date is the partition): Delta's
+    default, min/max of the first 32 columns, cost ~40% of a generated log's write on 2 cores,
+    and no other log column is ordered within a file, so its min/max would skip nothing."""
+    s = cfg.schema
+    return replace_date_range(df, cfg.table(table), s.date, start, end, [s.date],
+                              properties={"delta.dataSkippingStatsColumns": s.timestamp})
 
 
 class SchemaChanged(ValueError):

@@ -41,7 +41,7 @@ def run(spark, cfg, args, record) -> int:
     df = generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=start,
                               days=(end - start).days + 1, rows_per_day=args.rows_per_day, seed=args.seed)
     name = cfg.table(args.table)
-    version = tables.replace_date_range(df, name, cfg.schema.date, start, end, [cfg.schema.date])
+    version = tables.replace_log_range(df, cfg, start, end, args.table)
     rows = tables.read_date_range(spark, name, cfg.schema.date, start, end, version).count()
     record.outputs[args.table] = version
     record.metrics.update(rows=rows, start_date=start.isoformat(), end_date=end.isoformat(), burn_in_days=burn_in)

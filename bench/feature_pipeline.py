@@ -1,6 +1,6 @@
 """Feature-pipeline benchmark: generate and build at two log sizes in one Spark session.
 
-    python bench/features.py [--sizes 400000 4000000] [--days 10]
+    python bench/feature_pipeline.py [--sizes 400000 4000000] [--days 10]
 
 Each size is a fresh database in a temporary warehouse: the generator writes ``--days`` days
 plus features.history_days of burn-in into the raw impressions table (as jobs/generate_logs.py
@@ -16,15 +16,11 @@ import argparse
 import datetime as dt
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# project's ``features`` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != RESULTS.parent]
 
 
 def main() -> None:
@@ -56,8 +52,7 @@ def main() -> None:
         t = time.perf_counter()
         logs = generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=first, days=log_days,
                                     rows_per_day=rows_per_day)
-        tables.replace_date_range(logs, cfg.table(tables.IMPRESSIONS), cfg.schema.date, first, end,
-                                  [cfg.schema.date])
+        tables.replace_log_range(logs, cfg, first, end)
         generate_s = time.perf_counter() - t
         t = time.perf_counter()
         result = build_features(spark, cfg, start, end, f"bench-{rows}")
@@ -87,7 +82,7 @@ def main() -> None:
                      f"{r['load_1min_before']:.1f} / {r['load_1min_after']:.1f} |")
     lines.append(f"| marginal | | {marginal['generate_rows_per_s']:,} | | {marginal['build_rows_per_s']:,} | |")
     lines.append(f"\n{args.days} featurised days + {burn_in} burn-in days, {cfg0.spark.master} on "
-                 f"{os.cpu_count()} cores; `python bench/features.py`")
+                 f"{os.cpu_count()} cores; `python bench/feature_pipeline.py`")
     (RESULTS / "features.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     spark.stop()
