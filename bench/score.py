@@ -63,7 +63,7 @@ def main() -> None:
     features = tables.read_table(spark, cfg.table(tables.FEATURES), meta["features_version"])
     rows = features.count()
     from training.loop import load_artifact
-    _, description = load_artifact(artifact)
+    model, description = load_artifact(artifact)
     shift = {s: 0.0 for s in description["layout"]["slots"]}
     temperatures = {t: 1.0 for t in description["tasks"]}
     needed = [*description["layout"]["categorical"], *description["layout"]["dense"], "slot_id",
@@ -91,7 +91,7 @@ def main() -> None:
             yield pa.RecordBatch.from_arrays(batch.columns[:3], names=batch.schema.names[:3])
 
     local = features.select(*needed).toPandas()
-    scorer = Scorer.build(load_artifact(artifact)[0], description, [0.0] * len(description["layout"]["slots"]),
+    scorer = Scorer.build(model, description, [0.0] * len(description["layout"]["slots"]),
                           [1.0] * len(description["tasks"]))
     slot_ids = local["slot_id"].to_numpy()
 

@@ -44,7 +44,7 @@ WRITTEN_BY = {
     FEATURES: "build_features", SAMPLING_RATES: "build_features", VOCABULARIES: "build_features",
     FEATURE_STATS: "build_features", DQ_RESULTS: "validate", RUNS: "any job",
     TEMPERATURES: "calibrate_evaluate", SLOT_METRICS: "calibrate_evaluate",
-    CALIBRATION_BINS: "calibrate_evaluate", PREDICTIONS: "calibrate_evaluate",
+    CALIBRATION_BINS: "calibrate_evaluate", PREDICTIONS: "calibrate_evaluate or score",
     EXPERT_MASK_METRICS: "calibrate_evaluate", EXPERIMENT_RESULTS: "experiments",
     AUCTION_REPLAY: "replay_auction",
 }
@@ -59,10 +59,15 @@ def latest_version(spark: SparkSession, name: str) -> int:
     return int(DeltaTable.forName(spark, name).history(1).select("version").first()[0])
 
 
-def read_table(spark: SparkSession, name: str, version: int | None = None) -> DataFrame:
+def require_table(spark: SparkSession, name: str) -> None:
+    """Raise TableNotFound, naming the job that writes ``name``, when it does not exist."""
     if not table_exists(spark, name):
         writer = WRITTEN_BY.get(name.rsplit(".", 1)[-1], "the job that writes it")
         raise TableNotFound(f"table {name} does not exist: run {writer} first")
+
+
+def read_table(spark: SparkSession, name: str, version: int | None = None) -> DataFrame:
+    require_table(spark, name)
     if version is None:
         return spark.table(name)
     return spark.sql(f"SELECT * FROM {name} VERSION AS OF {int(version)}")

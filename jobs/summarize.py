@@ -18,7 +18,7 @@ def run(spark, cfg, args, record) -> int:
     from features import tables
     from features.reports import slot_summary_sql
 
-    tables.read_table(spark, cfg.table(tables.FEATURES))  # a missing table: one line naming the job to run
+    tables.require_table(spark, cfg.table(tables.FEATURES))  # else Spark's TABLE_OR_VIEW_NOT_FOUND dump
 
     sql = slot_summary_sql(cfg, args.build_run_id)
     print(sql if args.show_sql else f"per-slot summary of {cfg.table('features')}, build "
