@@ -88,45 +88,45 @@ def _need(values, what: str, metric: str) -> np.ndarray:
     return values
 
 
-def _auc_pr(labels, true_ctr, scores, sample_weight):
+def _auc_pr(labels, true_ctr, scores, sample_weight, **_unused):
     return m.average_precision(_need(labels, "labels", "auc_pr"), scores, sample_weight)
 
 
-def _roc_auc(labels, true_ctr, scores, sample_weight):
+def _roc_auc(labels, true_ctr, scores, sample_weight, **_unused):
     return m.roc_auc(_need(labels, "labels", "roc_auc"), scores, sample_weight)
 
 
-def _log_loss(labels, true_ctr, scores, sample_weight):
+def _log_loss(labels, true_ctr, scores, sample_weight, **_unused):
     return m.log_loss(_need(labels, "labels", "log_loss"), scores, sample_weight=sample_weight)
 
 
-def _calibration_ratio(labels, true_ctr, scores, sample_weight):
+def _calibration_ratio(labels, true_ctr, scores, sample_weight, **_unused):
     return m.calibration_ratio(_need(labels, "labels", "calibration_ratio"), scores, sample_weight)
 
 
-def _ece(labels, true_ctr, scores, sample_weight):
+def _ece(labels, true_ctr, scores, sample_weight, **_unused):
     return m.expected_calibration_error(_need(labels, "labels", "ece_equal_mass"), scores,
                                         sample_weight=sample_weight)
 
 
-def _expected_log_loss(labels, true_ctr, scores, sample_weight):
+def _expected_log_loss(labels, true_ctr, scores, sample_weight, **_unused):
     return m.expected_log_loss(_need(true_ctr, "true_ctr", "expected_log_loss"), scores,
                                sample_weight=sample_weight)
 
 
-def _excess_log_loss(labels, true_ctr, scores, sample_weight):
+def _excess_log_loss(labels, true_ctr, scores, sample_weight, **_unused):
     return m.excess_log_loss(_need(true_ctr, "true_ctr", "excess_log_loss"), scores, sample_weight=sample_weight)
 
 
-def _true_calibration_ratio(labels, true_ctr, scores, sample_weight):
+def _true_calibration_ratio(labels, true_ctr, scores, sample_weight, **_unused):
     return m.true_calibration_ratio(_need(true_ctr, "true_ctr", "true_calibration_ratio"), scores, sample_weight)
 
 
-def _oracle_ece(labels, true_ctr, scores, sample_weight):
+def _oracle_ece(labels, true_ctr, scores, sample_weight, **_unused):
     return m.oracle_ece(_need(true_ctr, "true_ctr", "oracle_ece"), scores, sample_weight=sample_weight)
 
 
-def _signal_gain(labels, true_ctr, scores, sample_weight, base_rate=None):
+def _signal_gain(labels, true_ctr, scores, sample_weight, base_rate=None, **_unused):
     return m.signal_gain(_need(true_ctr, "true_ctr", "signal_gain"), scores,
                          _need(base_rate, "aligned={'base_rate': ...}", "signal_gain"),
                          sample_weight=sample_weight)
@@ -225,12 +225,13 @@ class _AveragePrecisionRows:
             positive_weight = counts[self.positive_rows] * self.positive_labels
             rows_above = np.cumsum(np.bincount(self.segment_of_row, weights=counts, minlength=k + 1)[:k])
         pos = np.bincount(self.run_of_positive, weights=positive_weight, minlength=k)
-        positives = pos.sum()
+        true_positives = np.cumsum(pos)
+        positives = true_positives[-1]
         if positives <= 0:
             return float("nan")
-        true_positives = np.cumsum(pos)
-        precision = np.divide(true_positives, rows_above, out=np.zeros_like(true_positives), where=rows_above > 0)
-        return float(np.sum(pos / positives * precision))
+        # a run with no rows above it has no true positives either: its precision term is 0
+        precision = true_positives / np.where(rows_above > 0, rows_above, 1.0)
+        return float(pos @ precision / positives)
 
 
 def _prepare(metric: str | Metric, scores: np.ndarray, labels, true_ctr, aligned):
@@ -273,12 +274,14 @@ class _Model:
         self.seeds = [_prepare(metric, s, labels, true_ctr, aligned) for s in seeds]
 
     def value(self, counts: np.ndarray | None, seed_draw: np.ndarray | None = None) -> float:
+        if len(self.seeds) == 1:
+            return self.seeds[0].value(counts)
         draw = range(len(self.seeds)) if seed_draw is None else seed_draw
         per_seed = {}
         for k in draw:                       # a seed drawn twice is evaluated once
             if k not in per_seed:
                 per_seed[k] = self.seeds[k].value(counts)
-        return float(np.mean([per_seed[k] for k in draw]))
+        return sum(per_seed[k] for k in draw) / len(draw)
 
     def draw_seeds(self, rng: np.random.Generator, resample_seeds: bool) -> np.ndarray | None:
         k = len(self.seeds)

@@ -1,12 +1,15 @@
-"""Metric definitions agree with scikit-learn's on random and tied inputs."""
+"""Metric definitions agree with scikit-learn's on random and tied inputs; weighted metrics equal
+the metrics of repeated rows; label-free metrics against true_ctr; bootstrap intervals."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from calibration.bootstrap import BootstrapInterval, bootstrap_metric, paired_bootstrap
 from calibration.metrics import (ECE_SCHEMES, average_precision, bin_edges, calibration_ratio,
-                                 expected_calibration_error, log_loss, reliability_bins, roc_auc,
-                                 segment_metrics)
+                                 expected_calibration_error, expected_log_loss, excess_log_loss, log_loss,
+                                 oracle_ece, reliability_bins, roc_auc, segment_metrics, signal_fraction,
+                                 signal_gain, true_calibration_ratio, wilson_interval)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -87,3 +90,210 @@ def test_spark_segment_metrics_equal_the_numpy_definitions(spark):
             assert getattr(r, f"ece_{scheme}") == pytest.approx(expected_calibration_error(ys, ps, 7, scheme))
             spark_bins = sorted((b.bin, b.rows) for b in bins.collect() if b.segment == name and b.scheme == scheme)
             assert spark_bins == [(b["bin"], b["rows"]) for b in reliability_bins(ys, ps, 7, scheme)]
+
+
+# ----------------------------------------------------------------------------- sample weights
+def _tied_sample(seed: int, n: int = 3000):
+    rng = np.random.default_rng(seed)
+    t = rng.beta(1, 15, n)
+    y = (rng.random(n) < t).astype(int)
+    p = np.clip(np.round(t + rng.normal(0, 0.02, n), 3), 1e-3, 1)           # ties on purpose
+    return rng, t, y, p
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_integer_weights_equal_the_metrics_of_the_repeated_rows(seed):
+    rng, t, y, p = _tied_sample(seed)
+    w = rng.integers(0, 4, p.size)                                          # zeros drop rows
+    rep = np.repeat(np.arange(p.size), w)
+    assert average_precision(y, p, w) == pytest.approx(average_precision(y[rep], p[rep]), rel=1e-12)
+    assert roc_auc(y, p, w) == pytest.approx(roc_auc(y[rep], p[rep]), rel=1e-12)
+    assert log_loss(y, p, sample_weight=w) == pytest.approx(log_loss(y[rep], p[rep]), rel=1e-12)
+    assert excess_log_loss(t, p, sample_weight=w) == pytest.approx(excess_log_loss(t[rep], p[rep]), rel=1e-12)
+    assert calibration_ratio(y, p, w) == pytest.approx(calibration_ratio(y[rep], p[rep]), rel=1e-12)
+    for scheme in ECE_SCHEMES:
+        np.testing.assert_array_equal(bin_edges(p, 10, scheme, w), bin_edges(p[rep], 10, scheme))
+        assert expected_calibration_error(y, p, 10, scheme, w) == pytest.approx(
+            expected_calibration_error(y[rep], p[rep], 10, scheme), rel=1e-12)
+        assert oracle_ece(t, p, 10, scheme, w) == pytest.approx(oracle_ece(t[rep], p[rep], 10, scheme), rel=1e-12)
+        weighted = reliability_bins(y, p, 10, scheme, w)
+        repeated = reliability_bins(y[rep], p[rep], 10, scheme)
+        assert [(b["bin"], b["rows"], b["min_pred"], b["max_pred"]) for b in weighted] == \
+            [(b["bin"], b["rows"], b["min_pred"], b["max_pred"]) for b in repeated]
+
+
+def test_real_valued_weights_match_scikit_learn():
+    rng, _, y, p = _tied_sample(2)
+    w = rng.gamma(2.0, 1.0, p.size)
+    assert average_precision(y, p, w) == pytest.approx(sklearn_metrics.average_precision_score(y, p, sample_weight=w))
+    assert roc_auc(y, p, w) == pytest.approx(sklearn_metrics.roc_auc_score(y, p, sample_weight=w))
+    assert log_loss(y, p, sample_weight=w) == pytest.approx(sklearn_metrics.log_loss(y, p, sample_weight=w), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- label-free metrics
+def _kl(t, p):
+    return np.mean(t * np.log(t / p) + (1 - t) * np.log((1 - t) / (1 - p)))
+
+
+def test_excess_log_loss_is_zero_for_the_oracle_and_the_kl_divergence_otherwise():
+    rng = np.random.default_rng(6)
+    t = rng.beta(1, 30, 20_000)
+    perturbed = np.clip(t * np.exp(rng.normal(0, 0.3, t.size)), 1e-6, 0.999)
+    assert excess_log_loss(t, t) == pytest.approx(0.0, abs=1e-15)
+    assert excess_log_loss(t, perturbed) > 1e-4
+    assert excess_log_loss(t, perturbed) == pytest.approx(_kl(t, perturbed), rel=1e-9)
+    # expected log loss = entropy of the labels (the oracle's) + excess
+    assert expected_log_loss(t, perturbed) == pytest.approx(expected_log_loss(t, t) + excess_log_loss(t, perturbed))
+    # and it is what log loss on labels drawn from true_ctr averages to
+    draws = [log_loss(rng.random(t.size) < t, perturbed) for _ in range(30)]
+    assert np.mean(draws) == pytest.approx(expected_log_loss(t, perturbed), rel=0.02)
+    # a true_ctr of exactly 0 or 1 contributes 0 log 0 = 0, not NaN
+    assert excess_log_loss(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_signal_gain_and_fraction_against_a_base_rate():
+    rng = np.random.default_rng(7)
+    slot = rng.integers(0, 2, 30_000)
+    t = np.where(slot == 0, rng.beta(1, 60, slot.size), rng.beta(1, 10, slot.size))
+    per_slot_base = np.array([t[slot == k].mean() for k in (0, 1)])[slot]
+    noisy = np.clip(t * np.exp(rng.normal(0, 0.5, t.size)), 1e-6, 0.999)
+    oracle_gain = signal_gain(t, t, per_slot_base)
+    assert oracle_gain == pytest.approx(expected_log_loss(t, per_slot_base) - expected_log_loss(t, t))
+    assert 0 < signal_gain(t, noisy, per_slot_base) < oracle_gain
+    assert signal_gain(t, per_slot_base, per_slot_base) == 0.0
+    # a gain difference is an expected-log-loss difference: the base rate cancels
+    assert signal_gain(t, t, 0.05) - signal_gain(t, noisy, 0.05) == pytest.approx(excess_log_loss(t, noisy))
+    assert signal_fraction(t, t, t, per_slot_base) == pytest.approx(1.0)
+    assert signal_fraction(t, noisy, t, per_slot_base) == pytest.approx(
+        signal_gain(t, noisy, per_slot_base) / oracle_gain)
+
+
+def test_true_calibration_ratio_and_oracle_ece():
+    t = np.array([0.01, 0.02, 0.05, 0.10, 0.20, 0.40])
+    assert true_calibration_ratio(t, 2 * t) == pytest.approx(2.0)
+    assert oracle_ece(t, t, 3) == pytest.approx(0.0, abs=1e-15)
+    p = np.array([0.02, 0.02, 0.04, 0.10, 0.30, 0.30])
+    # equal-mass, 3 bins: edges are the 2nd and 4th smallest predictions (.02, .10)
+    expected = (abs(0.03 - 0.04) + abs(0.15 - 0.14) + abs(0.60 - 0.60)) / 6
+    assert oracle_ece(t, p, 3, "equal_mass") == pytest.approx(expected)
+    # no label noise: a calibrated scorer's oracle ECE is 0 where its label ECE is not
+    rng = np.random.default_rng(8)
+    q = rng.beta(1, 40, 20_000)
+    y = rng.random(q.size) < q
+    assert oracle_ece(q, q) == pytest.approx(0.0, abs=1e-15)
+    assert expected_calibration_error(y, q) > 1e-3
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval([0, 5, 1, 81], [10, 10, 10, 263])
+    np.testing.assert_allclose(lo, [0.0, 0.2366, 0.0179, 0.2553], atol=1e-4)
+    np.testing.assert_allclose(hi, [0.2775, 0.7634, 0.4042, 0.3662], atol=1e-4)
+    lo99, hi99 = wilson_interval(5, 10, confidence=0.99)
+    assert lo99 < lo[1] and hi99 > hi[1]
+    assert np.isnan(wilson_interval(0, 0)[0])
+
+
+# ----------------------------------------------------------------------------- bootstrap
+def _scorers(seed: int, n: int, base_rate_a: float = 1, base_rate_b: float = 12):
+    """true_ctr, labels and two noisy scorers (logit noise sd 1.0 and 0.4: the second is better)."""
+    rng = np.random.default_rng(seed)
+    t = rng.beta(base_rate_a, base_rate_b, n)
+    logit = np.log(t) - np.log1p(-t)
+    worse = 1 / (1 + np.exp(-(logit + rng.normal(0, 1.0, n))))
+    better = 1 / (1 + np.exp(-(logit + rng.normal(0, 0.4, n))))
+    return rng, t, (rng.random(n) < t).astype(int), worse, better
+
+
+def test_identical_scorers_differ_by_exactly_zero():
+    _, t, y, worse, _ = _scorers(9, 5000)
+    change = paired_bootstrap("auc_pr", worse, worse.copy(), labels=y, resamples=50)
+    assert change.absolute.estimate == 0 and change.absolute.lo == 0 and change.absolute.hi == 0
+    assert not change.excludes_zero and change.absolute.resamples == 50
+
+
+def test_a_clearly_better_scorer_is_resolved_and_a_label_free_metric_resolves_more():
+    _, t, y, worse, better = _scorers(10, 20_000)
+    auc = paired_bootstrap("auc_pr", worse, better, labels=y, resamples=100)
+    assert auc.excludes_zero and auc.absolute.lo > 0
+    assert auc.absolute.estimate == pytest.approx(average_precision(y, better) - average_precision(y, worse))
+    assert auc.relative.estimate == pytest.approx(auc.candidate / auc.baseline - 1)
+    assert auc.absolute.lo <= auc.absolute.estimate <= auc.absolute.hi
+    excess = paired_bootstrap("excess_log_loss", worse, better, true_ctr=t, resamples=100)
+    assert excess.absolute.hi < 0                            # lower is better
+    # no label noise: the relative interval is far narrower than AUC-PR's
+    assert excess.relative.half_width < auc.relative.half_width / 3
+    # paired beats unpaired: the change's interval is narrower than either model's own
+    own = bootstrap_metric("auc_pr", better, labels=y, resamples=100)
+    assert auc.absolute.half_width < own.half_width
+
+
+@pytest.mark.parametrize("name", ["auc_pr", "excess_log_loss", "log_loss", "true_calibration_ratio",
+                                  "calibration_ratio", "signal_gain"])
+def test_fast_paths_equal_the_metric_definitions(name):
+    """Named metrics take precomputed shortcuts; a callable gets the plain weighted definition."""
+    from calibration import bootstrap
+
+    _, t, y, worse, better = _scorers(11, 4000)
+    worse = np.round(worse, 3)                               # ties
+    aligned = {"base_rate": np.full(t.size, t.mean())} if name == "signal_gain" else None
+    definition = bootstrap.METRICS[name]
+    kwargs = dict(labels=y, true_ctr=t, resamples=30, seed=3, aligned=aligned)
+    fast = paired_bootstrap(name, worse, better, **kwargs)
+    plain = paired_bootstrap(lambda *args, **kw: definition(*args, **kw), worse, better, **kwargs)
+    for got, want in ((fast.absolute, plain.absolute), (fast.relative, plain.relative)):
+        assert (got.estimate, got.lo, got.hi) == pytest.approx((want.estimate, want.lo, want.hi), rel=1e-9, abs=1e-15)
+
+
+def test_seeds_are_averaged_and_their_spread_widens_the_interval():
+    rng, t, y, worse, better = _scorers(12, 5000)
+    logit = np.log(better) - np.log1p(-better)
+    # three candidate seeds that disagree a lot (seed variance), one baseline seed
+    seeds = np.stack([1 / (1 + np.exp(-(logit + rng.normal(0, sd, t.size)))) for sd in (0.1, 1.0, 2.0)])
+    pooled = paired_bootstrap("excess_log_loss", worse, seeds, true_ctr=t, resamples=100)
+    assert pooled.candidate == pytest.approx(np.mean([excess_log_loss(t, s) for s in seeds]))
+    assert pooled.baseline == pytest.approx(excess_log_loss(t, worse))
+    rows_only = paired_bootstrap("excess_log_loss", worse, list(seeds), true_ctr=t, resamples=100,
+                                 resample_seeds=False)
+    assert rows_only.candidate == pooled.candidate
+    assert pooled.absolute.half_width > 2 * rows_only.absolute.half_width
+    with pytest.raises(ValueError, match="shape"):
+        paired_bootstrap("excess_log_loss", worse, seeds[:, :10], true_ctr=t)
+    with pytest.raises(ValueError, match="needs true_ctr"):
+        paired_bootstrap("excess_log_loss", worse, better, labels=y)
+
+
+def test_one_sample_interval_is_seeded_and_brackets_the_estimate():
+    _, t, y, worse, _ = _scorers(13, 5000)
+    first = bootstrap_metric("auc_pr", worse, labels=y, resamples=80, seed=1)
+    assert isinstance(first, BootstrapInterval)
+    assert first == bootstrap_metric("auc_pr", worse, labels=y, resamples=80, seed=1)
+    assert first != bootstrap_metric("auc_pr", worse, labels=y, resamples=80, seed=2)
+    assert first.estimate == pytest.approx(average_precision(y, worse))
+    assert first.lo < first.estimate < first.hi and first.excludes_zero
+
+
+def test_interval_for_the_auc_pr_change_covers_the_true_change_about_95_percent_of_the_time():
+    """100 test sets of 1500 rows (~210 clicks) drawn from one population; the true change is the
+    population's (AP on a large sample with labels replaced by true_ctr: expected clicks). An
+    unpaired or a too-narrow interval falls outside [88, 99]; seeded, so it is deterministic."""
+    rng = np.random.default_rng(14)
+
+    def population(size):
+        t = rng.beta(2, 12, size)
+        logit = np.log(t) - np.log1p(-t)
+        worse = 1 / (1 + np.exp(-(logit + rng.normal(0, 1.0, size))))
+        better = 1 / (1 + np.exp(-(logit + rng.normal(0, 0.7, size))))
+        return t, worse, better
+
+    t, worse, better = population(500_000)
+    true_change = average_precision(t, better) - average_precision(t, worse)
+    covered, widths = 0, []
+    for _ in range(100):
+        t, worse, better = population(1500)
+        y = (rng.random(t.size) < t).astype(int)
+        change = paired_bootstrap("auc_pr", worse, better, labels=y, resamples=100,
+                                  seed=int(rng.integers(1 << 31))).absolute
+        covered += change.lo <= true_change <= change.hi
+        widths.append(change.half_width)
+    assert 0 < true_change < np.mean(widths)                    # a change too small to resolve here
+    assert 88 <= covered <= 99
