@@ -21,10 +21,16 @@ Method (both functions):
   of the resampled values; the estimate is the metric on the data as given (not the
   bootstrap mean). Resamples whose metric is not finite (e.g. no positive drawn) are dropped;
   ``resamples`` says how many were used.
-- Speed: each (model, seed) sorts its rows by score once; its metric is then evaluated on
-  presorted arrays with the count vector permuted to match, and the metrics' stable sorts run
-  in linear time on sorted input. 500k rows x 200 resamples: see ``bench`` numbers in the
-  tests' docstring / README.
+- Speed: the per-scorer work is done once per (model, seed), not per resample. Named metrics
+  that are sums of per-row terms (log losses, calibration ratios, signal gain) precompute the
+  terms and cost two dot products per resample; AUC-PR and ROC-AUC precompute the runs of
+  equal scores that hold a positive and cost one bincount of the counts per resample; the
+  ECEs sort once and cost three cumulative sums. Any other metric (a callable) is evaluated on
+  rows sorted by score once, with the counts permuted to match, so its own stable sorts run
+  in linear time. The row-count draw (one per resample, shared by the models) is the floor.
+  500k rows x 200 resamples, paired, one seed per model, on a loaded 2-core machine: ~2-3 s
+  wall for AUC-PR, ROC-AUC or excess log loss, of which ~1.5 s is the draws
+  (``bench/bootstrap.py``, ``bench/results/bootstrap.md``).
 
 A metric is a name from ``METRICS`` or a callable
 ``metric(labels, true_ctr, scores, sample_weight, **aligned) -> float``: labels and true_ctr
@@ -82,6 +88,8 @@ class MetricChange:
 
 
 # ----------------------------------------------------------------------------- named metrics
+ECE_BINS = 15
+
 def _need(values, what: str, metric: str) -> np.ndarray:
     if values is None:
         raise ValueError(f"metric {metric!r} needs {what}")
@@ -105,8 +113,8 @@ def _calibration_ratio(labels, true_ctr, scores, sample_weight, **_unused):
 
 
 def _ece(labels, true_ctr, scores, sample_weight, **_unused):
-    return m.expected_calibration_error(_need(labels, "labels", "ece_equal_mass"), scores,
-                                        sample_weight=sample_weight)
+    return m.expected_calibration_error(_need(labels, "labels", "ece_equal_mass"), scores, ECE_BINS,
+                                        "equal_mass", sample_weight)
 
 
 def _expected_log_loss(labels, true_ctr, scores, sample_weight, **_unused):
@@ -123,7 +131,7 @@ def _true_calibration_ratio(labels, true_ctr, scores, sample_weight, **_unused):
 
 
 def _oracle_ece(labels, true_ctr, scores, sample_weight, **_unused):
-    return m.oracle_ece(_need(true_ctr, "true_ctr", "oracle_ece"), scores, sample_weight=sample_weight)
+    return m.oracle_ece(_need(true_ctr, "true_ctr", "oracle_ece"), scores, ECE_BINS, "equal_mass", sample_weight)
 
 
 def _signal_gain(labels, true_ctr, scores, sample_weight, base_rate=None, **_unused):
@@ -132,7 +140,8 @@ def _signal_gain(labels, true_ctr, scores, sample_weight, base_rate=None, **_unu
                          sample_weight=sample_weight)
 
 
-# label metrics need labels, label-free ones true_ctr; ECEs use 15 equal-mass bins
+# label metrics need labels, label-free ones true_ctr; the ECEs use ECE_BINS equal-mass bins (the
+# evaluation's default, conf evaluation.ece_bins; for another count pass a callable)
 METRICS: dict[str, Metric] = {
     "auc_pr": _auc_pr, "roc_auc": _roc_auc, "log_loss": _log_loss, "calibration_ratio": _calibration_ratio,
     "ece_equal_mass": _ece, "expected_log_loss": _expected_log_loss, "excess_log_loss": _excess_log_loss,
@@ -185,64 +194,123 @@ class _RowRatio:
         return float(top / bottom) if bottom > 0 else float("nan")
 
 
-class _AveragePrecisionRows:
-    """``metrics.average_precision`` with the per-scorer work done once.
+class _RankingRows:
+    """``metrics.average_precision`` or ``metrics.roc_auc`` with the per-scorer work done once.
 
-    AP = sum over runs r of equal score (highest first) of pos_r / P * TP_r / (TP_r + FP_r):
-    only runs holding a positive contribute. A resample needs, per such run, the weight of its
-    positives (a few thousand rows) and the weight of every row scored at or above it. For the
-    latter each row is assigned once to the segment of sorted positions ending at the next
-    such run; a resample then sums its counts per segment in row order (one bincount into a
-    table that fits in cache, ~6x faster than permuting the counts and a full cumulative sum).
+    Over runs r of equal score (highest first), with TP_r / A_r the positive / total weight at
+    or above the end of run r, B_r the total weight above its start, pos_r its positive weight,
+    P and N the positive and negative totals:
+
+        AP      = sum_r pos_r / P * TP_r / A_r
+        ROC-AUC = sum_r pos_r * (N - (A_r - TP_r) + ((A_r - B_r) - pos_r) / 2) / (P N)
+
+    (ROC-AUC counted from the positives' side: the negatives below a run, and half of those
+    tied with it.) Only runs holding a positive contribute, so a resample needs pos_r of those
+    runs (a few thousand rows) and A_r, B_r at their ends and starts. For the latter each row is
+    assigned once to the segment of sorted positions between consecutive boundaries; a resample
+    sums its counts per segment in row order (one bincount into a table that fits in cache, ~6x
+    faster than permuting the counts for a full cumulative sum).
     """
 
-    def __init__(self, labels: np.ndarray, scores: np.ndarray):
+    def __init__(self, labels: np.ndarray, scores: np.ndarray, metric: str):
+        self.metric = metric
         order = np.argsort(scores, kind="stable")[::-1]
         sorted_scores, sorted_labels = scores[order], labels[order]
         last_of_run = np.r_[np.nonzero(np.diff(sorted_scores))[0], scores.size - 1]
+        first_of_run = np.r_[0, last_of_run[:-1] + 1]
         run_of_sorted_row = np.searchsorted(last_of_run, np.arange(scores.size), side="left")
         positive_rows = np.nonzero(sorted_labels > 0)[0]
         positive_runs, self.run_of_positive = np.unique(run_of_sorted_row[positive_rows], return_inverse=True)
         self.positive_rows = order[positive_rows]                # original row index of each positive
         self.positive_labels = sorted_labels[positive_rows]
-        end_of_positive_run = last_of_run[positive_runs]         # sorted position where each such run ends
+        # boundaries 2k, 2k+1: the last sorted position above positive run k, and its last position
+        boundaries = np.empty(2 * positive_runs.size, dtype=np.int64)
+        boundaries[0::2] = first_of_run[positive_runs] - 1
+        boundaries[1::2] = last_of_run[positive_runs]
         rank = np.empty(scores.size, dtype=np.int64)
         rank[order] = np.arange(scores.size)
-        # segment k: sorted positions in (end of positive run k-1, end of positive run k]; rows
-        # below the last positive run fall in segment K and are never summed
-        self.segment_of_row = np.searchsorted(end_of_positive_run, rank, side="left")
-        self.positive_run_count = end_of_positive_run.size
-        self.rows_above_unweighted = end_of_positive_run + 1.0
+        # a row's segment is the first boundary at or below which it sits; rows below the last
+        # positive run fall past the end and are never summed
+        self.segment_of_row = np.searchsorted(boundaries, rank, side="left")
+        self.weight_at_or_above_unweighted = boundaries + 1.0
+        self.positive_run_count = positive_runs.size
+        self.rows = scores.size
 
     def value(self, counts: np.ndarray | None) -> float:
         if self.positive_rows.size == 0:
             return float("nan")
         k = self.positive_run_count
         if counts is None:
-            positive_weight = self.positive_labels
-            rows_above = self.rows_above_unweighted
+            positive_weight, total = self.positive_labels, float(self.rows)
+            at_or_above = self.weight_at_or_above_unweighted
         else:
-            positive_weight = counts[self.positive_rows] * self.positive_labels
-            rows_above = np.cumsum(np.bincount(self.segment_of_row, weights=counts, minlength=k + 1)[:k])
+            positive_weight, total = counts[self.positive_rows] * self.positive_labels, counts.sum()
+            at_or_above = np.cumsum(np.bincount(self.segment_of_row, weights=counts, minlength=2 * k + 1)[:2 * k])
+        above_start, at_or_above_end = at_or_above[0::2], at_or_above[1::2]
         pos = np.bincount(self.run_of_positive, weights=positive_weight, minlength=k)
         true_positives = np.cumsum(pos)
         positives = true_positives[-1]
         if positives <= 0:
             return float("nan")
-        # a run with no rows above it has no true positives either: its precision term is 0
-        precision = true_positives / np.where(rows_above > 0, rows_above, 1.0)
-        return float(pos @ precision / positives)
+        if self.metric == "auc_pr":
+            # a run with no rows at or above it has no true positives either: its term is 0
+            precision = true_positives / np.where(at_or_above_end > 0, at_or_above_end, 1.0)
+            return float(pos @ precision / positives)
+        negatives = total - positives
+        if negatives <= 0:
+            return float("nan")
+        negatives_below = negatives - (at_or_above_end - true_positives)
+        negatives_tied = (at_or_above_end - above_start) - pos
+        return float(pos @ (negatives_below + negatives_tied / 2.0) / (positives * negatives))
+
+
+class _CalibrationBinRows:
+    """``metrics.expected_calibration_error`` (values = labels) or ``oracle_ece`` (values =
+    true_ctr) with the rows sorted by score once.
+
+    Bins are contiguous ranges of the sorted rows, so a resample needs the cumulative weight,
+    weight x prediction and weight x value along the sorted rows: equal-mass edges are read off
+    the cumulative weight (as ``metrics.bin_edges`` does with weights), and each bin's sums are
+    differences of the cumulative sums at its ends.
+    """
+
+    def __init__(self, values: np.ndarray, scores: np.ndarray, bins: int, scheme: str):
+        if scheme not in m.ECE_SCHEMES:
+            raise ValueError(f"scheme must be one of {m.ECE_SCHEMES}, got {scheme!r}")
+        self.order = np.argsort(scores, kind="stable")
+        self.scores, self.values = scores[self.order], values[self.order]
+        self.bins, self.scheme = bins, scheme
+
+    def value(self, counts: np.ndarray | None) -> float:
+        w = np.ones(self.scores.size) if counts is None else counts[self.order]
+        weight = np.cumsum(w)
+        if weight[-1] <= 0:
+            return float("nan")
+        if self.scheme == "equal_mass":
+            targets = np.arange(1, self.bins) / self.bins * weight[-1]
+            edges = self.scores[np.minimum(np.searchsorted(weight, targets, side="left"), self.scores.size - 1)]
+        else:
+            edges = np.arange(1, self.bins) / self.bins
+        # a row's bin is the number of edges strictly below it: bin b ends after the last row <= edge b
+        ends = np.r_[np.searchsorted(self.scores, edges, side="right"), self.scores.size] - 1
+        predicted = np.cumsum(w * self.scores)[ends]
+        observed = np.cumsum(w * self.values)[ends]
+        return float(np.abs(np.diff(np.r_[0.0, observed - predicted])).sum() / weight[-1])
 
 
 def _prepare(metric: str | Metric, scores: np.ndarray, labels, true_ctr, aligned):
     """An object whose value(counts) is the metric of this scorer under row counts (None: each once).
 
-    Named metrics that are sums of per-row terms, and AUC-PR, get a fast path computing the
+    Named metrics that are sums of per-row terms, AUC-PR, ROC-AUC and the ECEs get a fast path computing the
     same definition; anything else goes through ``_PresortedRows``.
     """
     name = metric if isinstance(metric, str) else None
-    if name == "auc_pr":
-        return _AveragePrecisionRows(_need(labels, "labels", name), scores)
+    if name in ("auc_pr", "roc_auc"):
+        return _RankingRows(_need(labels, "labels", name), scores, name)
+    if name == "ece_equal_mass":
+        return _CalibrationBinRows(_need(labels, "labels", name), scores, ECE_BINS, "equal_mass")
+    if name == "oracle_ece":
+        return _CalibrationBinRows(_need(true_ctr, "true_ctr", name), scores, ECE_BINS, "equal_mass")
     if name == "log_loss":
         return _RowRatio(m.cross_entropy_terms(_need(labels, "labels", name), scores))
     if name == "expected_log_loss":

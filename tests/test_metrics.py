@@ -227,7 +227,7 @@ def test_a_clearly_better_scorer_is_resolved_and_a_label_free_metric_resolves_mo
     assert auc.absolute.half_width < own.half_width
 
 
-@pytest.mark.parametrize("name", ["auc_pr", "excess_log_loss", "log_loss", "true_calibration_ratio",
+@pytest.mark.parametrize("name", ["auc_pr", "roc_auc", "ece_equal_mass", "oracle_ece", "excess_log_loss", "log_loss", "true_calibration_ratio",
                                   "calibration_ratio", "signal_gain"])
 def test_fast_paths_equal_the_metric_definitions(name):
     """Named metrics take precomputed shortcuts; a callable gets the plain weighted definition."""
