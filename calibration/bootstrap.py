@@ -32,10 +32,14 @@ Method (both functions):
   wall for AUC-PR, ROC-AUC or excess log loss, of which ~1.5 s is the draws
   (``bench/bootstrap.py``, ``bench/results/bootstrap.md``).
 
-A metric is a name from ``METRICS`` or a callable
-``metric(labels, true_ctr, scores, sample_weight, **aligned) -> float``: labels and true_ctr
-are (n,) or None when not given, ``aligned`` the extra per-row arrays passed to the bootstrap
-(e.g. ``base_rate`` for ``signal_gain``), all in the same row order as scores.
+A metric is a name from ``METRICS`` ("auc_pr", "excess_log_loss", ...), one of the
+``calibration.metrics`` functions those names stand for (``average_precision`` ...), or any
+callable ``metric(labels, true_ctr, scores, sample_weight, **aligned) -> float``: labels and
+true_ctr are (n,) or None when not given, ``aligned`` the extra per-row arrays passed to the
+bootstrap (e.g. ``base_rate`` for ``signal_gain``), all in the same row order as scores.
+
+Rows are resampled as one pool: for per-slot intervals call once per slot with that slot's
+rows (a pooled interval then lets slot sizes vary, as they do from one test window to the next).
 """
 from __future__ import annotations
 
@@ -89,6 +93,7 @@ class MetricChange:
 
 # ----------------------------------------------------------------------------- named metrics
 ECE_BINS = 15
+
 
 def _need(values, what: str, metric: str) -> np.ndarray:
     if values is None:
@@ -147,6 +152,22 @@ METRICS: dict[str, Metric] = {
     "ece_equal_mass": _ece, "expected_log_loss": _expected_log_loss, "excess_log_loss": _excess_log_loss,
     "true_calibration_ratio": _true_calibration_ratio, "oracle_ece": _oracle_ece, "signal_gain": _signal_gain,
 }
+
+
+# the metric functions themselves may be passed too: they go to their named (fast) versions
+_NAME_OF_FUNCTION = {m.average_precision: "auc_pr", m.roc_auc: "roc_auc", m.log_loss: "log_loss",
+                     m.calibration_ratio: "calibration_ratio", m.expected_calibration_error: "ece_equal_mass",
+                     m.expected_log_loss: "expected_log_loss", m.excess_log_loss: "excess_log_loss",
+                     m.true_calibration_ratio: "true_calibration_ratio", m.oracle_ece: "oracle_ece",
+                     m.signal_gain: "signal_gain"}
+
+
+def _named(metric: str | Metric) -> str | Metric:
+    """``metrics.average_precision`` -> "auc_pr" etc.; anything else unchanged."""
+    try:
+        return _NAME_OF_FUNCTION.get(metric, metric)
+    except TypeError:                        # an unhashable callable
+        return metric
 
 
 def _resolve(metric: str | Metric) -> Metric:
@@ -404,6 +425,7 @@ def bootstrap_metric(metric: str | Metric, scores, *, labels=None, true_ctr=None
     metric by keyword. seed: the numpy Generator's seed (same seed, same interval).
     """
     labels, true_ctr, aligned = _columns(labels, true_ctr, aligned)
+    metric = _named(metric)
     _resolve(metric)                         # unknown names fail before any work
     model = _Model(metric, scores, None, labels, true_ctr, aligned)
     rng = np.random.default_rng(seed)
@@ -429,7 +451,8 @@ def paired_bootstrap(metric: str | Metric, baseline, candidate, *, labels=None, 
     (candidate / baseline - 1), each with estimate, lo, hi, resamples and excludes_zero.
     """
     labels, true_ctr, aligned = _columns(labels, true_ctr, aligned)
-    _resolve(metric)
+    metric = _named(metric)
+    _resolve(metric)                         # unknown names fail before any work
     base = _Model(metric, baseline, None, labels, true_ctr, aligned)
     cand = _Model(metric, candidate, base.n, labels, true_ctr, aligned)
     rng = np.random.default_rng(seed)

@@ -215,6 +215,7 @@ def test_a_clearly_better_scorer_is_resolved_and_a_label_free_metric_resolves_mo
     _, t, y, worse, better = _scorers(10, 20_000)
     auc = paired_bootstrap("auc_pr", worse, better, labels=y, resamples=100)
     assert auc.excludes_zero and auc.absolute.lo > 0
+    assert paired_bootstrap(average_precision, worse, better, labels=y, resamples=100) == auc
     assert auc.absolute.estimate == pytest.approx(average_precision(y, better) - average_precision(y, worse))
     assert auc.relative.estimate == pytest.approx(auc.candidate / auc.baseline - 1)
     assert auc.absolute.lo <= auc.absolute.estimate <= auc.absolute.hi
@@ -227,8 +228,8 @@ def test_a_clearly_better_scorer_is_resolved_and_a_label_free_metric_resolves_mo
     assert auc.absolute.half_width < own.half_width
 
 
-@pytest.mark.parametrize("name", ["auc_pr", "roc_auc", "ece_equal_mass", "oracle_ece", "excess_log_loss", "log_loss", "true_calibration_ratio",
-                                  "calibration_ratio", "signal_gain"])
+@pytest.mark.parametrize("name", ["auc_pr", "roc_auc", "ece_equal_mass", "oracle_ece", "excess_log_loss",
+                                  "log_loss", "true_calibration_ratio", "calibration_ratio", "signal_gain"])
 def test_fast_paths_equal_the_metric_definitions(name):
     """Named metrics take precomputed shortcuts; a callable gets the plain weighted definition."""
     from calibration import bootstrap
