@@ -77,6 +77,41 @@ class TableNotFound(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class TableFiles:
+    """What reading a table's data files directly needs: Spark's description of the table, and for
+    a Delta table the data files of one pinned version (``DataFrame.inputFiles()``: the files of
+    that snapshot's log, never a directory listing, so files removed by later versions stay
+    unread). ``format`` is None for a view or anything ``DESCRIBE DETAIL`` refuses."""
+    name: str
+    format: str | None
+    version: int | None = None
+    location: str = ""
+    partition_columns: tuple[str, ...] = ()
+    properties: Mapping[str, str] = field(default_factory=dict)
+    table_features: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+
+def table_files(spark: SparkSession, name: str, version: int | None = None) -> TableFiles:
+    """``name``'s description and, when it is a Delta table, the files of ``version`` (default:
+    the latest, pinned here). Properties and table features are the table's current ones:
+    ``DESCRIBE DETAIL`` has no time travel."""
+    from pyspark.errors import AnalysisException
+
+    require_table(spark, name)
+    try:
+        detail = spark.sql(f"DESCRIBE DETAIL {name}").first().asDict()
+    except AnalysisException:                  # a view: no files of its own
+        return TableFiles(name, None)
+    if detail["format"] != "delta":
+        return TableFiles(name, detail["format"], location=detail["location"] or "")
+    pinned = latest_version(spark, name) if version is None else int(version)
+    files = read_table(spark, name, pinned).inputFiles()
+    return TableFiles(name, "delta", pinned, detail["location"], tuple(detail["partitionColumns"] or ()),
+                      dict(detail["properties"] or {}), tuple(detail["tableFeatures"] or ()), tuple(sorted(files)))
+
+
 def read_date_range(spark: SparkSession, name: str, date_column: str, start: dt.date,
                     end: dt.date, version: int | None = None) -> DataFrame:
     return read_table(spark, name, version).where(
