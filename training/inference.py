@@ -521,6 +521,8 @@ def score_parquet_file(open_file: Callable[[], object], source: str, partition: 
                 mask = mask.combine_chunks()
             if not mask.true_count:
                 continue
+            if mask.true_count == len(mask):
+                mask = None                     # the usual case (one split per file): no copy
         offset = 0
         for batch in parquet.iter_batches(rows_per_read, row_groups=[group], columns=read, use_threads=False):
             if mask is not None:
