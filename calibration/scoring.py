@@ -2,7 +2,7 @@
 
 Candidates are rows in the features-table format (cat_* ids, dense_*, slot_id). The model
 artifact is broadcast once and ``training.inference.score_table`` scores the selected rows of one
-pinned version of the table (its Python tasks read the Delta files themselves, or Spark's reader
+snapshot of the table (its Python tasks read the Delta files themselves, or Spark's reader
 feeds them where the files cannot be trusted alone); the down-sampling correction of its feature
 build and the temperatures of its latest calibration run are applied, and the rows go to
 ``predictions`` under this run id.
@@ -29,7 +29,7 @@ def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidat
     name = candidates or description["features_table"]
     if not tables.table_exists(spark, name):
         raise tables.TableNotFound(f"candidates table {name} does not exist")
-    table = tables.table_files(spark, name)       # one pinned version for the check and the scoring
+    table = tables.table_files(spark, name)       # the latest version, as spark.table (not pinned: see table_files)
     selection = RowSelection(split=split, start=start, end=end)
     rows = selection.where(tables.read_table(spark, name, table.version))
     if "build_run_id" in rows.columns:

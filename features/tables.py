@@ -80,9 +80,10 @@ class TableNotFound(RuntimeError):
 @dataclass(frozen=True)
 class TableFiles:
     """What reading a table's data files directly needs: Spark's description of the table, and for
-    a Delta table the data files of one pinned version (``DataFrame.inputFiles()``: the files of
-    that snapshot's log, never a directory listing, so files removed by later versions stay
-    unread). ``format`` is None for a view or anything ``DESCRIBE DETAIL`` refuses."""
+    a Delta table the schema and data files of one snapshot (``DataFrame.inputFiles()``: the files
+    of that snapshot's log, never a directory listing, so files removed by later versions stay
+    unread). ``format`` is None for a view or anything ``DESCRIBE DETAIL`` refuses; ``version``
+    None is the latest snapshot, resolved anew by every read of the table (as ``spark.table``)."""
     name: str
     format: str | None
     version: int | None = None
@@ -91,12 +92,14 @@ class TableFiles:
     properties: Mapping[str, str] = field(default_factory=dict)
     table_features: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    schema: T.StructType | None = None
 
 
 def table_files(spark: SparkSession, name: str, version: int | None = None) -> TableFiles:
-    """``name``'s description and, when it is a Delta table, the files of ``version`` (default:
-    the latest, pinned here). Properties and table features are the table's current ones:
-    ``DESCRIBE DETAIL`` has no time travel."""
+    """``name``'s description and, when it is a Delta table, the schema and files of ``version``
+    (default: the latest). Properties and table features are the table's current ones:
+    ``DESCRIBE DETAIL`` has no time travel. The latest version is not looked up (DESCRIBE HISTORY
+    runs a Spark job: ~0.7-1 s, measured on 2 loaded cores, as long as scoring 100k rows)."""
     from pyspark.errors import AnalysisException
 
     require_table(spark, name)
@@ -106,10 +109,10 @@ def table_files(spark: SparkSession, name: str, version: int | None = None) -> T
         return TableFiles(name, None)
     if detail["format"] != "delta":
         return TableFiles(name, detail["format"], location=detail["location"] or "")
-    pinned = latest_version(spark, name) if version is None else int(version)
-    files = read_table(spark, name, pinned).inputFiles()
-    return TableFiles(name, "delta", pinned, detail["location"], tuple(detail["partitionColumns"] or ()),
-                      dict(detail["properties"] or {}), tuple(detail["tableFeatures"] or ()), tuple(sorted(files)))
+    snapshot = read_table(spark, name, version)
+    return TableFiles(name, "delta", version, detail["location"], tuple(detail["partitionColumns"] or ()),
+                      dict(detail["properties"] or {}), tuple(detail["tableFeatures"] or ()),
+                      tuple(sorted(snapshot.inputFiles())), snapshot.schema)
 
 
 def read_date_range(spark: SparkSession, name: str, date_column: str, start: dt.date,

@@ -10,10 +10,11 @@ pandas face.
 
 Two ways in, one scorer:
 
-- ``score_table`` (jobs/score.py, calibrate_evaluate): the Python tasks read the pinned Delta
-  snapshot's own Parquet files with pyarrow (only the needed columns; files pruned by partition
-  value, row groups without a selected row skipped), apply the ``RowSelection`` and hand back only
-  the ``keep`` and score columns through ``mapInArrow`` over one row per group of files. The rows
+- ``score_table`` (jobs/score.py, calibrate_evaluate): the Python tasks read one Delta snapshot's
+  own Parquet files (listed once, on the driver) with pyarrow: only the needed columns, files
+  pruned by partition value, row groups without a selected row skipped. They apply the
+  ``RowSelection`` and hand back only the ``keep`` and score columns through ``mapInArrow`` over
+  one row per group of files. The rows
   never cross the JVM -> Python boundary, which alone cost more than half of the scoring time:
   measured, a no-op ``mapInArrow`` over the model's ~25 input columns ran at 0.31x a Spark scan.
 - ``score_dataframe``: any DataFrame, its rows converted to Arrow by the JVM and scored in
@@ -556,10 +557,8 @@ def score_files(spark, table, artifact_dir, slot_shift: Mapping[str, float],
     files and returns only ``keep`` and the score columns."""
     from pyspark.sql.pandas.types import to_arrow_type
 
-    from features import tables
-
     shared = _broadcast(spark, artifact_dir, slot_shift, temperatures)
-    schema = tables.read_table(spark, table.name, table.version).schema
+    schema = table.schema
     absent_columns = [c for c in _model_columns(shared.description) if c not in schema.names]
     if absent_columns:
         raise ValueError(f"rows to score in {table.name} lack feature column(s) {absent_columns}")
@@ -600,7 +599,7 @@ def score_table(spark, table, artifact_dir, slot_shift: Mapping[str, float],
                 temperatures: Mapping[str, float] | None, keep: Sequence[str],
                 selection: RowSelection = RowSelection(), masked_experts: bool = False,
                 rows_per_batch: int = 4096):
-    """The selected rows of ``table`` (``features.tables.table_files``: a pinned Delta version, or
+    """The selected rows of ``table`` (``features.tables.table_files``: one Delta snapshot's files, or
     whatever else the name holds), scored: their ``keep`` columns plus task, logit, pctr_raw, pctr
     (+ masked_pctr), as ``score_dataframe`` gives them.
 
