@@ -420,7 +420,8 @@ def raw_files_untrusted(table) -> str | None:
     """Why ``table`` (``features.tables.TableFiles``) must be read through Spark, not from its
     Parquet files by pyarrow; None when its files can be trusted."""
     if table.format != "delta":
-        return f"{table.name} is {'a view' if table.format is None else f'a {table.format} table'}, not a Delta table"
+        kind = "a view (or a table DESCRIBE DETAIL refuses)" if table.format is None else f"a {table.format} table"
+        return f"{table.name} is {kind}, not a Delta table"
     breaking = [f for f in table.table_features if f in RAW_FILE_BREAKING_FEATURES]
     if breaking:
         return f"{table.name} has Delta table feature(s) {breaking}"
