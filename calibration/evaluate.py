@@ -1,6 +1,6 @@
 """Slot-level evaluation tables from scored rows: pure functions over Spark DataFrames.
 
-Input: rows scored by ``training.inference.score_dataframe`` (slot, task, label, true_ctr,
+Input: rows scored by ``training.inference.score_table`` (slot, task, label, true_ctr,
 pctr_raw = corrected for down-sampling, pctr = temperature-calibrated). Output DataFrames for
 ``slot_metrics`` (one row per level x segment x calibrated flag), ``calibration_bins``
 (reliability-diagram data) and ``expert_mask_metrics``. Segments are every slot, every task
@@ -120,21 +120,23 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     from calibration import plots
     from calibration.temperature import fit_temperatures
     from features import tables
-    from training.inference import score_dataframe
+    from training.inference import RowSelection, score_table
     from training.loop import load_artifact, model_slots
 
     train = tables.find_train_run(spark, cfg, train_run_id)
     _, description = load_artifact(train["artifact"])
     model_name = description["model"]["name"]
     version = int(description["features_version"])
+    snapshot = tables.table_files(spark, description["features_table"], version)
     features = tables.read_table(spark, description["features_table"], version)
-    features = features.where(F.col("slot").isin(model_slots(description)))   # uni-modal: own slots only
+    slots = tuple(model_slots(description))                                   # uni-modal: own slots only
     shift = downsampling_shift(spark, cfg, description)
     tasks = list(description["tasks"])
 
     # temperatures: validation split, corrected logits, NLL over log T per task
-    validation = score_dataframe(features.where(F.col("split") == "validation"), train["artifact"], shift, None,
-                                 keep=["label"]).select("task", "label", "pctr_raw").toPandas()
+    validation = score_table(spark, snapshot, train["artifact"], shift, None, keep=["label"],
+                             selection=RowSelection(split="validation", slots=slots)
+                             ).select("task", "label", "pctr_raw").toPandas()
     if validation.empty:
         raise ValueError(f"{description['features_table']}@{version} has no validation rows")
     p = validation["pctr_raw"].to_numpy(np.float64)
@@ -154,9 +156,8 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     has_truth = "true_ctr" in features.columns
     keep = ["impression_id", "event_date", "slot", "label"] + (["true_ctr"] if has_truth else [])
     masking = description["model"]["architecture"] == "moe" and description["model"]["experts"] > 1
-    test_rows = features.where(F.col("split") == "test")
-    scored = score_dataframe(test_rows, train["artifact"], shift, temperatures, keep=keep,
-                             masked_experts=masking)
+    scored = score_table(spark, snapshot, train["artifact"], shift, temperatures, keep=keep,
+                         selection=RowSelection(split="test", slots=slots), masked_experts=masking)
     if not has_truth:
         scored = scored.withColumn("true_ctr", F.lit(None).cast("double"))
     scored = scored.persist()

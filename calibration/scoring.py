@@ -1,12 +1,15 @@
 """Batch scoring: calibrated pCTR for candidate rows with a trained, calibrated model.
 
 Candidates are rows in the features-table format (cat_* ids, dense_*, slot_id). The model
-artifact is broadcast once and scored in Arrow batches by ``training.inference``; the
-down-sampling correction of its feature build and the temperatures of its latest calibration
-run are applied, and the rows go to ``predictions`` under this run id.
+artifact is broadcast once and ``training.inference.score_table`` scores the selected rows of one
+snapshot of the table (its Python tasks read the Delta files themselves, or Spark's reader
+feeds them where the files cannot be trusted alone); the down-sampling correction of its feature
+build and the temperatures of its latest calibration run are applied, and the rows go to
+``predictions`` under this run id.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from pyspark.sql import functions as F
@@ -17,7 +20,7 @@ from calibration.evaluate import downsampling_shift, latest_temperatures, predic
 def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidates: str | None = None,
               split: str | None = "test", start: dt.date | None = None, end: dt.date | None = None) -> dict:
     from features import tables
-    from training.inference import score_dataframe
+    from training.inference import RowSelection, score_table
     from training.loop import load_artifact, model_slots
 
     train = tables.find_train_run(spark, cfg, train_run_id)
@@ -26,23 +29,19 @@ def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidat
     name = candidates or description["features_table"]
     if not tables.table_exists(spark, name):
         raise tables.TableNotFound(f"candidates table {name} does not exist")
-    rows = spark.table(name)
-    if split and "split" in rows.columns:
-        rows = rows.where(F.col("split") == split)
-    if start:
-        rows = rows.where(F.col("event_date") >= F.lit(start))
-    if end:
-        rows = rows.where(F.col("event_date") <= F.lit(end))
+    table = tables.table_files(spark, name)       # the latest version, as spark.table (not pinned: see table_files)
+    selection = RowSelection(split=split, start=start, end=end)
+    rows = selection.where(tables.read_table(spark, name, table.version))
     if "build_run_id" in rows.columns:
         stale = [r.build_run_id for r in rows.select("build_run_id").distinct().collect()
                  if r.build_run_id != description["build_run_id"]]
         if stale:
             raise ValueError(f"candidates in {name} come from feature build(s) {stale}, but the model was "
                              f"trained on build {description['build_run_id']}: their category ids differ")
-    rows = rows.where(F.col("slot").isin(model_slots(description)))   # a uni-modal model serves its own slots
     keep = ["impression_id", "event_date", "slot"] + [c for c in ("label", "true_ctr") if c in rows.columns]
-    scored = score_dataframe(rows, train["artifact"], downsampling_shift(spark, cfg, description),
-                             temperatures, keep=keep)
+    # a uni-modal model serves its own slots
+    scored = score_table(spark, table, train["artifact"], downsampling_shift(spark, cfg, description),
+                         temperatures, keep, dataclasses.replace(selection, slots=tuple(model_slots(description))))
     version = tables.replace_run_rows(
         prediction_rows(scored, run_id, description["model"]["name"], train["run_id"],
                         int(description["features_version"])), cfg.table(tables.PREDICTIONS), run_id)

@@ -77,6 +77,44 @@ class TableNotFound(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class TableFiles:
+    """What reading a table's data files directly needs: Spark's description of the table, and for
+    a Delta table the schema and data files of one snapshot (``DataFrame.inputFiles()``: the files
+    of that snapshot's log, never a directory listing, so files removed by later versions stay
+    unread). ``format`` is None for a view or anything ``DESCRIBE DETAIL`` refuses; ``version``
+    None is the latest snapshot, resolved anew by every read of the table (as ``spark.table``)."""
+    name: str
+    format: str | None
+    version: int | None = None
+    location: str = ""
+    partition_columns: tuple[str, ...] = ()
+    properties: Mapping[str, str] = field(default_factory=dict)
+    table_features: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    schema: T.StructType | None = None
+
+
+def table_files(spark: SparkSession, name: str, version: int | None = None) -> TableFiles:
+    """``name``'s description and, when it is a Delta table, the schema and files of ``version``
+    (default: the latest). Properties and table features are the table's current ones:
+    ``DESCRIBE DETAIL`` has no time travel. The latest version is not looked up (DESCRIBE HISTORY
+    runs a Spark job: ~0.7-1 s, measured on 2 loaded cores, as long as scoring 100k rows)."""
+    from pyspark.errors import AnalysisException
+
+    require_table(spark, name)
+    try:
+        detail = spark.sql(f"DESCRIBE DETAIL {name}").first().asDict()
+    except AnalysisException:                  # a view: no files of its own
+        return TableFiles(name, None)
+    if detail["format"] != "delta":
+        return TableFiles(name, detail["format"], location=detail["location"] or "")
+    snapshot = read_table(spark, name, version)
+    return TableFiles(name, "delta", version, detail["location"], tuple(detail["partitionColumns"] or ()),
+                      dict(detail["properties"] or {}), tuple(detail["tableFeatures"] or ()),
+                      tuple(sorted(snapshot.inputFiles())), snapshot.schema)
+
+
 def read_date_range(spark: SparkSession, name: str, date_column: str, start: dt.date,
                     end: dt.date, version: int | None = None) -> DataFrame:
     return read_table(spark, name, version).where(
