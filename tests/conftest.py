@@ -7,7 +7,7 @@ import re
 import pytest
 
 from features.config import load_config
-from tests.helpers import recreate_database
+from tests.helpers import built_lake, recreate_database
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +37,19 @@ def spark(make_config):
     session = build_spark(make_config(), app_name="camoe-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def experiment(spark, make_config):
+    """wide_deep and camoe trained (2 epochs) and evaluated on one small snapshot, shared by the
+    evaluation and inference tests (building and training it is most of their time)."""
+    from calibration.experiments import run_experiments
+
+    cfg = make_config("experiments.epochs=2", "training.batch_size=256", "training.shuffle_buffer=0",
+                      database="eval_suite")
+    built_lake(spark, cfg, dt.date(2026, 1, 1), 6, 8000, "eval-build")
+    result = run_experiments(spark, cfg, "exp1", models=("wide_deep", "camoe"))
+    return cfg, result
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.experiments import run_experiments
 from features import tables
 from features.reports import slot_metrics_sql
-from tests.helpers import built_lake
 from training.data import FeatureLayout, load_snapshot
 from training.inference import score_dataframe, score_rows
 from training.loop import load_artifact, score
@@ -18,16 +16,6 @@ from training.loop import load_artifact, score
 START = dt.date(2026, 1, 1)
 SLOTS = {"stream_audio", "podcast", "stream_audio_leavebehind", "podcast_leavebehind", "stream_video",
          "embedded_music", "podcast_video"}
-
-
-@pytest.fixture(scope="module")
-def experiment(spark, make_config):
-    """wide_deep and camoe trained (2 epochs) and evaluated on one small snapshot."""
-    cfg = make_config("experiments.epochs=2", "training.batch_size=256", "training.shuffle_buffer=0",
-                      database="eval_suite")
-    built_lake(spark, cfg, START, 6, 8000, "eval-build")
-    result = run_experiments(spark, cfg, "exp1", models=("wide_deep", "camoe"))
-    return cfg, result
 
 
 def _metrics(spark, cfg, model):

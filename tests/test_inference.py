@@ -2,29 +2,23 @@
 real trained model and real Delta tables: same scores, same rows, the fallback, bad ids."""
 from __future__ import annotations
 
-import datetime as dt
 import logging
 
 import numpy as np
 import pytest
 
 from features import tables
-from tests.helpers import built_lake
 from training.inference import RowSelection, raw_files_untrusted, score_dataframe, score_table, selected_files
 from training.loop import load_artifact
 
-START = dt.date(2026, 1, 1)
 KEEP = ["impression_id", "event_date", "slot", "label"]
 
 
 @pytest.fixture(scope="module")
-def trained(spark, make_config):
-    """camoe trained for one epoch on a small built snapshot: (cfg, artifact, description)."""
-    from training.runner import train
-
-    cfg = make_config("training.batch_size=256", "training.shuffle_buffer=0", database="inference_suite")
-    built_lake(spark, cfg, START, 4, 1500, "inference-build", burn_in_days=2)
-    _, _, artifact = train(spark, cfg, "inference-train", model_name="camoe", backend="local", num_proc=1, epochs=1)
+def trained(spark, experiment):
+    """The evaluation suite's camoe (tests/conftest.py ``experiment``): (cfg, artifact, description)."""
+    cfg, _ = experiment
+    artifact = tables.find_train_run(spark, cfg, "exp1-train-camoe")["artifact"]
     _, description = load_artifact(artifact)
     return cfg, artifact, description
 
