@@ -80,9 +80,9 @@ def main() -> None:
 
     keep = ["impression_id", "event_date", "slot"]
 
-    def scored():
+    def scored(selection=RowSelection()):
         table = tables.table_files(spark, cfg.table(tables.FEATURES), meta["features_version"])
-        return score_table(spark, table, artifact, shift, temperatures, keep)
+        return score_table(spark, table, artifact, shift, temperatures, keep, selection)
 
     def score_only():
         scored().write.format("noop").mode("overwrite").save()
@@ -94,9 +94,7 @@ def main() -> None:
         first_day.where(features).select(*needed).write.format("noop").mode("overwrite").save()
 
     def score_first_day():
-        table = tables.table_files(spark, cfg.table(tables.FEATURES), meta["features_version"])
-        score_table(spark, table, artifact, shift, temperatures, keep, first_day) \
-            .write.format("noop").mode("overwrite").save()
+        scored(first_day).write.format("noop").mode("overwrite").save()
 
     def score_arrow():
         score_dataframe(features, artifact, shift, temperatures, keep).write.format("noop").mode("overwrite").save()

@@ -128,7 +128,6 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     model_name = description["model"]["name"]
     version = int(description["features_version"])
     snapshot = tables.table_files(spark, description["features_table"], version)
-    features = tables.read_table(spark, description["features_table"], version)
     slots = tuple(model_slots(description))                                   # uni-modal: own slots only
     shift = downsampling_shift(spark, cfg, description)
     tasks = list(description["tasks"])
@@ -153,7 +152,7 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     temperatures = {task: float(t) for task, t in zip(tasks, fitted)}
 
     # test split: scored once (cached), then every table is an aggregation of it
-    has_truth = "true_ctr" in features.columns
+    has_truth = "true_ctr" in snapshot.schema.names
     keep = ["impression_id", "event_date", "slot", "label"] + (["true_ctr"] if has_truth else [])
     masking = description["model"]["architecture"] == "moe" and description["model"]["experts"] > 1
     scored = score_table(spark, snapshot, train["artifact"], shift, temperatures, keep=keep,

@@ -82,8 +82,9 @@ class TableFiles:
     """What reading a table's data files directly needs: Spark's description of the table, and for
     a Delta table the schema and data files of one snapshot (``DataFrame.inputFiles()``: the files
     of that snapshot's log, never a directory listing, so files removed by later versions stay
-    unread). ``format`` is None for a view or anything ``DESCRIBE DETAIL`` refuses; ``version``
-    None is the latest snapshot, resolved anew by every read of the table (as ``spark.table``)."""
+    unread; ``schema`` is the table's columns whatever its format). ``format`` is None for a view
+    or anything ``DESCRIBE DETAIL`` refuses; ``version`` None is the latest snapshot, resolved
+    anew by every read of the table (as ``spark.table``)."""
     name: str
     format: str | None
     version: int | None = None
@@ -106,9 +107,10 @@ def table_files(spark: SparkSession, name: str, version: int | None = None) -> T
     try:
         detail = spark.sql(f"DESCRIBE DETAIL {name}").first().asDict()
     except AnalysisException:                  # a view: no files of its own
-        return TableFiles(name, None)
+        return TableFiles(name, None, schema=spark.table(name).schema)
     if detail["format"] != "delta":
-        return TableFiles(name, detail["format"], location=detail["location"] or "")
+        return TableFiles(name, detail["format"], location=detail["location"] or "",
+                          schema=spark.table(name).schema)
     snapshot = read_table(spark, name, version)
     return TableFiles(name, "delta", version, detail["location"], tuple(detail["partitionColumns"] or ()),
                       dict(detail["properties"] or {}), tuple(detail["tableFeatures"] or ()),
