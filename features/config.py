@@ -188,8 +188,9 @@ class GeneratorSettings:
     effects: Mapping[str, float]
 
 
-GENERATOR_EFFECTS = ("user_category_affinity", "audio_cross", "video_cross", "content_podcast",
-                     "ad_quality_sd", "session_fatigue")
+GENERATOR_EFFECTS = ("headphones_audio", "headphones_video", "big_screen_audio", "big_screen_video",
+                     "evening_audio", "evening_video", "audio_cross", "video_cross", "user_category_affinity",
+                     "content_podcast", "ad_quality_sd", "session_fatigue", "attention", "attention_share")
 
 
 @dataclass(frozen=True)
@@ -485,7 +486,9 @@ def _parse_generator(s: Section, taxonomy: Taxonomy) -> GeneratorSettings:
     if abs(total - 1.0) > 1e-6:
         raise slots_section.fail("*.share", f"must sum to 1, got {total:.6f}")
     effects_section = s.sub("effects")
-    effects = {name: effects_section.get(name, float) for name in GENERATOR_EFFECTS}
+    effects = {name: effects_section.get(name, float) for name in GENERATOR_EFFECTS if name != "attention_share"}
+    effects["attention_share"] = effects_section.get("attention_share", float, check=_probability,
+                                                     expect="in [0, 1]")
     effects_section.done()
     pos_int = dict(kind=int, check=_positive, expect="a positive integer")
     out = GeneratorSettings(
