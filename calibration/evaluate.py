@@ -1,7 +1,8 @@
 """Slot-level evaluation tables from scored rows: pure functions over Spark DataFrames.
 
-Input: rows scored by ``training.inference.score_table`` (slot, task, label, true_ctr,
-pctr_raw = corrected for down-sampling, pctr = temperature-calibrated). Output DataFrames for
+Input: rows scored by ``training.inference.score_table`` (slot, task, label, true_ctr and
+ceiling_ctr when the log has them, pctr_raw = corrected for down-sampling, pctr =
+temperature-calibrated). Output DataFrames for
 ``slot_metrics`` (one row per level x segment x calibrated flag), ``calibration_bins``
 (reliability-diagram data) and ``expert_mask_metrics``. Segments are every slot, every task
 of the model's grouping and ``all``; the ``level`` column says which.
@@ -13,7 +14,7 @@ from typing import Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from calibration.metrics import ECE_SCHEMES, segment_metrics
+from calibration.metrics import ECE_SCHEMES, segment_metrics, truth_metrics
 
 SEGMENT_KEYS = ("level", "slot")
 METRICS = ("rows", "positives", "ctr", "mean_pred", "auc_pr", "roc_auc", "log_loss", "calibration_ratio",
@@ -38,24 +39,37 @@ def calibration_variants(scored: DataFrame) -> DataFrame:
             .withColumn("pred", F.when(F.col("calibrated"), F.col("pctr")).otherwise(F.col("pctr_raw"))))
 
 
-def slot_tables(scored: DataFrame, bins: int, with_oracle: bool) -> tuple[DataFrame, DataFrame]:
+def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: bool = False
+                ) -> tuple[DataFrame, DataFrame]:
     """(slot_metrics rows, calibration_bins rows) without run columns.
 
-    With ``with_oracle`` the true click probability is scored as a model too (oracle_* columns:
-    the ceiling any model could reach) and auc_pr_oracle_fraction = auc_pr / oracle_auc_pr.
+    With ``with_oracle`` the true click probability is scored as a model too (oracle_* columns,
+    auc_pr_oracle_fraction = auc_pr / oracle_auc_pr), and the label-free metrics against it are
+    added (``calibration.metrics.truth_metrics``: excess_log_loss, true_calibration_ratio,
+    signal_gain and its fractions of the oracle's and the ceiling's, the base rate being each
+    row's slot mean true_ctr over these rows). With ``with_ceiling`` also ceiling_auc_pr and
+    auc_pr_ceiling_fraction, the learnable ceiling ``ceiling_ctr`` scored as a model.
     """
+    if with_oracle:
+        slot_base = scored.groupBy("slot").agg(F.avg("true_ctr").alias("base_ctr"))
+        scored = scored.join(F.broadcast(slot_base), "slot")
     segmented = with_segments(scored)
     variants = calibration_variants(segmented)
     keys = [*SEGMENT_KEYS, "calibrated"]
     metrics, bin_rows = segment_metrics(variants, keys, "label", "pred", bins)
     metrics = metrics.withColumnRenamed("mean_pred", "mean_pctr").withColumn("ece_bins", F.lit(bins))
     if with_oracle:
-        oracle, _ = segment_metrics(segmented.where(F.col("true_ctr").isNotNull()), list(SEGMENT_KEYS),
-                                    "label", "true_ctr", bins, schemes=("equal_mass",))
-        oracle = oracle.select(*SEGMENT_KEYS, *[F.col(m).alias(f"oracle_{m}") for m in
-                                                ("auc_pr", "roc_auc", "log_loss", "ece_equal_mass")])
-        metrics = (metrics.join(oracle, list(SEGMENT_KEYS), "left")
-                   .withColumn("auc_pr_oracle_fraction", F.col("auc_pr") / F.col("oracle_auc_pr")))
+        references = [("oracle", "true_ctr")] + ([("ceiling", "ceiling_ctr")] if with_ceiling else [])
+        for name, column in references:
+            reference, _ = segment_metrics(segmented.where(F.col(column).isNotNull()), list(SEGMENT_KEYS),
+                                           "label", column, bins, schemes=("equal_mass",))
+            reference = reference.select(*SEGMENT_KEYS, *[F.col(m).alias(f"{name}_{m}") for m in
+                                                          ("auc_pr", "roc_auc", "log_loss", "ece_equal_mass")])
+            metrics = (metrics.join(reference, list(SEGMENT_KEYS), "left")
+                       .withColumn(f"auc_pr_{name}_fraction", F.col("auc_pr") / F.col(f"{name}_auc_pr")))
+        truth = truth_metrics(variants, keys, "pred", "true_ctr", "base_ctr",
+                              "ceiling_ctr" if with_ceiling else None)
+        metrics = metrics.join(truth, keys, "left")
     bin_rows = (bin_rows.withColumn("mean_pctr", F.col("sum_pred") / F.col("rows"))
                 .withColumn("observed_ctr", F.col("sum_label") / F.col("rows")).withColumn("bins", F.lit(bins)))
     return metrics, bin_rows
@@ -153,7 +167,9 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
 
     # test split: scored once (cached), then every table is an aggregation of it
     has_truth = "true_ctr" in snapshot.schema.names
-    keep = ["impression_id", "event_date", "slot", "label"] + (["true_ctr"] if has_truth else [])
+    has_ceiling = has_truth and "ceiling_ctr" in snapshot.schema.names
+    keep = ["impression_id", "event_date", "slot", "label"] + (["true_ctr"] if has_truth else []) \
+        + (["ceiling_ctr"] if has_ceiling else [])
     masking = description["model"]["architecture"] == "moe" and description["model"]["experts"] > 1
     scored = score_table(spark, snapshot, train["artifact"], shift, temperatures, keep=keep,
                          selection=RowSelection(split="test", slots=slots), masked_experts=masking)
@@ -165,7 +181,7 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
         if scored.count() == 0:
             raise ValueError(f"{description['features_table']}@{version} has no test rows")
         bins = cfg.evaluation.ece_bins
-        metrics, bin_rows = slot_tables(scored, bins, with_oracle=has_truth)
+        metrics, bin_rows = slot_tables(scored, bins, with_oracle=has_truth, with_ceiling=has_ceiling)
         baseline_run_id, baseline = _baseline(spark, cfg, model_name, version, baseline_run_id)
         metrics = change_vs_baseline(metrics, baseline, baseline_run_id)
         ids = dict(run_id=run_id, model=model_name, model_run_id=train["run_id"], features_version=version)

@@ -7,6 +7,10 @@ Table 5 (DCN / MMoE) and the oracle ceiling. Everything here is pure pandas.
 """
 from __future__ import annotations
 
+import json
+import math
+
+import numpy as np
 import pandas as pd
 
 # (title, models, what the paper asks of them)
@@ -46,12 +50,24 @@ def ece_table(metrics: pd.DataFrame, models: tuple[str, ...], slots: list[str]) 
     return wide[[s for s in [*slots, "all"] if s in wide.columns]]
 
 
-def pareto_points(metrics: pd.DataFrame, baseline: str, x_slot: str, y_slot: str) -> pd.DataFrame:
-    """Fig. 7: per model, % AUC-PR change on two slots."""
-    change = change_table(metrics, baseline, [x_slot, y_slot])
-    change = change.drop(index=[baseline, "oracle"], errors="ignore")
-    return pd.DataFrame({"model": change.index, f"{x_slot} AUC-PR change": change[x_slot].values,
-                         f"{y_slot} AUC-PR change": change[y_slot].values})
+def pareto_points(power: dict, x_slot: str, y_slot: str) -> pd.DataFrame:
+    """Fig. 7: per model, the % AUC-PR change vs the baseline on two slots with its 95% interval
+    (``power_analysis``'s comparisons: seed-averaged, paired bootstrap). Columns: model, the two
+    changes, and ``<change> lo`` / ``<change> hi``."""
+    by_model: dict[str, dict] = {}
+    for c in power["comparisons"]:
+        if c["metric"] == "auc_pr" and c["segment"] in (x_slot, y_slot):
+            by_model.setdefault(c["candidate"], {})[c["segment"]] = c["relative"]
+    rows = []
+    for model, changes in by_model.items():
+        if x_slot in changes and y_slot in changes:
+            row = {"model": model}
+            for slot in (x_slot, y_slot):
+                name = f"{slot} AUC-PR change"
+                row.update({name: 100 * changes[slot]["estimate"], f"{name} lo": 100 * changes[slot]["lo"],
+                            f"{name} hi": 100 * changes[slot]["hi"]})
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def markdown_report(metrics: pd.DataFrame, baseline: str, slots: list[str], header: str = "") -> str:
@@ -90,6 +106,83 @@ def _fmt(frame: pd.DataFrame, number: str) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- seeds and intervals
+POWER_METRICS = ("auc_pr", "excess_log_loss", "true_calibration_ratio")
+HALF_WIDTH_SLOTS = ("stream_audio", "stream_video")      # the issue's power target: CI half-width <= 3 points
+
+
+def power_analysis(rows, baseline: str, slots: list[str], resamples: int) -> dict:
+    """Every model vs ``baseline`` per slot and overall (paired bootstrap over test impressions and
+    seeds), the paper's claims judged from the same rows, and the achieved AUC-PR half-widths.
+
+    rows: ``calibration.power.ScoredRows``. Returns plain dicts (the JSON's shape)."""
+    from calibration.power import ALL, compare, judge_claims
+
+    segments = [s for s in [*slots, ALL] if s == ALL or (rows.slot == s).any()]
+    comparisons = [c for model in rows.scores if model != baseline
+                   for c in compare(rows, model, baseline, segments, POWER_METRICS, resamples)]
+    half_widths = {}
+    for slot in HALF_WIDTH_SLOTS:
+        widths = [100 * c.change.relative.half_width for c in comparisons if c.segment == slot and c.metric == "auc_pr"]
+        if widths:
+            half_widths[slot] = {"max_points": max(widths), "mean_points": float(np.mean(widths))}
+    return {"comparisons": [c.as_dict() for c in comparisons],
+            "claims": [v.as_dict() for v in judge_claims(rows, resamples=resamples)],
+            "auc_pr_change_half_width": half_widths}
+
+
+def _interval_cell(relative: dict) -> str:
+    """'+2.1 [-1.0, +5.3]' in % points; bold when the interval excludes 0."""
+    if not np.isfinite(relative["lo"]):
+        return ""
+    cell = f"{100 * relative['estimate']:+.1f} [{100 * relative['lo']:+.1f}, {100 * relative['hi']:+.1f}]"
+    return f"**{cell}**" if relative["lo"] > 0 or relative["hi"] < 0 else cell
+
+
+def power_markdown(power: dict, baseline: str, slots: list[str], seeds: dict[str, list[int]]) -> str:
+    """The report's interval tables: changes vs the baseline, the claims, the achieved widths."""
+    comparisons = pd.DataFrame(power["comparisons"])
+    parts = []
+    if not comparisons.empty:
+        columns = [s for s in [*slots, "all"] if s in set(comparisons["segment"])]
+        for metric, title in (("auc_pr", "AUC-PR"), ("excess_log_loss", "excess log loss vs true_ctr (lower is better)")):
+            part = comparisons[comparisons["metric"] == metric]
+            if part.empty:
+                continue
+            table = part.pivot_table(index="candidate", columns="segment", values="relative", aggfunc="first")
+            table = table[[c for c in columns if c in table.columns]].map(_interval_cell)
+            parts += [f"## {title}: % change vs {baseline} with 95% CI (paired bootstrap over test impressions "
+                      f"and training seeds; bold: the interval excludes 0)", _fmt(table, "{}")]
+    if power["claims"]:
+        lines = ["| claim | paper | segment | metric | change % [95% CI] | verdict |", "|---|---|---|---|---|---|"]
+        for c in power["claims"]:
+            cell = _interval_cell(c["relative"]).replace("**", "")
+            lines.append(f"| {c['claim']} ({c['candidate']} vs {c['reference']}) | {c['source']} | {c['segment']} | "
+                         f"{c['metric']} | {cell} | {c['verdict']} |")
+        parts += ["## The paper's claims: confirmed when the interval lies on the better side of 0, refuted "
+                  "when on the worse side, unresolved when it covers 0", "\n".join(lines)]
+    if power["auc_pr_change_half_width"]:
+        parts.append("Achieved half-width of the AUC-PR change intervals (percentage points; target <= 3): "
+                     + ", ".join(f"{slot} max {w['max_points']:.1f} (mean {w['mean_points']:.1f})"
+                                 for slot, w in power["auc_pr_change_half_width"].items())
+                     + ". Seeds per model: " + ", ".join(f"{m} {s}" for m, s in sorted(seeds.items())) + ".")
+    return "\n\n".join(parts)
+
+
+def model_slot_summary(metrics: pd.DataFrame) -> dict:
+    """Per model and segment, the calibrated slot_metrics averaged over seeds (JSON shape)."""
+    wanted = ["auc_pr", "auc_pr_oracle_fraction", "auc_pr_ceiling_fraction", "signal_fraction_of_ceiling",
+              "signal_fraction_of_oracle", "excess_log_loss", "true_calibration_ratio", "calibration_ratio",
+              "ece_equal_mass", "rows", "positives"]
+    rows = metrics[metrics["calibrated"] & metrics["level"].isin(["slot", "all"])]
+    present = [c for c in wanted if c in rows.columns]
+    mean = rows.groupby(["model", "slot"])[present].mean()
+    out: dict = {}
+    for (model, slot), values in mean.iterrows():
+        out.setdefault(model, {})[slot] = {k: (None if pd.isna(v) else float(v)) for k, v in values.items()}
+    return out
+
+
 # ----------------------------------------------------------------------------- one experiment
 def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = None,
                     features_version: int | None = None, report_path=None, log=None) -> dict:
@@ -115,47 +208,65 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
         raise ValueError(f"unknown model(s) {unknown}; conf/models.yaml defines {list(cfg.models)}")
     if settings.baseline not in models:
         raise ValueError(f"the baseline {settings.baseline!r} must be among the models {list(models)}")
+    seeds = settings.seeds or (cfg.training.seed,)
     version = features_version if features_version is not None else \
         tables.latest_version(spark, cfg.table(tables.FEATURES))
     order = [settings.baseline, *[m for m in models if m != settings.baseline]]
-    evaluations, timings = {}, {}
+    evaluations: dict[str, str] = {}                    # model -> its first seed's evaluation run
+    seed_evaluations: dict[str, dict[int, str]] = {}    # model -> seed -> evaluation run
+    timings: dict[str, float] = {}
     for model in order:
         started = time.time()
-        train_run = tables.RunRecord(run_id=f"{run_id}-train-{model}", job="train",
-                                     params={"experiment": run_id, "model": model})
-        result, meta, artifact = train(spark, cfg, train_run.run_id, model_name=model, features_version=version,
-                                       num_proc=settings.num_proc, backend=settings.backend,
-                                       epochs=settings.epochs)
-        train_run.inputs["features"] = version
-        train_run.outputs["model_artifact"] = str(artifact)
-        train_run.metrics.update({"model": model, "best_epoch": result["best_epoch"],
-                                  "examples_per_second_per_worker": result["examples_per_second_rank0"]})
-        tables.record_run(spark, cfg, train_run)
-        eval_run = tables.RunRecord(run_id=f"{run_id}-eval-{model}", job="calibrate_evaluate",
-                                    params={"experiment": run_id, "model": model})
-        baseline_run = evaluations.get(settings.baseline)
-        summary = evaluate_run(spark, cfg, eval_run.run_id, train_run.run_id, baseline_run)
-        eval_run.outputs.update(summary.pop("outputs"))
-        eval_run.metrics.update(summary)
-        tables.record_run(spark, cfg, eval_run)
-        evaluations[model] = eval_run.run_id
+        for seed in seeds:
+            suffix = f"-seed{seed}" if len(seeds) > 1 else ""
+            train_run = tables.RunRecord(run_id=f"{run_id}-train-{model}{suffix}", job="train",
+                                         params={"experiment": run_id, "model": model, "seed": seed})
+            result, meta, artifact = train(spark, cfg, train_run.run_id, model_name=model, features_version=version,
+                                           num_proc=settings.num_proc, backend=settings.backend,
+                                           epochs=settings.epochs, training_overrides={"seed": seed})
+            train_run.inputs["features"] = version
+            train_run.outputs["model_artifact"] = str(artifact)
+            train_run.metrics.update({"model": model, "seed": seed, "best_epoch": result["best_epoch"],
+                                      "examples_per_second_per_worker": result["examples_per_second_rank0"]})
+            tables.record_run(spark, cfg, train_run)
+            eval_run = tables.RunRecord(run_id=f"{run_id}-eval-{model}{suffix}", job="calibrate_evaluate",
+                                        params={"experiment": run_id, "model": model, "seed": seed})
+            # % changes in slot_metrics are vs the baseline trained with the same seed
+            baseline_run = seed_evaluations.get(settings.baseline, {}).get(seed)
+            summary = evaluate_run(spark, cfg, eval_run.run_id, train_run.run_id, baseline_run)
+            eval_run.outputs.update(summary.pop("outputs"))
+            eval_run.metrics.update(summary)
+            tables.record_run(spark, cfg, eval_run)
+            seed_evaluations.setdefault(model, {})[seed] = eval_run.run_id
+            evaluations.setdefault(model, eval_run.run_id)
+            if log:
+                log.info("experiment %s: %s seed %d trained and evaluated (test AUC-PR %.4f)", run_id, model,
+                         seed, summary["auc_pr"] or float("nan"))
         timings[model] = round(time.time() - started, 1)
-        if log:
-            log.info("experiment %s: %s trained and evaluated in %.0fs (test AUC-PR %.4f)", run_id, model,
-                     timings[model], summary["auc_pr"] or float("nan"))
 
-    metrics = (spark.table(cfg.table(tables.SLOT_METRICS))
-               .where(F.col("run_id").isin(list(evaluations.values()))))
-    results = metrics.select(F.lit(run_id).alias("run_id"), F.col("run_id").alias("eval_run_id"), "model",
-                             "model_run_id", "features_version", "level", "slot", "calibrated", "rows",
-                             "auc_pr", "auc_pr_change_pct", "roc_auc", "log_loss", "ece_equal_mass",
-                             "ece_equal_width", "oracle_auc_pr", "auc_pr_oracle_fraction")
+    all_runs = [r for by_seed in seed_evaluations.values() for r in by_seed.values()]
+    metrics = spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id").isin(all_runs))
+    optional = [c for c in ("oracle_auc_pr", "auc_pr_oracle_fraction", "ceiling_auc_pr", "auc_pr_ceiling_fraction",
+                            "excess_log_loss", "true_calibration_ratio", "signal_fraction_of_ceiling")
+                if c in metrics.columns]
+    results = metrics.join(F.broadcast(_run_seeds(spark, seed_evaluations)), "run_id").select(
+                             F.lit(run_id).alias("run_id"), F.col("run_id").alias("eval_run_id"), "model",
+                             "seed", "model_run_id", "features_version", "level",
+                             "slot", "calibrated", "rows", "auc_pr", "auc_pr_change_pct", "roc_auc", "log_loss",
+                             "ece_equal_mass", "ece_equal_width", *optional)
     written = tables.replace_run_rows(results, cfg.table(tables.EXPERIMENT_RESULTS), run_id)
     frame = metrics.toPandas()
+    first_seed = frame[frame["run_id"].isin(list(evaluations.values()))]
     slots = list(cfg.taxonomy.slot_names)
+
+    # every (model, seed)'s calibrated test scores, aligned on the same impressions
+    scored = _scored_rows(spark, cfg, seed_evaluations, version)
+    power = power_analysis(scored, settings.baseline, slots, settings.bootstrap_resamples)
+
     out_dir = Path(cfg.storage.artifacts_dir) / "experiments" / run_id
     header = (f"# CAMoE ablations on the synthetic benchmark\n\nExperiment `{run_id}`, features version "
-              f"{version}, models trained with backend={settings.backend} x{settings.num_proc}, "
+              f"{version}, {scored.rows:,} test impressions ({int(scored.label.sum()):,} clicks), "
+              f"models trained with backend={settings.backend} x{settings.num_proc}, seeds {list(seeds)}, "
               f"epochs={settings.epochs or cfg.training.epochs}, global batch {cfg.training.batch_size}, "
               f"model selection on corrected validation {cfg.training.selection_metric}. "
               f"Loss normalisation per model: "
@@ -163,21 +274,64 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
               + ". Every model takes " + ", ".join(sorted({'+'.join(cfg.models[m].slot_features) or 'nothing'
                                                            for m in order})) + " as input. "
               "Test split, temperature-calibrated scores.")
-    report = markdown_report(frame, settings.baseline, slots, header)
+    intervals = power_markdown(power, settings.baseline, slots, scored.seeds)
+    report = markdown_report(first_seed, settings.baseline, slots,
+                             header + ("\n\n" + intervals if intervals else "")
+                             + ("\n\nThe single-run tables below are the first seed's." if len(seeds) > 1 else ""))
     figure = None
     audio, video = "stream_audio", "stream_video"
-    if {audio, video} <= set(slots):
-        points = pareto_points(frame, settings.baseline, audio, video)
+    if {audio, video} <= set(slots) and power["comparisons"]:
+        points = pareto_points(power, audio, video)
         figure = plots.pareto(points, out_dir / "pareto.png", f"{audio} AUC-PR change", f"{video} AUC-PR change")
         report += f"\n![Pareto: {audio} vs {video} AUC-PR change](pareto.png)\n"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(report)
+    document = {"run_id": run_id, "features_version": version, "baseline": settings.baseline,
+                "seeds": {m: sorted(s) for m, s in seed_evaluations.items()},
+                "evaluations": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in seed_evaluations.items()},
+                "test_rows": scored.rows, "test_clicks": int(scored.label.sum()),
+                "bootstrap_resamples": settings.bootstrap_resamples, "seconds_per_model": timings,
+                "models": model_slot_summary(frame), **power}
+    (out_dir / "experiments.json").write_text(json.dumps(document, indent=1, default=_json_default))
     if report_path:
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(report)
+        (Path(report_path).parent / "experiments.json").write_text((out_dir / "experiments.json").read_text())
         if figure:
             import shutil
             shutil.copy(figure, Path(report_path).parent / "pareto.png")
-    return {"features_version": version, "evaluations": evaluations, "seconds": timings,
+    return {"features_version": version, "evaluations": evaluations, "seed_evaluations": seed_evaluations,
+            "seconds": timings, "power": power, "json": str(out_dir / "experiments.json"),
             "experiment_results_version": written, "report": str(out_dir / "report.md"),
             "pareto": str(figure) if figure else None, "markdown": report}
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    return str(value)
+
+
+def _run_seeds(spark, seed_evaluations: dict[str, dict[int, str]]):
+    """(run_id, seed) of every evaluation run of the experiment."""
+    return spark.createDataFrame([(r, s) for by_seed in seed_evaluations.values() for s, r in by_seed.items()],
+                                 "run_id string, seed int")
+
+
+def _scored_rows(spark, cfg, seed_evaluations: dict[str, dict[int, str]], version: int):
+    """calibration.power.ScoredRows of the experiment's predictions (+ ceiling_ctr from the snapshot)."""
+    from pyspark.sql import functions as F
+
+    from calibration.power import scored_rows
+    from features import tables
+
+    runs = _run_seeds(spark, seed_evaluations)          # the predictions name the model
+    predictions = (spark.table(cfg.table(tables.PREDICTIONS)).join(F.broadcast(runs), "run_id")
+                   .select("model", "seed", "impression_id", "slot", "label", "true_ctr", "pctr"))
+    snapshot = tables.read_table(spark, cfg.table(tables.FEATURES), version)
+    if "ceiling_ctr" in snapshot.columns:
+        ceiling = snapshot.where(F.col("split") == "test").select("impression_id", "ceiling_ctr")
+        predictions = predictions.join(ceiling, "impression_id", "left")
+    return scored_rows(predictions.toPandas())

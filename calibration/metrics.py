@@ -354,6 +354,52 @@ def segment_metrics(df, segment_cols: Sequence[str], label_col: str, score_col: 
     return metrics, bin_rows
 
 
+TRUTH_METRICS = ("excess_log_loss", "true_calibration_ratio", "signal_gain", "signal_fraction_of_oracle",
+                 "signal_fraction_of_ceiling")
+
+
+def truth_metrics(df, segment_cols: Sequence[str], score_col: str, truth_col: str, base_col: str,
+                  ceiling_col: str | None = None):
+    """Label-free metrics of ``score_col`` per segment, computed by Spark against the true click
+    probability ``truth_col`` (no label noise): the definitions of ``excess_log_loss``,
+    ``true_calibration_ratio`` and ``signal_gain`` above, with predictions clipped the same way.
+
+    ``base_col``: each row's base rate (e.g. its slot's mean true_ctr), so a pooled segment's
+    gain is measured against per-slot constants. Returns one row per segment with
+    excess_log_loss (mean KL(t || p), 0 = oracle), true_calibration_ratio (sum p / sum t),
+    signal_gain (mean [CE(t, base) - CE(t, p)]), signal_fraction_of_oracle (gain / the
+    oracle's) and signal_fraction_of_ceiling (gain / that of ``ceiling_col``; null without it).
+    Rows whose truth is null are left out.
+    """
+    from pyspark.sql import functions as F
+
+    def clip(c):
+        return F.least(F.greatest(c, F.lit(LOG_LOSS_EPS)), F.lit(1 - LOG_LOSS_EPS))
+
+    def cross_entropy(t, q):
+        q = clip(q)
+        return -(t * F.log(q) + (1 - t) * F.log1p(-q))
+
+    def xlogx(x):
+        return F.when(x > 0, x * F.log(x)).otherwise(F.lit(0.0))
+
+    t, p, base = F.col(truth_col).cast("double"), F.col(score_col).cast("double"), F.col(base_col).cast("double")
+    kl = xlogx(t) + xlogx(1 - t) + cross_entropy(t, p)
+    gain = cross_entropy(t, base) - cross_entropy(t, p)
+    oracle_gain = cross_entropy(t, base) - cross_entropy(t, t)
+    ceiling_gain = (cross_entropy(t, base) - cross_entropy(t, F.col(ceiling_col).cast("double"))
+                    if ceiling_col else F.lit(None).cast("double"))
+    sums = df.where(F.col(truth_col).isNotNull()).groupBy(*segment_cols).agg(
+        F.avg(kl).alias("excess_log_loss"), (F.sum(p) / F.sum(t)).alias("true_calibration_ratio"),
+        F.avg(gain).alias("signal_gain"), F.avg(oracle_gain).alias("_oracle_gain"),
+        F.avg(ceiling_gain).alias("_ceiling_gain"))
+    return sums.select(
+        *segment_cols, "excess_log_loss", "true_calibration_ratio", "signal_gain",
+        F.when(F.col("_oracle_gain") > 0, F.col("signal_gain") / F.col("_oracle_gain")).alias("signal_fraction_of_oracle"),
+        F.when(F.col("_ceiling_gain") > 0, F.col("signal_gain") / F.col("_ceiling_gain"))
+        .alias("signal_fraction_of_ceiling"))
+
+
 def _assign_bins(base, keys: list[str], bins: int, scheme: str):
     """Adds ``bin`` = the number of inner edges below p (as ``bin_edges`` + searchsorted)."""
     from pyspark.sql import functions as F

@@ -93,15 +93,21 @@ def auc_pr_change_bars(metrics, out: Path, baseline: str) -> Path:
 
 
 def pareto(points, out: Path, x: str, y: str) -> Path:
-    """Fig. 7: each model's % AUC-PR change on two slots (points: model, x, y columns)."""
+    """Fig. 7: each model's % AUC-PR change on two slots (points: model, x, y columns), with
+    95% interval bars where ``<x> lo``/``<x> hi`` and ``<y> lo``/``<y> hi`` columns are given."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ax.scatter(points[x], points[y])
+    if {f"{x} lo", f"{x} hi", f"{y} lo", f"{y} hi"} <= set(points.columns):
+        ax.errorbar(points[x], points[y], fmt="o", capsize=3, lw=0.8,
+                    xerr=[points[x] - points[f"{x} lo"], points[f"{x} hi"] - points[x]],
+                    yerr=[points[y] - points[f"{y} lo"], points[f"{y} hi"] - points[y]])
+    else:
+        ax.scatter(points[x], points[y])
     for _, r in points.iterrows():
         ax.annotate(r["model"], (r[x], r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axhline(0, color="grey", lw=0.6)
     ax.axvline(0, color="grey", lw=0.6)
-    ax.set_xlabel(f"{x} (%)")
-    ax.set_ylabel(f"{y} (%)")
+    ax.set_xlabel(f"{x} (%, 95% CI)" if f"{x} lo" in points.columns else f"{x} (%)")
+    ax.set_ylabel(f"{y} (%, 95% CI)" if f"{y} lo" in points.columns else f"{y} (%)")
     fig.tight_layout()
     return _save(fig, out)
 

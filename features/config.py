@@ -285,6 +285,8 @@ class ExperimentSettings:
     backend: str
     num_proc: int
     epochs: int | None
+    seeds: tuple[int, ...]              # training seeds: every model is trained once per seed
+    bootstrap_resamples: int            # paired-bootstrap resamples per interval
 
 
 @dataclass(frozen=True)
@@ -664,7 +666,11 @@ def _parse_experiments(s: Section, models: Mapping[str, ModelSettings]) -> Exper
         backend=s.get("backend", check=lambda v: v in TRAINING_BACKENDS + ("local",),
                       expect=f"one of {list(TRAINING_BACKENDS) + ['local']}"),
         num_proc=s.get("num_proc", int, check=_positive, expect="a positive integer"),
-        epochs=s.get("epochs", int, default=None, check=_positive, expect="a positive integer or null"))
+        epochs=s.get("epochs", int, default=None, check=_positive, expect="a positive integer or null"),
+        seeds=s.get("seeds", _int_list, default=None, check=lambda v: len(set(v)) == len(v),
+                    expect="a list of distinct positive integers"),
+        bootstrap_resamples=s.get("bootstrap_resamples", int, default=200, check=lambda v: v >= 20,
+                                  expect="an integer >= 20"))
     s.done()
     if out.baseline not in out.models:
         raise s.fail("baseline", f"must be one of experiments.models {list(out.models)}")

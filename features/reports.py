@@ -1,6 +1,8 @@
 """SQL the platform's users run against its tables (printed by jobs, shown in the README)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 from features import tables
 from features.config import Config
 
@@ -29,11 +31,23 @@ GROUP BY f.slot, r.negative_rate, r.positive_rate
 ORDER BY rows DESC"""
 
 
-def slot_metrics_sql(cfg: Config, run_id: str) -> str:
-    """The per-slot evaluation table of one run: metrics after temperature, ECE before/after."""
+# (column of slot_metrics, rounding, name in the printed table): shown only where the table has it
+# (the oracle and ceiling columns exist only for logs that carry true_ctr / ceiling_ctr)
+REFERENCE_COLUMNS = (("auc_pr_oracle_fraction", 3, "auc_pr_of_oracle"),
+                     ("auc_pr_ceiling_fraction", 3, "auc_pr_of_ceiling"),
+                     ("signal_fraction_of_ceiling", 3, "signal_of_ceiling"),
+                     ("true_calibration_ratio", 3, "calib_vs_true"))
+
+
+def slot_metrics_sql(cfg: Config, run_id: str, columns: Sequence[str] | None = None) -> str:
+    """The per-slot evaluation table of one run: metrics after temperature, ECE before/after.
+
+    ``columns``: those of the slot_metrics table (None: assume every optional one exists)."""
     m = cfg.table(tables.SLOT_METRICS)
+    references = "".join(f"ROUND(a.{column}, {digits}) AS {alias}, " for column, digits, alias in REFERENCE_COLUMNS
+                         if columns is None or column in columns)
     return f"""SELECT a.level, a.slot, a.rows, a.positives, ROUND(a.auc_pr, 4) AS auc_pr,
-       ROUND(a.auc_pr_oracle_fraction, 3) AS auc_pr_of_oracle, ROUND(a.roc_auc, 4) AS roc_auc,
+       {references}ROUND(a.roc_auc, 4) AS roc_auc,
        ROUND(b.ece_equal_mass, 5) AS ece_before, ROUND(a.ece_equal_mass, 5) AS ece_after,
        ROUND(a.ece_equal_width, 5) AS ece_width_after, ROUND(a.calibration_ratio, 3) AS calib_ratio,
        ROUND(a.auc_pr_change_pct, 2) AS auc_pr_change_pct

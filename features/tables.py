@@ -179,11 +179,15 @@ def check_same_columns(table: DataFrame, df: DataFrame, name: str) -> None:
 
 
 def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
-    """Replace the rows of one run id (re-running a run id rewrites only its own rows)."""
+    """Replace the rows of one run id (re-running a run id rewrites only its own rows).
+
+    A run table may gain columns (a newer version of a job reports more): they are added to the
+    table, and the rows of earlier runs hold null there. A column that changed type still fails."""
     spark = df.sparkSession
     writer = df.write.format("delta")
     if table_exists(spark, name):
-        writer = writer.mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'")
+        writer = (writer.mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'")
+                  .option("mergeSchema", "true"))
     else:
         writer = writer.mode("overwrite")
     writer.saveAsTable(name)

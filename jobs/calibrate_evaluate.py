@@ -25,6 +25,7 @@ def add_arguments(parser) -> None:
 
 def run(spark, cfg, args, record) -> int:
     from calibration.evaluate import evaluate_run
+    from features import tables
     from features.reports import slot_metrics_sql
 
     summary = evaluate_run(spark, cfg, record.run_id, args.train_run_id, args.baseline_run_id)
@@ -34,10 +35,10 @@ def run(spark, cfg, args, record) -> int:
     if summary["plots"]:
         log.info("plots in %s: %s", os.path.dirname(summary["plots"][0]),
                  ", ".join(os.path.basename(p) for p in summary["plots"]))
-    sql = slot_metrics_sql(cfg, record.run_id)
+    sql = slot_metrics_sql(cfg, record.run_id, spark.table(cfg.table(tables.SLOT_METRICS)).columns)
     print(f"model {summary['model']} (training run {summary['model_run_id']}), temperatures "
           + ", ".join(f"{t}={v:.3f}" for t, v in summary["temperatures"].items()))
-    print(sql if args.show_sql else f"per-slot metrics of {record.run_id} from {cfg.table('slot_metrics')} "
+    print(sql if args.show_sql else f"per-slot metrics of {record.run_id} from {cfg.table(tables.SLOT_METRICS)} "
           "(--show-sql prints the query):")
     spark.sql(sql).show(50, truncate=False)
     return 0

@@ -1,11 +1,14 @@
 """The paper's experiments as one job: train and evaluate the ablation set on one snapshot.
 
 Models come from experiments.models (conf/evaluation.yaml): Wide&Deep, DCNv2 t=1, MMoE t=2,
-CAMoE t=2 / t=7 / music-podcast / without ALM / without DCN. Writes camoe.experiment_results,
-every model's evaluation tables, a markdown report (Tables 2-5 analogues, oracle column) and a
-Pareto plot of stream_audio vs stream_video AUC-PR change.
+CAMoE t=2 / t=7 / music-podcast / without ALM / without DCN, each trained once per seed of
+experiments.seeds. Writes camoe.experiment_results, every run's evaluation tables, a markdown
+report (changes vs the baseline with paired-bootstrap intervals, the paper's claims judged,
+Tables 2-5 analogues, oracle column), experiments.json and a Pareto plot of stream_audio vs
+stream_video AUC-PR change.
 
-    spark-submit jobs/experiments.py [--models wide_deep camoe ...] [--report bench/results/experiments.md]
+    spark-submit jobs/experiments.py [--models wide_deep camoe ...] [--set "experiments.seeds=[17, 18]"]
+                                     [--report bench/results/experiments.md]
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def run(spark, cfg, args, record) -> int:
     record.outputs.update({"experiment_results": result["experiment_results_version"], "report": result["report"]})
     record.metrics.update({"evaluations": result["evaluations"], "seconds": result["seconds"]})
     print(result["markdown"])
-    log.info("report written to %s", result["report"])
+    log.info("report written to %s (and %s)", result["report"], result["json"])
     return 0
 
 

@@ -51,6 +51,17 @@ def test_replacing_dates_with_other_columns_names_them_and_keeps_the_table(spark
     assert [r.k for r in tables.read_table(spark, name).collect()] == [1]
 
 
+def test_a_run_table_gains_new_columns_and_keeps_earlier_runs(spark, fresh_db):
+    cfg = fresh_db()
+    name = cfg.table("run_rows")
+    tables.replace_run_rows(spark.createDataFrame([("r1", 1.0)], "run_id string, auc double"), name, "r1")
+    newer = spark.createDataFrame([("r2", 2.0, 0.5)], "run_id string, auc double, excess_log_loss double")
+    tables.replace_run_rows(newer, name, "r2")
+    tables.replace_run_rows(newer, name, "r2")                      # idempotent per run id
+    rows = sorted(tuple(r) for r in tables.read_table(spark, name).collect())
+    assert rows == [("r1", 1.0, None), ("r2", 2.0, 0.5)]
+
+
 def test_tables_are_visible_to_spark_sql_through_the_metastore(spark, fresh_db):
     cfg = fresh_db()
     tables.overwrite_table(spark.range(5), cfg.table("visible"))

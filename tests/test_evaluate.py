@@ -18,13 +18,15 @@ SLOTS = {"stream_audio", "podcast", "stream_audio_leavebehind", "podcast_leavebe
          "embedded_music", "podcast_video"}
 
 
-def _metrics(spark, cfg, model):
-    return spark.table(cfg.table(tables.SLOT_METRICS)).where(f"model = '{model}'").toPandas()
+def _metrics(spark, cfg, result, model):
+    """slot_metrics rows of ``model``'s first-seed evaluation in the experiment."""
+    run = result["evaluations"][model]
+    return spark.table(cfg.table(tables.SLOT_METRICS)).where(f"run_id = '{run}'").toPandas()
 
 
 def test_spark_inference_scores_exactly_like_the_training_loop(spark, experiment):
     cfg, result = experiment
-    artifact = tables.find_train_run(spark, cfg, "exp1-train-camoe")["artifact"]
+    artifact = tables.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"]
     model, description = load_artifact(artifact)
     layout = FeatureLayout.from_dict(description["layout"])
     validation = load_snapshot(spark, cfg.table(tables.FEATURES), description["features_version"], "validation")
@@ -45,7 +47,7 @@ def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, mod
     agree to float32 rounding: MKL's float32 logits can move by an ulp or two with the number of
     rows per model call, and Spark's Arrow batches slice the rows differently from one frame."""
     cfg, _ = experiment
-    artifact = tables.find_train_run(spark, cfg, f"exp1-train-{model_name}")["artifact"]
+    artifact = tables.find_train_run(spark, cfg, f"exp1-train-{model_name}-seed17")["artifact"]
     model, description = load_artifact(artifact)
     layout = FeatureLayout.from_dict(description["layout"])
     shift = {s: 0.25 * i - 1.0 for i, s in enumerate(layout.slots)}
@@ -75,12 +77,13 @@ def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, mod
 
 
 def test_temperatures_lower_validation_nll_and_keep_per_slot_ranking(spark, experiment):
-    cfg, _ = experiment
-    temperatures = spark.table(cfg.table(tables.TEMPERATURES)).where("model = 'camoe'").toPandas()
+    cfg, result = experiment
+    run = result["evaluations"]["camoe"]
+    temperatures = spark.table(cfg.table(tables.TEMPERATURES)).where(f"run_id = '{run}'").toPandas()
     assert sorted(temperatures["task"]) == ["audio", "video"]
     assert (temperatures["temperature"] > 0).all()
     assert (temperatures["nll_after"] <= temperatures["nll_before"] + 1e-12).all()
-    m = _metrics(spark, cfg, "camoe")
+    m = _metrics(spark, cfg, result, "camoe")
     per_slot = m[m["level"] == "slot"].pivot_table(index="slot", columns="calibrated", values="auc_pr",
                                                   dropna=False)     # a slot without test clicks: NaN
     assert set(per_slot.index) == SLOTS
@@ -90,7 +93,7 @@ def test_temperatures_lower_validation_nll_and_keep_per_slot_ranking(spark, expe
 
 def test_slot_metrics_hold_every_segment_with_oracle_and_change_vs_baseline(spark, experiment):
     cfg, result = experiment
-    camoe, wide = _metrics(spark, cfg, "camoe"), _metrics(spark, cfg, "wide_deep")
+    camoe, wide = _metrics(spark, cfg, result, "camoe"), _metrics(spark, cfg, result, "wide_deep")
     assert set(map(tuple, camoe[["level", "slot"]].drop_duplicates().values)) == (
         {("slot", s) for s in SLOTS} | {("task", "audio"), ("task", "video"), ("all", "all")})
     assert len(camoe) == 2 * 10 and len(wide) == 2 * 9                # wide_deep has one task: "all"
@@ -107,6 +110,33 @@ def test_slot_metrics_hold_every_segment_with_oracle_and_change_vs_baseline(spar
         expected = 100 * (row["auc_pr"] / base[(row["level"], row["slot"], row["calibrated"])] - 1)
         assert row["auc_pr_change_pct"] == pytest.approx(expected, nan_ok=True)   # NaN: no test clicks
     assert wide["auc_pr_change_pct"].isna().all()                     # the baseline has none
+
+
+def test_label_free_and_ceiling_columns_equal_the_numpy_metrics_of_the_predictions(spark, experiment):
+    from calibration.metrics import excess_log_loss, signal_fraction, signal_gain, true_calibration_ratio
+
+    cfg, result = experiment
+    run = result["evaluations"]["camoe"]
+    metrics = spark.table(cfg.table(tables.SLOT_METRICS)).where(f"run_id = '{run}' AND calibrated").toPandas()
+    features = tables.read_table(spark, cfg.table(tables.FEATURES)).where("split = 'test'")
+    rows = (spark.table(cfg.table(tables.PREDICTIONS)).where(f"run_id = '{run}'")
+            .join(features.select("impression_id", "ceiling_ctr"), "impression_id").toPandas())
+    assert len(rows) == features.count()
+    rows["base"] = rows.groupby("slot")["true_ctr"].transform("mean")
+    for level, segment, sel in [("all", "all", np.ones(len(rows), bool))] + [
+            ("slot", s, (rows["slot"] == s).to_numpy()) for s in ("stream_audio", "stream_video")]:
+        got = metrics[(metrics["level"] == level) & (metrics["slot"] == segment)].iloc[0]
+        t, p, c, b = (rows.loc[sel, k].to_numpy() for k in ("true_ctr", "pctr", "ceiling_ctr", "base"))
+        assert got["excess_log_loss"] == pytest.approx(excess_log_loss(t, p), rel=1e-6)
+        assert got["true_calibration_ratio"] == pytest.approx(true_calibration_ratio(t, p), rel=1e-9)
+        assert got["signal_gain"] == pytest.approx(signal_gain(t, p, b), rel=1e-6, abs=1e-12)
+        assert got["signal_fraction_of_ceiling"] == pytest.approx(signal_fraction(t, p, c, b), rel=1e-6)
+        assert got["signal_fraction_of_oracle"] == pytest.approx(signal_fraction(t, p, t, b), rel=1e-6)
+        assert 0 < got["ceiling_auc_pr"] <= 1
+        assert got["auc_pr_ceiling_fraction"] == pytest.approx(got["auc_pr"] / got["ceiling_auc_pr"])
+    # the ceiling gains less than the oracle (the unobserved attention), so it is a stricter yardstick
+    overall = metrics[metrics["level"] == "all"].iloc[0]
+    assert overall["signal_fraction_of_ceiling"] > overall["signal_fraction_of_oracle"]
 
 
 def test_bins_predictions_masks_plots_and_sql(spark, experiment):
@@ -135,8 +165,46 @@ def test_bins_predictions_masks_plots_and_sql(spark, experiment):
 
     table = spark.sql(slot_metrics_sql(cfg, run)).toPandas()
     assert table["slot"].iloc[0] == "stream_audio" and len(table) == 10
+    assert {"auc_pr_of_oracle", "auc_pr_of_ceiling", "signal_of_ceiling", "calib_vs_true"} <= set(table.columns)
+    # a table without the reference columns (a log without true_ctr) gets a query without them
+    plain = slot_metrics_sql(cfg, run, ["auc_pr", "roc_auc", "calibration_ratio"])
+    assert "oracle" not in plain and "ceiling" not in plain and "true_calibration_ratio" not in plain
     results = spark.table(cfg.table(tables.EXPERIMENT_RESULTS)).where("run_id = 'exp1'")
     assert {r.model for r in results.select("model").distinct().collect()} == {"wide_deep", "camoe"}
+
+
+def test_experiments_train_every_seed_and_report_paired_intervals_and_claims(spark, experiment):
+    import json
+    from pathlib import Path
+
+    cfg, result = experiment
+    assert {m: sorted(s) for m, s in result["seed_evaluations"].items()} == {"wide_deep": [17, 18], "camoe": [17, 18]}
+    results = spark.table(cfg.table(tables.EXPERIMENT_RESULTS)).where("run_id = 'exp1' AND level = 'all' AND calibrated")
+    assert sorted((r.model, r.seed, r.eval_run_id) for r in results.collect()) == [
+        ("camoe", 17, "exp1-eval-camoe-seed17"), ("camoe", 18, "exp1-eval-camoe-seed18"),
+        ("wide_deep", 17, "exp1-eval-wide_deep-seed17"), ("wide_deep", 18, "exp1-eval-wide_deep-seed18")]
+    document = json.loads(Path(result["json"]).read_text())
+    assert document["baseline"] == "wide_deep" and document["seeds"] == {"wide_deep": [17, 18], "camoe": [17, 18]}
+    test_rows = spark.table(cfg.table(tables.FEATURES)).where("split = 'test'").count()
+    assert document["test_rows"] == test_rows
+    overall = next(c for c in document["comparisons"]
+                   if (c["candidate"], c["segment"], c["metric"]) == ("camoe", "all", "auc_pr"))
+    assert overall["reference"] == "wide_deep" and overall["rows"] == test_rows
+    assert overall["relative"]["lo"] <= overall["relative"]["estimate"] <= overall["relative"]["hi"]
+    # the estimate is the mean over seeds of each seed's AUC-PR, as slot_metrics holds them
+    per_seed = {(r.model, r.seed): r.auc_pr for r in results.collect()}
+    assert overall["candidate_value"] == pytest.approx((per_seed[("camoe", 17)] + per_seed[("camoe", 18)]) / 2,
+                                                       rel=1e-6)
+    # Table 2's claim is judged (the other claims need models this experiment did not run)
+    claims = {(c["claim"], c["segment"]) for c in document["claims"]}
+    assert claims == {("CAMoE (t=2) beats the production baseline Wide&Deep", s)
+                      for s in ("all", "stream_audio", "stream_video")}
+    assert {c["verdict"] for c in document["claims"]} <= {"confirmed", "refuted", "unresolved"}
+    assert set(document["auc_pr_change_half_width"]) == {"stream_audio", "stream_video"}
+    camoe = document["models"]["camoe"]["all"]
+    assert 0 < camoe["signal_fraction_of_ceiling"] and 0 < camoe["true_calibration_ratio"]
+    report = Path(result["report"]).read_text()
+    assert "paired bootstrap over test impressions and training seeds" in report and "| claim |" in report
 
 
 def test_an_unknown_training_run_is_a_readable_error(spark, experiment):
@@ -149,7 +217,7 @@ def test_batch_scoring_serves_the_pctr_that_was_evaluated(spark, experiment):
     from calibration.scoring import score_run
 
     cfg, result = experiment
-    summary = score_run(spark, cfg, "score-1", "exp1-train-camoe")
+    summary = score_run(spark, cfg, "score-1", "exp1-train-camoe-seed17")
     assert summary["calibration_run_id"] == result["evaluations"]["camoe"]
     predictions = spark.table(cfg.table(tables.PREDICTIONS))
     served = predictions.where("run_id = 'score-1'").select("impression_id", "task", "pctr").toPandas()
@@ -166,7 +234,7 @@ def test_scoring_an_uncalibrated_model_says_what_to_run(spark, experiment):
 
     cfg, _ = experiment
     record = tables.RunRecord(run_id="uncalibrated", job="train",
-                              outputs={"model_artifact": tables.find_train_run(spark, cfg, "exp1-train-camoe")
+                              outputs={"model_artifact": tables.find_train_run(spark, cfg, "exp1-train-camoe-seed17")
                                        ["artifact"]}, metrics={"model": "camoe"})
     tables.record_run(spark, cfg, record)
     with pytest.raises(LookupError, match="uncalibrated has no temperatures.*calibrate_evaluate.py"):

@@ -18,7 +18,7 @@ KEEP = ["impression_id", "event_date", "slot", "label"]
 def trained(spark, experiment):
     """The evaluation suite's camoe (tests/conftest.py ``experiment``): (cfg, artifact, description)."""
     cfg, _ = experiment
-    artifact = tables.find_train_run(spark, cfg, "exp1-train-camoe")["artifact"]
+    artifact = tables.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"]
     _, description = load_artifact(artifact)
     return cfg, artifact, description
 

@@ -9,7 +9,7 @@ from calibration.bootstrap import BootstrapInterval, bootstrap_metric, paired_bo
 from calibration.metrics import (ECE_SCHEMES, average_precision, bin_edges, calibration_ratio,
                                  expected_calibration_error, expected_log_loss, excess_log_loss, log_loss,
                                  oracle_ece, reliability_bins, roc_auc, segment_metrics, signal_fraction,
-                                 signal_gain, true_calibration_ratio, wilson_interval)
+                                 signal_gain, true_calibration_ratio, truth_metrics, wilson_interval)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -90,6 +90,31 @@ def test_spark_segment_metrics_equal_the_numpy_definitions(spark):
             assert getattr(r, f"ece_{scheme}") == pytest.approx(expected_calibration_error(ys, ps, 7, scheme))
             spark_bins = sorted((b.bin, b.rows) for b in bins.collect() if b.segment == name and b.scheme == scheme)
             assert spark_bins == [(b["bin"], b["rows"]) for b in reliability_bins(ys, ps, 7, scheme)]
+
+
+def test_spark_truth_metrics_equal_the_numpy_definitions(spark):
+    rng = np.random.default_rng(6)
+    n = 5000
+    segment = rng.choice(["a", "b"], n, p=[0.7, 0.3])
+    truth = np.clip(rng.beta(1, 30, n), 0, 1)
+    truth[:3] = 0.0                                              # 0 log 0 terms
+    ceiling = np.clip(truth * rng.uniform(0.8, 1.2, n), 1e-6, 1)
+    score = np.clip(truth + rng.normal(0, 0.01, n), 0, 1)        # clipped to [eps, 1 - eps] inside
+    base = np.where(segment == "a", truth[segment == "a"].mean(), truth[segment == "b"].mean())
+    frame = spark.createDataFrame([(str(s), float(t), float(c), float(p), float(b))
+                                   for s, t, c, p, b in zip(segment, truth, ceiling, score, base)],
+                                  "segment string, t double, c double, p double, b double")
+    got = {r.segment: r for r in truth_metrics(frame, ["segment"], "p", "t", "b", "c").collect()}
+    for name, r in got.items():
+        sel = segment == name
+        t, c, p, b = truth[sel], ceiling[sel], score[sel], base[sel]
+        assert r.excess_log_loss == pytest.approx(excess_log_loss(t, p), rel=1e-9)
+        assert r.true_calibration_ratio == pytest.approx(true_calibration_ratio(t, p), rel=1e-12)
+        assert r.signal_gain == pytest.approx(signal_gain(t, p, b), rel=1e-9)
+        assert r.signal_fraction_of_oracle == pytest.approx(signal_fraction(t, p, t, b), rel=1e-9)
+        assert r.signal_fraction_of_ceiling == pytest.approx(signal_fraction(t, p, c, b), rel=1e-9)
+    without = truth_metrics(frame, ["segment"], "p", "t", "b").collect()
+    assert all(r.signal_fraction_of_ceiling is None for r in without)
 
 
 # ----------------------------------------------------------------------------- sample weights

@@ -1,0 +1,120 @@
+"""calibration/power.py: seeds aligned on the same rows, paired changes per slot, claim verdicts (no JVM)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calibration.power import CLAIMS, Claim, compare, judge_claims, scored_rows, verdict
+
+
+def _frame(seed: int = 0, n: int = 8000) -> pd.DataFrame:
+    """Two slots; 'good' scores near the truth, 'noisy' far from it, 'twin' equal to 'noisy'."""
+    rng = np.random.default_rng(seed)
+    truth = rng.beta(1, 25, n)
+    label = (rng.random(n) < truth).astype(int)
+    slot = rng.choice(["stream_audio", "stream_video"], n, p=[0.8, 0.2])
+    ids = [f"imp-{i:06d}" for i in range(n)]
+    parts = []
+    for model, noise in (("good", 0.1), ("noisy", 1.5), ("twin", 1.5)):
+        for s in (1, 2):
+            jitter = np.random.default_rng(100 * s + (model == "good")).normal(0, noise, n)
+            if model == "twin":
+                jitter = np.random.default_rng(100 * s).normal(0, noise, n)
+            pctr = 1 / (1 + np.exp(-(np.log(truth / (1 - truth)) + jitter)))
+            part = pd.DataFrame({"model": model, "seed": s, "impression_id": ids, "slot": slot, "label": label,
+                                 "true_ctr": truth, "pctr": pctr})
+            parts.append(part.sample(frac=1.0, random_state=s))       # each run in its own row order
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_rows_are_aligned_by_impression_whatever_order_each_run_wrote_them():
+    frame = _frame()
+    rows = scored_rows(frame)
+    assert rows.rows == 8000 and list(rows.impression_id[:2]) == ["imp-000000", "imp-000001"]
+    assert rows.scores["good"].shape == (2, 8000) and rows.seeds["good"] == [1, 2]
+    one = frame[(frame.model == "good") & (frame.seed == 2)].set_index("impression_id").loc["imp-000123"]
+    assert rows.scores["good"][1, 123] == one.pctr and rows.true_ctr[123] == one.true_ctr
+    assert rows.ceiling_ctr is None                                  # not in these rows
+
+
+def test_a_run_that_misses_or_repeats_a_row_is_named():
+    frame = _frame(n=2000)
+    short = frame.drop(frame[(frame.model == "twin") & (frame.seed == 2)].index[:1])
+    with pytest.raises(ValueError, match="twin seed 2 scored 1999 rows"):
+        scored_rows(short)
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['pctr'\]"):
+        scored_rows(frame.drop(columns="pctr"))
+
+
+def test_paired_changes_resolve_a_better_model_and_give_exactly_zero_for_a_copy():
+    rows = scored_rows(_frame())
+    better = {(c.segment, c.metric): c for c in compare(rows, "good", "noisy", ["all", "stream_audio"],
+                                                        ["auc_pr", "excess_log_loss"])}
+    assert better[("all", "auc_pr")].change.relative.lo > 0
+    assert better[("all", "excess_log_loss")].change.absolute.hi < 0        # lower is better
+    assert better[("stream_audio", "auc_pr")].rows == (rows.slot == "stream_audio").sum()
+    # a copy: no change on the data; seeds are resampled per model (not paired), so the interval
+    # has the seed-to-seed spread around 0
+    same = compare(rows, "twin", "noisy", ["all"], ["auc_pr"])[0].change
+    assert same.absolute.estimate == 0.0 and same.absolute.lo < 0 < same.absolute.hi
+    with pytest.raises(ValueError, match="model 'nope' has no scored rows"):
+        compare(rows, "nope", "noisy", ["all"], ["auc_pr"])
+    with pytest.raises(ValueError, match="unknown metric"):
+        compare(rows, "good", "noisy", ["all"], ["accuracy"])
+
+
+def test_verdicts_follow_the_interval_and_the_better_direction():
+    rows = scored_rows(_frame())
+    up = compare(rows, "good", "noisy", ["all"], ["auc_pr"])[0]
+    down = compare(rows, "noisy", "good", ["all"], ["auc_pr"])[0]
+    tie = compare(rows, "twin", "noisy", ["all"], ["auc_pr"])[0]
+    assert (verdict(up, "higher"), verdict(down, "higher"), verdict(tie, "higher")) == (
+        "confirmed", "refuted", "unresolved")
+    assert verdict(up, "lower") == "refuted"
+
+
+def test_claims_are_judged_only_for_models_that_ran():
+    rows = scored_rows(_frame())
+    assert judge_claims(rows) == []                      # none of the paper's models is here
+    claim = Claim("good beats noisy", "test", "good", "noisy", ("all", "stream_video", "podcast"))
+    verdicts = judge_claims(rows, [claim])
+    assert [(v.segment, v.verdict) for v in verdicts] == [("all", "confirmed"), ("stream_video", "confirmed")]
+    assert verdicts[0].as_dict()["relative"]["lo"] > 0
+    assert {c.candidate for c in CLAIMS} == {"camoe"}      # every paper claim is about CAMoE t=2
+
+
+def test_the_report_marks_resolved_changes_and_gives_the_achieved_half_widths():
+    from calibration.experiments import power_analysis, power_markdown
+
+    rows = scored_rows(_frame())
+    power = power_analysis(rows, "noisy", ["stream_audio", "stream_video"], resamples=50)
+    good = {(c["segment"], c["metric"]): c for c in power["comparisons"] if c["candidate"] == "good"}
+    assert set(good) == {(s, m) for s in ("stream_audio", "stream_video", "all")
+                         for m in ("auc_pr", "excess_log_loss", "true_calibration_ratio")}
+    widths = power["auc_pr_change_half_width"]
+    assert set(widths) == {"stream_audio", "stream_video"}
+    expected = max(100 * c["relative"]["half_width"] for c in power["comparisons"]
+                   if c["segment"] == "stream_video" and c["metric"] == "auc_pr")
+    assert widths["stream_video"]["max_points"] == pytest.approx(expected)
+    text = power_markdown(power, "noisy", ["stream_audio", "stream_video"], rows.seeds)
+    good_row = next(line for line in text.splitlines() if line.startswith("| good |"))
+    assert good_row.count("**") == 6                         # three resolved cells, each in bold
+    twin_row = next(line for line in text.splitlines() if line.startswith("| twin |"))
+    assert "**" not in twin_row.split("|")[-2]              # the copy's overall change is not resolved
+    assert "target <= 3" in text and "good [1, 2]" in text
+
+
+def test_the_pareto_plot_carries_each_models_intervals(tmp_path):
+    from calibration.experiments import pareto_points, power_analysis
+    from calibration.plots import pareto
+
+    power = power_analysis(scored_rows(_frame()), "noisy", ["stream_audio", "stream_video"], resamples=30)
+    points = pareto_points(power, "stream_audio", "stream_video").set_index("model")
+    assert sorted(points.index) == ["good", "twin"]
+    good = next(c for c in power["comparisons"] if (c["candidate"], c["segment"], c["metric"]) ==
+                ("good", "stream_video", "auc_pr"))
+    assert points.loc["good", "stream_video AUC-PR change hi"] == pytest.approx(100 * good["relative"]["hi"])
+    x, y = "stream_audio AUC-PR change", "stream_video AUC-PR change"
+    out = pareto(points.reset_index(), tmp_path / "pareto.png", x, y)
+    assert out.stat().st_size > 1000
