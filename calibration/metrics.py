@@ -354,10 +354,6 @@ def segment_metrics(df, segment_cols: Sequence[str], label_col: str, score_col: 
     return metrics, bin_rows
 
 
-TRUTH_METRICS = ("excess_log_loss", "true_calibration_ratio", "signal_gain", "signal_fraction_of_oracle",
-                 "signal_fraction_of_ceiling")
-
-
 def truth_metrics(df, segment_cols: Sequence[str], score_col: str, truth_col: str, base_col: str,
                   ceiling_col: str | None = None):
     """Label-free metrics of ``score_col`` per segment, computed by Spark against the true click

@@ -22,6 +22,7 @@ ALL = "all"
 # metric -> which direction is better; label-free ones need true_ctr
 LABEL_METRICS = {"auc_pr": "higher", "ece_equal_mass": "lower"}
 TRUTH_METRICS = {"excess_log_loss": "lower", "true_calibration_ratio": "closer to 1"}
+BETTER = {**LABEL_METRICS, **TRUTH_METRICS}           # metric -> which direction of change is better
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,9 @@ def _interval_dict(interval) -> dict:
 
 def available_metrics(rows: ScoredRows, metrics: Sequence[str]) -> list[str]:
     """The metrics that can be computed on these rows (label-free ones need true_ctr)."""
-    known = {**LABEL_METRICS, **TRUTH_METRICS}
-    unknown = [m for m in metrics if m not in known]
+    unknown = [m for m in metrics if m not in BETTER]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(known)}")
+        raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(BETTER)}")
     return [m for m in metrics if m in LABEL_METRICS or rows.true_ctr is not None]
 
 
@@ -200,7 +200,7 @@ def judge_claims(rows: ScoredRows, claims: Sequence[Claim] = CLAIMS, resamples: 
     for claim in claims:
         if claim.candidate not in rows.scores or claim.reference not in rows.scores:
             continue
-        better = {**LABEL_METRICS, **TRUTH_METRICS}[claim.metric]
+        better = BETTER[claim.metric]
         segments = [s for s in claim.segments if s == ALL or (rows.slot == s).any()]
         for comparison in compare(rows, claim.candidate, claim.reference, segments, [claim.metric],
                                   resamples, seed):
