@@ -120,8 +120,9 @@ def with_run_columns(df: DataFrame, run_id: str, model: str, model_run_id: str, 
 
 # ----------------------------------------------------------------------------- one evaluation run
 def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, baseline_run_id: str | None = None,
-                 plots_dir=None) -> dict:
+                 plots_dir=None, expert_masking: bool = True) -> dict:
     """Fit temperatures on validation, score test before/after, write every evaluation table.
+    ``expert_masking=False`` skips the masked-expert scores (``expert_mask_metrics``, masked_pctr).
 
     Returns a summary (what was read and written, temperatures, plot paths) for the runs row.
     """
@@ -170,7 +171,7 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     has_ceiling = has_truth and "ceiling_ctr" in snapshot.schema.names
     keep = ["impression_id", "event_date", "slot", "label"] + (["true_ctr"] if has_truth else []) \
         + (["ceiling_ctr"] if has_ceiling else [])
-    masking = description["model"]["architecture"] == "moe" and description["model"]["experts"] > 1
+    masking = expert_masking and description["model"]["architecture"] == "moe" and description["model"]["experts"] > 1
     scored = score_table(spark, snapshot, train["artifact"], shift, temperatures, keep=keep,
                          selection=RowSelection(split="test", slots=slots), masked_experts=masking)
     if not has_truth:
@@ -258,7 +259,9 @@ def prediction_rows(scored: DataFrame, run_id: str, model: str, model_run_id: st
         F.lit(run_id).alias("run_id"), F.lit(model).alias("model"), F.lit(model_run_id).alias("model_run_id"),
         F.lit(int(features_version)).alias("features_version"), F.current_timestamp().alias("scored_at"),
         "impression_id", "event_date", "slot", "task", "logit", "pctr_raw", "pctr",
-        label.alias("label"), truth.alias("true_ctr"))
+        label.alias("label"), truth.alias("true_ctr"),
+        # evaluation of a multi-expert model: each expert zeroed in turn (paper app. A.2)
+        *(["masked_pctr"] if "masked_pctr" in scored.columns else []))
 
 
 def _baseline(spark, cfg, model_name: str, version: int, baseline_run_id: str | None):

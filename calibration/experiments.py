@@ -111,15 +111,16 @@ POWER_METRICS = ("auc_pr", "excess_log_loss", "true_calibration_ratio")
 HALF_WIDTH_SLOTS = ("stream_audio", "stream_video")      # the issue's power target: CI half-width <= 3 points
 
 
-def power_analysis(rows, baseline: str, slots: list[str], resamples: int) -> dict:
+def power_analysis(rows, baseline: str, slots: list[str], resamples: int, masking_model: str = "camoe") -> dict:
     """Every model vs ``baseline`` per slot and overall (paired bootstrap over test impressions and
-    seeds), the paper's claims judged from the same rows, and the achieved AUC-PR half-widths.
+    seeds), the paper's claims judged from the same rows (expert masking on ``masking_model``),
+    and the achieved AUC-PR half-widths.
 
     rows: ``calibration.power.ScoredRows``. Returns plain dicts (the JSON's shape)."""
-    from calibration.power import ALL, compare, judge_claims
+    from calibration.power import ALL, CLAIMS, compare, is_masked_variant, judge_claims, masking_claims
 
     segments = [s for s in [*slots, ALL] if s == ALL or (rows.slot == s).any()]
-    comparisons = [c for model in rows.scores if model != baseline
+    comparisons = [c for model in rows.scores if model != baseline and not is_masked_variant(model)
                    for c in compare(rows, model, baseline, segments, POWER_METRICS, resamples)]
     half_widths = {}
     for slot in HALF_WIDTH_SLOTS:
@@ -127,7 +128,8 @@ def power_analysis(rows, baseline: str, slots: list[str], resamples: int) -> dic
         if widths:
             half_widths[slot] = {"max_points": max(widths), "mean_points": float(np.mean(widths))}
     return {"comparisons": [c.as_dict() for c in comparisons],
-            "claims": [v.as_dict() for v in judge_claims(rows, resamples=resamples)],
+            "claims": [v.as_dict() for v in judge_claims(rows, (*CLAIMS, *masking_claims(rows, masking_model)),
+                                                               resamples)],
             "auc_pr_change_half_width": half_widths}
 
 
@@ -183,10 +185,51 @@ def model_slot_summary(metrics: pd.DataFrame) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- the benchmark's targets
+TARGET_MODEL = "camoe"                  # the paper's model (t=2), held to the targets below
+CEILING_SIGNAL_TARGET = 0.95            # gain(model) >= 0.95 gain(ceiling), gain = LL(slot base rate) - LL(x)
+TRUE_CALIBRATION_BOUNDS = (0.95, 1.05)  # sum(pCTR) / sum(true_ctr) per slot after temperature
+
+
+def target_checks(summary: dict, model: str, slots: list[str]) -> list[dict]:
+    """Per slot (seed-averaged ``model_slot_summary``): does ``model`` capture >= 0.95 of the
+    ceiling's signal and is its calibration ratio against true_ctr within [0.95, 1.05]?
+    Empty when the model was not run or the log has no true_ctr."""
+    lo, hi = TRUE_CALIBRATION_BOUNDS
+    out = []
+    for slot in [*slots, "all"]:
+        values = summary.get(model, {}).get(slot)
+        if not values or values.get("signal_fraction_of_ceiling") is None:
+            continue
+        fraction, ratio = values["signal_fraction_of_ceiling"], values.get("true_calibration_ratio")
+        out.append({"slot": slot, "rows": values.get("rows"), "positives": values.get("positives"),
+                    "signal_fraction_of_ceiling": fraction, "meets_ceiling_target": fraction >= CEILING_SIGNAL_TARGET,
+                    "true_calibration_ratio": ratio,
+                    "calibration_within_bounds": ratio is not None and lo <= ratio <= hi})
+    return out
+
+
+def targets_markdown(checks: list[dict], model: str) -> str:
+    if not checks:
+        return ""
+    lines = [f"## {model}: share of the ceiling's signal (target >= {CEILING_SIGNAL_TARGET}) and calibration "
+             f"vs true_ctr after temperature (target {TRUE_CALIBRATION_BOUNDS[0]}-{TRUE_CALIBRATION_BOUNDS[1]}), "
+             "seed means",
+             "| slot | test rows | clicks | signal / ceiling | met | sum pCTR / sum true_ctr | met |",
+             "|---|---:|---:|---:|---|---:|---|"]
+    for c in checks:
+        ratio = "" if c["true_calibration_ratio"] is None else f"{c['true_calibration_ratio']:.3f}"
+        lines.append(f"| {c['slot']} | {c['rows'] or 0:,.0f} | {c['positives'] or 0:,.0f} | "
+                     f"{c['signal_fraction_of_ceiling']:.3f} | {'yes' if c['meets_ceiling_target'] else 'no'} | "
+                     f"{ratio} | {'yes' if c['calibration_within_bounds'] else 'no'} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- one experiment
 def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = None,
-                    features_version: int | None = None, report_path=None, log=None) -> dict:
+                    features_version: int | None = None, report_path=None, log=None, quick: bool = False) -> dict:
     """Train and evaluate every model on one features snapshot; write experiment_results + report.
+    ``quick``: ``ExperimentSettings.quick`` (two seeds, two epochs, 50 resamples).
 
     Each training and evaluation is recorded in ``runs`` under ``<run_id>-train-<model>`` /
     ``<run_id>-eval-<model>``, so every number in the report traces back to a model artifact.
@@ -201,7 +244,7 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
     from features import tables
     from training.runner import train
 
-    settings = cfg.experiments
+    settings = cfg.experiments.quick() if quick else cfg.experiments
     models = tuple(models or settings.models)
     unknown = [m for m in models if m not in cfg.models]
     if unknown:
@@ -233,7 +276,10 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
                                         params={"experiment": run_id, "model": model, "seed": seed})
             # % changes in slot_metrics are vs the baseline trained with the same seed
             baseline_run = seed_evaluations.get(settings.baseline, {}).get(seed)
-            summary = evaluate_run(spark, cfg, eval_run.run_id, train_run.run_id, baseline_run)
+            # masked experts (one more forward pass and metric set per expert) are scored for the
+            # model the masking claims are about only
+            summary = evaluate_run(spark, cfg, eval_run.run_id, train_run.run_id, baseline_run,
+                                   expert_masking=model == TARGET_MODEL)
             eval_run.outputs.update(summary.pop("outputs"))
             eval_run.metrics.update(summary)
             tables.record_run(spark, cfg, eval_run)
@@ -261,10 +307,11 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
 
     # every (model, seed)'s calibrated test scores, aligned on the same impressions
     scored = _scored_rows(spark, cfg, seed_evaluations, version)
-    power = power_analysis(scored, settings.baseline, slots, settings.bootstrap_resamples)
+    power = power_analysis(scored, settings.baseline, slots, settings.bootstrap_resamples, TARGET_MODEL)
 
     out_dir = Path(cfg.storage.artifacts_dir) / "experiments" / run_id
-    header = (f"# CAMoE ablations on the synthetic benchmark\n\nExperiment `{run_id}`, features version "
+    header = (f"# CAMoE ablations on the synthetic benchmark{' (--quick)' if quick else ''}\n\n"
+              f"Experiment `{run_id}`, features version "
               f"{version}, {scored.rows:,} test impressions ({int(scored.label.sum()):,} clicks), "
               f"models trained with backend={settings.backend} x{settings.num_proc}, seeds {list(seeds)}, "
               f"epochs={settings.epochs or cfg.training.epochs}, global batch {cfg.training.batch_size}, "
@@ -274,7 +321,10 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
               + ". Every model takes " + ", ".join(sorted({'+'.join(cfg.models[m].slot_features) or 'nothing'
                                                            for m in order})) + " as input. "
               "Test split, temperature-calibrated scores.")
-    intervals = power_markdown(power, settings.baseline, slots, scored.seeds)
+    summary = model_slot_summary(frame)
+    checks = target_checks(summary, TARGET_MODEL, slots)
+    intervals = "\n\n".join(p for p in (targets_markdown(checks, TARGET_MODEL),
+                                         power_markdown(power, settings.baseline, slots, scored.seeds)) if p)
     report = markdown_report(first_seed, settings.baseline, slots,
                              header + ("\n\n" + intervals if intervals else "")
                              + ("\n\nThe single-run tables below are the first seed's." if len(seeds) > 1 else ""))
@@ -291,7 +341,7 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
                 "evaluations": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in seed_evaluations.items()},
                 "test_rows": scored.rows, "test_clicks": int(scored.label.sum()),
                 "bootstrap_resamples": settings.bootstrap_resamples, "seconds_per_model": timings,
-                "models": model_slot_summary(frame), **power}
+                "quick": quick, "models": summary, "targets": {TARGET_MODEL: checks}, **power}
     (out_dir / "experiments.json").write_text(json.dumps(document, indent=1, default=_json_default))
     if report_path:
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
@@ -328,8 +378,12 @@ def _scored_rows(spark, cfg, seed_evaluations: dict[str, dict[int, str]], versio
     from features import tables
 
     runs = _run_seeds(spark, seed_evaluations)          # the predictions name the model
-    predictions = (spark.table(cfg.table(tables.PREDICTIONS)).join(F.broadcast(runs), "run_id")
-                   .select("model", "seed", "impression_id", "slot", "label", "true_ctr", "pctr"))
+    table = spark.table(cfg.table(tables.PREDICTIONS))
+    # masked-expert scores of the model the masking claims are about only (memory)
+    masked = [F.when(F.col("model") == TARGET_MODEL, F.col("masked_pctr")).alias("masked_pctr")] \
+        if "masked_pctr" in table.columns else []
+    predictions = (table.join(F.broadcast(runs), "run_id")
+                   .select("model", "seed", "impression_id", "slot", "label", "true_ctr", "pctr", *masked))
     snapshot = tables.read_table(spark, cfg.table(tables.FEATURES), version)
     if "ceiling_ctr" in snapshot.columns:
         ceiling = snapshot.where(F.col("split") == "test").select("impression_id", "ceiling_ctr")

@@ -25,6 +25,19 @@ TRUTH_METRICS = {"excess_log_loss": "lower", "true_calibration_ratio": "closer t
 BETTER = {**LABEL_METRICS, **TRUTH_METRICS}           # metric -> which direction of change is better
 
 
+# <model>/masked-expert-<k>: the model with expert k zeroed at scoring time (paper app. A.2), from
+# the predictions' masked_pctr; it takes part in the masking claims only
+MASKED = "/masked-expert-"
+
+
+def masked_variant(model: str, expert: int) -> str:
+    return f"{model}{MASKED}{expert}"
+
+
+def is_masked_variant(name: str) -> bool:
+    return MASKED in name
+
+
 @dataclass(frozen=True)
 class ScoredRows:
     """The test rows in one order; ``scores[model]`` is (seeds, n) calibrated pCTR."""
@@ -70,6 +83,12 @@ def scored_rows(frame: pd.DataFrame) -> ScoredRows:
             raise ValueError(f"{model} seed {seed} has no score for impression(s) {absent}")
         scores.setdefault(model, []).append(ordered["pctr"].to_numpy(dtype=np.float64))
         seeds.setdefault(model, []).append(int(seed))
+        masked = ordered["masked_pctr"] if "masked_pctr" in ordered.columns else None
+        if masked is not None and masked.notna().all() and len(masked.iloc[0]) > 0:
+            by_expert = np.vstack(masked.to_numpy()).astype(np.float64)        # (n, experts)
+            for k in range(by_expert.shape[1]):
+                scores.setdefault(masked_variant(model, k), []).append(by_expert[:, k])
+                seeds.setdefault(masked_variant(model, k), []).append(int(seed))
 
     def optional(column: str) -> np.ndarray | None:
         if column not in reference.columns or reference[column].isna().any():
@@ -163,6 +182,15 @@ CLAIMS = (
           "ece_equal_mass"),
     Claim("DCN-v2 cross experts beat MLP experts (MMoE)", "Table 5", "camoe", "mmoe", MAIN),
 )
+
+
+def masking_claims(rows: ScoredRows, model: str = "camoe") -> list[Claim]:
+    """Paper app. A.2, as we read it: every expert of ``model`` carries signal, so zeroing it at
+    scoring time lowers AUC-PR. One claim per expert whose masked scores were recorded."""
+    experts = sorted(int(name.rsplit(MASKED, 1)[1]) for name in rows.scores
+                     if is_masked_variant(name) and name.startswith(model + MASKED))
+    return [Claim(f"expert {k} carries signal: zeroing it at scoring time lowers AUC-PR", "App. A.2", model,
+                  masked_variant(model, k), MAIN) for k in experts]
 
 
 @dataclass(frozen=True)

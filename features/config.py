@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -287,6 +287,11 @@ class ExperimentSettings:
     epochs: int | None
     seeds: tuple[int, ...]              # training seeds: every model is trained once per seed
     bootstrap_resamples: int            # paired-bootstrap resamples per interval
+
+    def quick(self) -> "ExperimentSettings":
+        """``--quick``: the same models and report from two seeds, two epochs and 50 resamples
+        (a smoke run of the whole suite; its intervals are wide and say so)."""
+        return replace(self, seeds=self.seeds[:2], epochs=2, bootstrap_resamples=min(self.bootstrap_resamples, 50))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Tables 2-5 analogues, oracle column), experiments.json and a Pareto plot of stre
 stream_video AUC-PR change.
 
     spark-submit jobs/experiments.py [--models wide_deep camoe ...] [--set "experiments.seeds=[17, 18]"]
-                                     [--report bench/results/experiments.md]
+                                     [--report bench/results/experiments.md] [--quick]
 """
 from __future__ import annotations
 
@@ -21,13 +21,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--models", nargs="+", help="models to run (default: experiments.models)")
     parser.add_argument("--features-version", type=int, help="Delta version of features (default: latest)")
     parser.add_argument("--report", help="also write the markdown report (and pareto.png beside it) here")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run of the whole suite: two seeds, two epochs, 50 bootstrap resamples")
 
 
 def run(spark, cfg, args, record) -> int:
     from calibration.experiments import run_experiments
 
     result = run_experiments(spark, cfg, record.run_id, tuple(args.models or ()) or None, args.features_version,
-                             args.report, log)
+                             args.report, log, quick=args.quick)
     record.inputs["features"] = result["features_version"]
     record.outputs.update({"experiment_results": result["experiment_results_version"], "report": result["report"]})
     record.metrics.update({"evaluations": result["evaluations"], "seconds": result["seconds"]})

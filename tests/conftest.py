@@ -45,10 +45,9 @@ def experiment(spark, make_config):
     evaluation and inference tests (building and training it is most of their time)."""
     from calibration.experiments import run_experiments
 
-    cfg = make_config("experiments.epochs=2", "experiments.seeds=[17, 18]", "experiments.bootstrap_resamples=50",
-                      "training.batch_size=256", "training.shuffle_buffer=0", database="eval_suite")
+    cfg = make_config("training.batch_size=256", "training.shuffle_buffer=0", database="eval_suite")
     built_lake(spark, cfg, dt.date(2026, 1, 1), 6, 8000, "eval-build")
-    result = run_experiments(spark, cfg, "exp1", models=("wide_deep", "camoe"))
+    result = run_experiments(spark, cfg, "exp1", models=("wide_deep", "camoe"), quick=True)
     return cfg, result
 
 

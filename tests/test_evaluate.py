@@ -152,6 +152,8 @@ def test_bins_predictions_masks_plots_and_sql(spark, experiment):
     predictions = spark.table(cfg.table(tables.PREDICTIONS)).where(f"run_id = '{run}'")
     assert predictions.count() == test_rows
     assert predictions.where("pctr <= 0 OR pctr >= 1 OR pctr IS NULL").count() == 0
+    # each expert zeroed in turn, per impression (what the masking claims are judged from)
+    assert [r.k for r in predictions.selectExpr("size(masked_pctr) AS k").distinct().collect()] == [2]
 
     masks = spark.table(cfg.table(tables.EXPERT_MASK_METRICS)).where(f"run_id = '{run}' AND level = 'all'").toPandas()
     assert sorted(masks["masked_expert"]) == [-1, 0, 1]
@@ -195,16 +197,25 @@ def test_experiments_train_every_seed_and_report_paired_intervals_and_claims(spa
     per_seed = {(r.model, r.seed): r.auc_pr for r in results.collect()}
     assert overall["candidate_value"] == pytest.approx((per_seed[("camoe", 17)] + per_seed[("camoe", 18)]) / 2,
                                                        rel=1e-6)
-    # Table 2's claim is judged (the other claims need models this experiment did not run)
-    claims = {(c["claim"], c["segment"]) for c in document["claims"]}
-    assert claims == {("CAMoE (t=2) beats the production baseline Wide&Deep", s)
-                      for s in ("all", "stream_audio", "stream_video")}
+    # Table 2's claim and expert masking (app. A.2, camoe's two experts zeroed in turn, from the
+    # predictions' masked_pctr) are judged; the other claims need models this experiment did not run
+    claims = {(c["claim"], c["reference"], c["segment"]) for c in document["claims"]}
+    segments = ("all", "stream_audio", "stream_video")
+    assert claims == {("CAMoE (t=2) beats the production baseline Wide&Deep", "wide_deep", s) for s in segments} | {
+        (f"expert {k} carries signal: zeroing it at scoring time lowers AUC-PR", f"camoe/masked-expert-{k}", s)
+        for k in (0, 1) for s in segments}
     assert {c["verdict"] for c in document["claims"]} <= {"confirmed", "refuted", "unresolved"}
     assert set(document["auc_pr_change_half_width"]) == {"stream_audio", "stream_video"}
     camoe = document["models"]["camoe"]["all"]
     assert 0 < camoe["signal_fraction_of_ceiling"] and 0 < camoe["true_calibration_ratio"]
+    # --quick (the fixture's mode) and the issue's targets for CAMoE, per slot, from the same summary
+    assert document["quick"] is True
+    targets = {t["slot"]: t for t in document["targets"]["camoe"]}
+    assert targets["all"]["signal_fraction_of_ceiling"] == camoe["signal_fraction_of_ceiling"]
+    assert targets["all"]["meets_ceiling_target"] == (camoe["signal_fraction_of_ceiling"] >= 0.95)
     report = Path(result["report"]).read_text()
     assert "paired bootstrap over test impressions and training seeds" in report and "| claim |" in report
+    assert "(--quick)" in report.splitlines()[0] and "signal / ceiling" in report
 
 
 def test_an_unknown_training_run_is_a_readable_error(spark, experiment):

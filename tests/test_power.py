@@ -118,3 +118,50 @@ def test_the_pareto_plot_carries_each_models_intervals(tmp_path):
     x, y = "stream_audio AUC-PR change", "stream_video AUC-PR change"
     out = pareto(points.reset_index(), tmp_path / "pareto.png", x, y)
     assert out.stat().st_size > 1000
+
+
+def test_camoe_is_held_to_the_ceiling_and_calibration_targets_per_slot():
+    from calibration.experiments import target_checks, targets_markdown
+
+    summary = {"camoe": {"stream_audio": {"signal_fraction_of_ceiling": 0.97, "true_calibration_ratio": 1.02,
+                                          "rows": 1000, "positives": 12},
+                         "stream_video": {"signal_fraction_of_ceiling": 0.90, "true_calibration_ratio": 1.08,
+                                          "rows": 100, "positives": 4},
+                         "all": {"signal_fraction_of_ceiling": 0.95, "true_calibration_ratio": 0.95,
+                                 "rows": 1100, "positives": 16}},
+               "wide_deep": {"stream_audio": {"signal_fraction_of_ceiling": 0.5}}}
+    checks = {c["slot"]: c for c in target_checks(summary, "camoe", ["stream_audio", "stream_video", "podcast"])}
+    assert set(checks) == {"stream_audio", "stream_video", "all"}        # podcast has no rows: no check
+    assert (checks["stream_audio"]["meets_ceiling_target"], checks["stream_audio"]["calibration_within_bounds"]) \
+        == (True, True)
+    assert (checks["stream_video"]["meets_ceiling_target"], checks["stream_video"]["calibration_within_bounds"]) \
+        == (False, False)
+    assert checks["all"]["meets_ceiling_target"] and checks["all"]["calibration_within_bounds"]   # bounds inclusive
+    assert target_checks(summary, "camoe_t7", ["stream_audio"]) == []                            # not run
+    table = targets_markdown(list(checks.values()), "camoe")
+    assert "| stream_video | 100 | 4 | 0.900 | no | 1.080 | no |" in table
+
+
+def test_masked_expert_scores_become_variants_judged_only_by_the_masking_claims():
+    from calibration.experiments import power_analysis
+    from calibration.power import masking_claims
+
+    frame = _frame(n=4000)
+    good = frame["model"] == "good"
+    # 'good' recorded two masked variants: expert 0 zeroed = the noisy scores, expert 1 zeroed = itself
+    noisy = frame[frame["model"] == "noisy"].set_index(["seed", "impression_id"])["pctr"]
+    masked0 = noisy.reindex(pd.MultiIndex.from_frame(frame.loc[good, ["seed", "impression_id"]])).to_numpy()
+    frame["masked_pctr"] = None
+    frame.loc[good, "masked_pctr"] = pd.Series(
+        [np.array([m, p]) for m, p in zip(masked0, frame.loc[good, "pctr"])], index=frame.index[good])
+    rows = scored_rows(frame)
+    assert set(rows.scores) == {"good", "noisy", "twin", "good/masked-expert-0", "good/masked-expert-1"}
+    assert rows.seeds["good/masked-expert-0"] == [1, 2]
+    assert np.array_equal(rows.scores["good/masked-expert-1"], rows.scores["good"])
+    claims = masking_claims(rows, "good")
+    assert [(c.reference, c.source) for c in claims] == [("good/masked-expert-0", "App. A.2"),
+                                                          ("good/masked-expert-1", "App. A.2")]
+    power = power_analysis(rows, "noisy", ["stream_audio", "stream_video"], resamples=30, masking_model="good")
+    assert not any("masked" in c["candidate"] for c in power["comparisons"])     # not in the model tables
+    overall = {c["reference"]: c["verdict"] for c in power["claims"] if c["segment"] == "all"}
+    assert overall == {"good/masked-expert-0": "confirmed", "good/masked-expert-1": "unresolved"}
