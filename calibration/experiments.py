@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -120,14 +121,19 @@ def power_analysis(rows, baseline: str, slots: list[str], resamples: int, maskin
     from calibration.power import ALL, CLAIMS, compare, is_masked_variant, judge_claims, masking_claims
 
     segments = [s for s in [*slots, ALL] if s == ALL or (rows.slot == s).any()]
-    comparisons = [c for model in rows.scores if model != baseline and not is_masked_variant(model)
+    models = [m for m in rows.scores if not is_masked_variant(m) and SAMPLING_ENTRY not in m]
+    comparisons = [c for model in models if model != baseline
                    for c in compare(rows, model, baseline, segments, POWER_METRICS, resamples)]
+    # the sampling ablation: each variant vs the same model on the configured rates
+    sampling = [c for variant in rows.scores if SAMPLING_ENTRY in variant
+                for c in compare(rows, variant, variant.split(SAMPLING_ENTRY)[0], segments, POWER_METRICS,
+                                 resamples)]
     half_widths = {}
     for slot in HALF_WIDTH_SLOTS:
         widths = [100 * c.change.relative.half_width for c in comparisons if c.segment == slot and c.metric == "auc_pr"]
         if widths:
             half_widths[slot] = {"max_points": max(widths), "mean_points": float(np.mean(widths))}
-    return {"comparisons": [c.as_dict() for c in comparisons],
+    return {"comparisons": [c.as_dict() for c in comparisons], "sampling": [c.as_dict() for c in sampling],
             "claims": [v.as_dict() for v in judge_claims(rows, (*CLAIMS, *masking_claims(rows, masking_model)),
                                                                resamples)],
             "auc_pr_change_half_width": half_widths}
@@ -143,17 +149,21 @@ def _interval_cell(relative: dict) -> str:
 
 def power_markdown(power: dict, baseline: str, slots: list[str], seeds: dict[str, list[int]]) -> str:
     """The report's interval tables: changes vs the baseline, the claims, the achieved widths."""
-    comparisons = pd.DataFrame(power["comparisons"])
     parts = []
-    if not comparisons.empty:
+    for key, versus in (("comparisons", baseline), ("sampling", "the same model on conf/data.yaml's rates")):
+        comparisons = pd.DataFrame(power.get(key, []))
+        if comparisons.empty:
+            continue
         columns = [s for s in [*slots, "all"] if s in set(comparisons["segment"])]
-        for metric, title in (("auc_pr", "AUC-PR"), ("excess_log_loss", "excess log loss vs true_ctr (lower is better)")):
+        what = "Sampling ablation, " if key == "sampling" else ""
+        for metric, title in (("auc_pr", "AUC-PR"), ("excess_log_loss", "excess log loss vs true_ctr (lower is better)"),
+                              ("true_calibration_ratio", "calibration ratio vs true_ctr")):
             part = comparisons[comparisons["metric"] == metric]
-            if part.empty:
+            if part.empty or (metric == "true_calibration_ratio" and key != "sampling"):
                 continue
             table = part.pivot_table(index="candidate", columns="segment", values="relative", aggfunc="first")
             table = table[[c for c in columns if c in table.columns]].map(_interval_cell)
-            parts += [f"## {title}: % change vs {baseline} with 95% CI (paired bootstrap over test impressions "
+            parts += [f"## {what}{title}: % change vs {versus} with 95% CI (paired bootstrap over test impressions "
                       f"and training seeds; bold: the interval excludes 0)", _fmt(table, "{}")]
     if power["claims"]:
         lines = ["| claim | paper | segment | metric | change % [95% CI] | verdict |", "|---|---|---|---|---|---|"]
@@ -183,6 +193,21 @@ def model_slot_summary(metrics: pd.DataFrame) -> dict:
     for (model, slot), values in mean.iterrows():
         out.setdefault(model, {})[slot] = {k: (None if pd.isna(v) else float(v)) for k, v in values.items()}
     return out
+
+
+# ----------------------------------------------------------------------------- the sampling ablation
+SAMPLING_ENTRY = "@negatives>="         # camoe@negatives>=1: camoe trained on a snapshot keeping every row
+
+
+def sampling_entry(model: str, floor: float) -> str:
+    return f"{model}{SAMPLING_ENTRY}{floor:g}"
+
+
+def sampling_variant(sampling, floor: float):
+    """``sampling`` (features.config.SamplingSettings) with every slot keeping at least ``floor``
+    of its negatives; positives as configured. floor = 1.0 keeps every train row."""
+    return replace(sampling, rates={(slot, label): max(rate, floor) if label == 0 else rate
+                                    for (slot, label), rate in sampling.rates.items()})
 
 
 # ----------------------------------------------------------------------------- the benchmark's targets
@@ -227,9 +252,11 @@ def targets_markdown(checks: list[dict], model: str) -> str:
 
 # ----------------------------------------------------------------------------- one experiment
 def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = None,
-                    features_version: int | None = None, report_path=None, log=None, quick: bool = False) -> dict:
+                    features_version: int | None = None, report_path=None, log=None, quick: bool = False,
+                    sampling_ablation: bool = False) -> dict:
     """Train and evaluate every model on one features snapshot; write experiment_results + report.
     ``quick``: ``ExperimentSettings.quick`` (two seeds, two epochs, 50 resamples).
+    ``sampling_ablation``: also camoe on snapshots rebuilt per ``sampling_ablation_floors``.
 
     Each training and evaluation is recorded in ``runs`` under ``<run_id>-train-<model>`` /
     ``<run_id>-eval-<model>``, so every number in the report traces back to a model artifact.
@@ -255,48 +282,75 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
     version = features_version if features_version is not None else \
         tables.latest_version(spark, cfg.table(tables.FEATURES))
     order = [settings.baseline, *[m for m in models if m != settings.baseline]]
-    evaluations: dict[str, str] = {}                    # model -> its first seed's evaluation run
-    seed_evaluations: dict[str, dict[int, str]] = {}    # model -> seed -> evaluation run
+    evaluations: dict[str, str] = {}                    # entry -> its first seed's evaluation run
+    seed_evaluations: dict[str, dict[int, str]] = {}    # entry (a model, or a sampling variant) -> seed -> run
     timings: dict[str, float] = {}
-    for model in order:
+
+    def train_and_evaluate(entry: str, model: str, features_version: int, run_cfg=cfg) -> None:
         started = time.time()
         for seed in seeds:
             suffix = f"-seed{seed}" if len(seeds) > 1 else ""
-            train_run = tables.RunRecord(run_id=f"{run_id}-train-{model}{suffix}", job="train",
+            slug = entry.replace(SAMPLING_ENTRY, "-negatives-")
+            train_run = tables.RunRecord(run_id=f"{run_id}-train-{slug}{suffix}", job="train",
                                          params={"experiment": run_id, "model": model, "seed": seed})
-            result, meta, artifact = train(spark, cfg, train_run.run_id, model_name=model, features_version=version,
-                                           num_proc=settings.num_proc, backend=settings.backend,
-                                           epochs=settings.epochs, training_overrides={"seed": seed})
-            train_run.inputs["features"] = version
+            result, meta, artifact = train(spark, run_cfg, train_run.run_id, model_name=model,
+                                           features_version=features_version, num_proc=settings.num_proc,
+                                           backend=settings.backend, epochs=settings.epochs,
+                                           training_overrides={"seed": seed})
+            train_run.inputs["features"] = features_version
             train_run.outputs["model_artifact"] = str(artifact)
             train_run.metrics.update({"model": model, "seed": seed, "best_epoch": result["best_epoch"],
                                       "examples_per_second_per_worker": result["examples_per_second_rank0"]})
             tables.record_run(spark, cfg, train_run)
-            eval_run = tables.RunRecord(run_id=f"{run_id}-eval-{model}{suffix}", job="calibrate_evaluate",
+            eval_run = tables.RunRecord(run_id=f"{run_id}-eval-{slug}{suffix}", job="calibrate_evaluate",
                                         params={"experiment": run_id, "model": model, "seed": seed})
             # % changes in slot_metrics are vs the baseline trained with the same seed
             baseline_run = seed_evaluations.get(settings.baseline, {}).get(seed)
             # masked experts (one more forward pass and metric set per expert) are scored for the
             # model the masking claims are about only
             summary = evaluate_run(spark, cfg, eval_run.run_id, train_run.run_id, baseline_run,
-                                   expert_masking=model == TARGET_MODEL)
+                                   expert_masking=entry == TARGET_MODEL)
             eval_run.outputs.update(summary.pop("outputs"))
             eval_run.metrics.update(summary)
             tables.record_run(spark, cfg, eval_run)
-            seed_evaluations.setdefault(model, {})[seed] = eval_run.run_id
-            evaluations.setdefault(model, eval_run.run_id)
+            seed_evaluations.setdefault(entry, {})[seed] = eval_run.run_id
+            evaluations.setdefault(entry, eval_run.run_id)
             if log:
-                log.info("experiment %s: %s seed %d trained and evaluated (test AUC-PR %.4f)", run_id, model,
+                log.info("experiment %s: %s seed %d trained and evaluated (test AUC-PR %.4f)", run_id, entry,
                          seed, summary["auc_pr"] or float("nan"))
-        timings[model] = round(time.time() - started, 1)
+        timings[entry] = round(time.time() - started, 1)
+
+    for model in order:
+        train_and_evaluate(model, model, version)
+    floors = settings.sampling_ablation_floors if sampling_ablation else ()
+    if floors:
+        if TARGET_MODEL not in models:
+            raise ValueError(f"the sampling ablation retrains {TARGET_MODEL!r}; add it to the models")
+        from features.pipeline import build_features
+
+        first, last = tables.read_table(spark, cfg.table(tables.FEATURES), version).agg(
+            F.min("event_date"), F.max("event_date")).first()
+        for floor in floors:
+            variant = replace(cfg, sampling=sampling_variant(cfg.sampling, floor))
+            built = build_features(spark, variant, first, last, f"{run_id}-build-negatives-{floor:g}")
+            if log:
+                log.info("experiment %s: features rebuilt with every slot keeping >= %g of its negatives "
+                         "(version %d)", run_id, floor, built.versions_written["features"])
+            train_and_evaluate(sampling_entry(TARGET_MODEL, floor), TARGET_MODEL,
+                               built.versions_written["features"], variant)
+        # the latest features version is again the configured rates' (what later jobs read)
+        restored = build_features(spark, cfg, first, last, f"{run_id}-build-restore").versions_written["features"]
+        if log:
+            log.info("experiment %s: features rebuilt with the configured rates (version %d)", run_id, restored)
 
     all_runs = [r for by_seed in seed_evaluations.values() for r in by_seed.values()]
     metrics = spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id").isin(all_runs))
     optional = [c for c in ("oracle_auc_pr", "auc_pr_oracle_fraction", "ceiling_auc_pr", "auc_pr_ceiling_fraction",
                             "excess_log_loss", "true_calibration_ratio", "signal_fraction_of_ceiling")
                 if c in metrics.columns]
-    results = metrics.join(F.broadcast(_run_seeds(spark, seed_evaluations)), "run_id").select(
-                             F.lit(run_id).alias("run_id"), F.col("run_id").alias("eval_run_id"), "model",
+    # the model column names the entry: a sampling variant is its model on another snapshot
+    metrics = metrics.drop("model").join(F.broadcast(_run_seeds(spark, seed_evaluations)), "run_id")
+    results = metrics.select(F.lit(run_id).alias("run_id"), F.col("run_id").alias("eval_run_id"), "model",
                              "seed", "model_run_id", "features_version", "level",
                              "slot", "calibrated", "rows", "auc_pr", "auc_pr_change_pct", "roc_auc", "log_loss",
                              "ece_equal_mass", "ece_equal_width", *optional)
@@ -365,9 +419,9 @@ def _json_default(value):
 
 
 def _run_seeds(spark, seed_evaluations: dict[str, dict[int, str]]):
-    """(run_id, seed) of every evaluation run of the experiment."""
-    return spark.createDataFrame([(r, s) for by_seed in seed_evaluations.values() for s, r in by_seed.items()],
-                                 "run_id string, seed int")
+    """(run_id, seed, model) of every evaluation run of the experiment; model = the entry name."""
+    return spark.createDataFrame([(r, s, entry) for entry, by_seed in seed_evaluations.items()
+                                  for s, r in by_seed.items()], "run_id string, seed int, model string")
 
 
 def _scored_rows(spark, cfg, seed_evaluations: dict[str, dict[int, str]], version: int):
@@ -377,8 +431,8 @@ def _scored_rows(spark, cfg, seed_evaluations: dict[str, dict[int, str]], versio
     from calibration.power import scored_rows
     from features import tables
 
-    runs = _run_seeds(spark, seed_evaluations)          # the predictions name the model
-    table = spark.table(cfg.table(tables.PREDICTIONS))
+    runs = _run_seeds(spark, seed_evaluations)          # names each run's entry
+    table = spark.table(cfg.table(tables.PREDICTIONS)).drop("model")
     # masked-expert scores of the model the masking claims are about only (memory)
     masked = [F.when(F.col("model") == TARGET_MODEL, F.col("masked_pctr")).alias("masked_pctr")] \
         if "masked_pctr" in table.columns else []

@@ -287,6 +287,9 @@ class ExperimentSettings:
     epochs: int | None
     seeds: tuple[int, ...]              # training seeds: every model is trained once per seed
     bootstrap_resamples: int            # paired-bootstrap resamples per interval
+    # --sampling-ablation: per floor, a snapshot where every slot keeps at least that share of its
+    # negatives (1.0: no down-sampling), the masking-claims model retrained on it per seed
+    sampling_ablation_floors: tuple[float, ...] = (1.0,)
 
     def quick(self) -> "ExperimentSettings":
         """``--quick``: the same models and report from two seeds, two epochs and 50 resamples
@@ -581,6 +584,13 @@ def _int_list(v: Any) -> tuple[int, ...]:
     return tuple(v)
 
 
+def _rate_list(v: Any) -> tuple[float, ...]:
+    if not isinstance(v, list) or not v or len(set(v)) != len(v) or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r <= 1 for r in v):
+        raise ValueError
+    return tuple(float(r) for r in v)
+
+
 def _parse_models(models: Any, defaults: Any, taxonomy: Taxonomy, source: str) -> dict[str, ModelSettings]:
     if not isinstance(models, Mapping) or not models:
         raise ConfigError(f"{source}: 'models' must be a non-empty mapping of name -> settings")
@@ -675,7 +685,9 @@ def _parse_experiments(s: Section, models: Mapping[str, ModelSettings]) -> Exper
         seeds=s.get("seeds", _int_list, default=None, check=lambda v: len(set(v)) == len(v),
                     expect="a list of distinct positive integers"),
         bootstrap_resamples=s.get("bootstrap_resamples", int, default=200, check=lambda v: v >= 20,
-                                  expect="an integer >= 20"))
+                                  expect="an integer >= 20"),
+        sampling_ablation_floors=s.get("sampling_ablation_floors", _rate_list, default=(1.0,),
+                                       expect="a non-empty list of distinct rates in (0, 1]"))
     s.done()
     if out.baseline not in out.models:
         raise s.fail("baseline", f"must be one of experiments.models {list(out.models)}")
