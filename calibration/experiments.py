@@ -118,7 +118,7 @@ def power_analysis(rows, baseline: str, slots: list[str], resamples: int, maskin
     and the achieved AUC-PR half-widths.
 
     rows: ``calibration.power.ScoredRows``. Returns plain dicts (the JSON's shape)."""
-    from calibration.power import ALL, CLAIMS, compare, is_masked_variant, judge_claims, masking_claims
+    from calibration.power import ALL, CLAIMS, compare, is_masked_variant, judge_claims, label_free, masking_claims
 
     segments = [s for s in [*slots, ALL] if s == ALL or (rows.slot == s).any()]
     models = [m for m in rows.scores if not is_masked_variant(m) and SAMPLING_ENTRY not in m]
@@ -133,9 +133,10 @@ def power_analysis(rows, baseline: str, slots: list[str], resamples: int, maskin
         widths = [100 * c.change.relative.half_width for c in comparisons if c.segment == slot and c.metric == "auc_pr"]
         if widths:
             half_widths[slot] = {"max_points": max(widths), "mean_points": float(np.mean(widths))}
+    claims = (*CLAIMS, *masking_claims(rows, masking_model))
     return {"comparisons": [c.as_dict() for c in comparisons], "sampling": [c.as_dict() for c in sampling],
-            "claims": [v.as_dict() for v in judge_claims(rows, (*CLAIMS, *masking_claims(rows, masking_model)),
-                                                               resamples)],
+            "claims": [v.as_dict() for v in judge_claims(rows, [x for c in claims for x in (c, *label_free([c]))],
+                                                         resamples)],
             "auc_pr_change_half_width": half_widths}
 
 
@@ -149,6 +150,8 @@ def _interval_cell(relative: dict) -> str:
 
 def power_markdown(power: dict, baseline: str, slots: list[str], seeds: dict[str, list[int]]) -> str:
     """The report's interval tables: changes vs the baseline, the claims, the achieved widths."""
+    from calibration.power import is_masked_variant
+
     parts = []
     for key, versus in (("comparisons", baseline), ("sampling", "the same model on conf/data.yaml's rates")):
         comparisons = pd.DataFrame(power.get(key, []))
@@ -177,7 +180,8 @@ def power_markdown(power: dict, baseline: str, slots: list[str], seeds: dict[str
         parts.append("Achieved half-width of the AUC-PR change intervals (percentage points; target <= 3): "
                      + ", ".join(f"{slot} max {w['max_points']:.1f} (mean {w['mean_points']:.1f})"
                                  for slot, w in power["auc_pr_change_half_width"].items())
-                     + ". Seeds per model: " + ", ".join(f"{m} {s}" for m, s in sorted(seeds.items())) + ".")
+                     + ". Seeds per model: " + ", ".join(f"{m} {s}" for m, s in sorted(seeds.items())
+                                                    if not is_masked_variant(m)) + ".")
     return "\n\n".join(parts)
 
 
@@ -253,10 +257,12 @@ def targets_markdown(checks: list[dict], model: str) -> str:
 # ----------------------------------------------------------------------------- one experiment
 def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = None,
                     features_version: int | None = None, report_path=None, log=None, quick: bool = False,
-                    sampling_ablation: bool = False) -> dict:
+                    sampling_ablation: bool = False, reanalyse: str | None = None) -> dict:
     """Train and evaluate every model on one features snapshot; write experiment_results + report.
     ``quick``: ``ExperimentSettings.quick`` (two seeds, two epochs, 50 resamples).
     ``sampling_ablation``: also camoe on snapshots rebuilt per ``sampling_ablation_floors``.
+    ``reanalyse``: an earlier experiment's run id: train nothing, analyse its recorded evaluations
+    again (after a change to the analysis) into a report and rows under ``run_id``.
 
     Each training and evaluation is recorded in ``runs`` under ``<run_id>-train-<model>`` /
     ``<run_id>-eval-<model>``, so every number in the report traces back to a model artifact.
@@ -320,9 +326,15 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
                          seed, summary["auc_pr"] or float("nan"))
         timings[entry] = round(time.time() - started, 1)
 
-    for model in order:
+    if reanalyse:
+        recorded = _recorded_evaluations(spark, cfg, reanalyse)
+        seed_evaluations.update(recorded["seed_evaluations"])
+        evaluations.update({e: by_seed[min(by_seed)] for e, by_seed in seed_evaluations.items()})
+        version, seeds, timings = recorded["features_version"], recorded["seeds"], recorded["seconds"]
+        order = [m for m in order if m in seed_evaluations]
+    for model in order if not reanalyse else ():
         train_and_evaluate(model, model, version)
-    floors = settings.sampling_ablation_floors if sampling_ablation else ()
+    floors = settings.sampling_ablation_floors if sampling_ablation and not reanalyse else ()
     if floors:
         if TARGET_MODEL not in models:
             raise ValueError(f"the sampling ablation retrains {TARGET_MODEL!r}; add it to the models")
@@ -365,7 +377,8 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
 
     out_dir = Path(cfg.storage.artifacts_dir) / "experiments" / run_id
     header = (f"# CAMoE ablations on the synthetic benchmark{' (--quick)' if quick else ''}\n\n"
-              f"Experiment `{run_id}`, features version "
+              f"Experiment `{run_id}`" + (f" (the evaluations of `{reanalyse}`, analysed again)" if reanalyse else "")
+              + ", features version "
               f"{version}, {scored.rows:,} test impressions ({int(scored.label.sum()):,} clicks), "
               f"models trained with backend={settings.backend} x{settings.num_proc}, seeds {list(seeds)}, "
               f"epochs={settings.epochs or cfg.training.epochs}, global batch {cfg.training.batch_size}, "
@@ -416,6 +429,32 @@ def _json_default(value):
     if isinstance(value, (np.floating, float)):
         return None if not math.isfinite(float(value)) else float(value)
     return str(value)
+
+
+def _recorded_evaluations(spark, cfg, run_id: str) -> dict:
+    """What experiment ``run_id`` trained and evaluated, from ``experiment_results`` (and its
+    experiments.json's timings when it is still there)."""
+    from pathlib import Path
+
+    from pyspark.sql import functions as F
+
+    from features import tables
+
+    name = cfg.table(tables.EXPERIMENT_RESULTS)
+    if not tables.table_exists(spark, name):
+        raise ValueError(f"{name} does not exist: there is no experiment {run_id!r} to reanalyse")
+    rows = (spark.table(name).where(F.col("run_id") == run_id)
+            .select("model", "seed", "eval_run_id", "features_version").distinct().collect())
+    if not rows:
+        raise ValueError(f"{name} has no rows of experiment {run_id!r}")
+    versions = {r.features_version for r in rows if SAMPLING_ENTRY not in r.model}
+    seed_evaluations: dict[str, dict[int, str]] = {}
+    for r in rows:
+        seed_evaluations.setdefault(r.model, {})[int(r.seed)] = r.eval_run_id
+    previous = Path(cfg.storage.artifacts_dir) / "experiments" / run_id / "experiments.json"
+    seconds = json.loads(previous.read_text()).get("seconds_per_model", {}) if previous.is_file() else {}
+    return {"seed_evaluations": seed_evaluations, "features_version": min(versions), "seconds": seconds,
+            "seeds": tuple(sorted({int(r.seed) for r in rows}))}
 
 
 def _run_seeds(spark, seed_evaluations: dict[str, dict[int, str]]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
@@ -97,9 +98,12 @@ def pareto(points, out: Path, x: str, y: str) -> Path:
     95% interval bars where ``<x> lo``/``<x> hi`` and ``<y> lo``/``<y> hi`` columns are given."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     if {f"{x} lo", f"{x} hi", f"{y} lo", f"{y} hi"} <= set(points.columns):
-        ax.errorbar(points[x], points[y], fmt="o", capsize=3, lw=0.8,
-                    xerr=[points[x] - points[f"{x} lo"], points[f"{x} hi"] - points[x]],
-                    yerr=[points[y] - points[f"{y} lo"], points[f"{y} hi"] - points[y]])
+        def bars(c: str):                     # (2, n) arrays: matplotlib warns on single-row Series
+            v = points[c].to_numpy(float)
+            return np.vstack([v - points[f"{c} lo"].to_numpy(float), points[f"{c} hi"].to_numpy(float) - v])
+
+        ax.errorbar(points[x].to_numpy(float), points[y].to_numpy(float), fmt="o", capsize=3, lw=0.8,
+                    xerr=bars(x), yerr=bars(y))
     else:
         ax.scatter(points[x], points[y])
     for _, r in points.iterrows():

@@ -10,7 +10,7 @@ resampled rows, and each model's seeds are resampled too. Everything here is num
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -191,6 +191,12 @@ def masking_claims(rows: ScoredRows, model: str = "camoe") -> list[Claim]:
                      if is_masked_variant(name) and name.startswith(model + MASKED))
     return [Claim(f"expert {k} carries signal: zeroing it at scoring time lowers AUC-PR", "App. A.2", model,
                   masked_variant(model, k), MAIN) for k in experts]
+
+
+def label_free(claims: Sequence[Claim]) -> list[Claim]:
+    """Each AUC-PR claim again on excess log loss against true_ctr (lower is better): no label
+    noise, so it resolves differences AUC-PR cannot; judged only where the log has true_ctr."""
+    return [replace(c, metric="excess_log_loss") for c in claims if c.metric == "auc_pr"]
 
 
 @dataclass(frozen=True)

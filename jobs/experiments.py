@@ -9,7 +9,7 @@ stream_video AUC-PR change.
 
     spark-submit jobs/experiments.py [--models wide_deep camoe ...] [--set "experiments.seeds=[17, 18]"]
                                      [--report bench/results/experiments.md] [--quick]
-                                     [--sampling-ablation]
+                                     [--sampling-ablation] [--reanalyse EXPERIMENT_RUN_ID]
 """
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--report", help="also write the markdown report (and pareto.png beside it) here")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run of the whole suite: two seeds, two epochs, 50 bootstrap resamples")
+    parser.add_argument("--reanalyse", metavar="EXPERIMENT_RUN_ID",
+                        help="train nothing: analyse that experiment's recorded evaluations again (new report, "
+                             "intervals and claims)")
     parser.add_argument("--sampling-ablation", action="store_true",
                         help="also retrain camoe on snapshots rebuilt per experiments.sampling_ablation_floors "
                              "(1.0 = no down-sampling) and compare it with camoe on the configured rates")
@@ -33,7 +36,8 @@ def run(spark, cfg, args, record) -> int:
     from calibration.experiments import run_experiments
 
     result = run_experiments(spark, cfg, record.run_id, tuple(args.models or ()) or None, args.features_version,
-                             args.report, log, quick=args.quick, sampling_ablation=args.sampling_ablation)
+                             args.report, log, quick=args.quick, sampling_ablation=args.sampling_ablation,
+                             reanalyse=args.reanalyse)
     record.inputs["features"] = result["features_version"]
     record.outputs.update({"experiment_results": result["experiment_results_version"], "report": result["report"]})
     record.metrics.update({"evaluations": result["evaluations"], "seconds": result["seconds"]})

@@ -41,8 +41,8 @@ def spark(make_config):
 
 @pytest.fixture(scope="session")
 def experiment(spark, make_config):
-    """wide_deep and camoe trained (2 epochs, 2 seeds) and evaluated on one small snapshot, shared by the
-    evaluation and inference tests (building and training it is most of their time)."""
+    """wide_deep and camoe trained (--quick: 2 epochs, 2 seeds) and evaluated on one small snapshot, shared
+    by the evaluation and inference tests (building and training it is most of their time)."""
     from calibration.experiments import run_experiments
 
     cfg = make_config("training.batch_size=256", "training.shuffle_buffer=0", database="eval_suite")

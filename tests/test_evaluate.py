@@ -9,6 +9,7 @@ import torch
 
 from features import tables
 from features.reports import slot_metrics_sql
+from tests.helpers import built_lake
 from training.data import FeatureLayout, load_snapshot
 from training.inference import score_dataframe, score_rows
 from training.loop import load_artifact, score
@@ -180,13 +181,14 @@ def test_experiments_train_every_seed_and_report_paired_intervals_and_claims(spa
     from pathlib import Path
 
     cfg, result = experiment
-    assert {m: sorted(s) for m, s in result["seed_evaluations"].items()} == {"wide_deep": [17, 18], "camoe": [17, 18]}
+    entries = {"wide_deep": [17, 18], "camoe": [17, 18]}
+    assert {m: sorted(s) for m, s in result["seed_evaluations"].items()} == entries
     results = spark.table(cfg.table(tables.EXPERIMENT_RESULTS)).where("run_id = 'exp1' AND level = 'all' AND calibrated")
     assert sorted((r.model, r.seed, r.eval_run_id) for r in results.collect()) == [
         ("camoe", 17, "exp1-eval-camoe-seed17"), ("camoe", 18, "exp1-eval-camoe-seed18"),
         ("wide_deep", 17, "exp1-eval-wide_deep-seed17"), ("wide_deep", 18, "exp1-eval-wide_deep-seed18")]
     document = json.loads(Path(result["json"]).read_text())
-    assert document["baseline"] == "wide_deep" and document["seeds"] == {"wide_deep": [17, 18], "camoe": [17, 18]}
+    assert document["baseline"] == "wide_deep" and document["seeds"] == entries
     test_rows = spark.table(cfg.table(tables.FEATURES)).where("split = 'test'").count()
     assert document["test_rows"] == test_rows
     overall = next(c for c in document["comparisons"]
@@ -216,6 +218,41 @@ def test_experiments_train_every_seed_and_report_paired_intervals_and_claims(spa
     report = Path(result["report"]).read_text()
     assert "paired bootstrap over test impressions and training seeds" in report and "| claim |" in report
     assert "(--quick)" in report.splitlines()[0] and "signal / ceiling" in report
+
+
+def test_the_sampling_ablation_trains_on_every_train_row_and_restores_the_configured_snapshot(spark, fresh_db):
+    import json
+    from pathlib import Path
+
+    from calibration.experiments import run_experiments
+
+    # its own lake: the restoring rebuild gives later jobs a new build (new category ids)
+    cfg = fresh_db("training.batch_size=256", "training.shuffle_buffer=0", "experiments.seeds=[17]",
+                   "experiments.epochs=1", "experiments.baseline=camoe", "experiments.sampling_ablation_floors=[1.0]")
+    built_lake(spark, cfg, dt.date(2026, 1, 1), 6, 4000, "sampling-build")
+    result = run_experiments(spark, cfg, "exp-s", models=("camoe",), sampling_ablation=True)
+    assert set(result["seed_evaluations"]) == {"camoe", "camoe@negatives>=1"}
+    versions = {r.model: r.features_version for r in spark.table(cfg.table(tables.EXPERIMENT_RESULTS))
+                .where("run_id = 'exp-s'").select("model", "features_version").distinct().collect()}
+    main, variant = versions["camoe"], versions["camoe@negatives>=1"]
+    assert main != variant
+
+    def split_counts(version: int) -> dict:
+        snapshot = tables.read_table(spark, cfg.table(tables.FEATURES), version)
+        return {r.split: r["count"] for r in snapshot.groupBy("split").count().collect()}
+
+    configured, unsampled = split_counts(main), split_counts(variant)
+    raw_train = spark.table(cfg.table(tables.IMPRESSIONS)).where(
+        "event_date BETWEEN DATE'2026-01-01' AND DATE'2026-01-04'").count()
+    assert unsampled["train"] == raw_train > configured["train"]          # floor 1.0 keeps every train row
+    assert {k: v for k, v in unsampled.items() if k != "train"} == {k: v for k, v in configured.items() if k != "train"}
+    latest = tables.latest_version(spark, cfg.table(tables.FEATURES))
+    assert latest > variant and split_counts(latest) == configured        # later jobs read the configured rates
+    document = json.loads(Path(result["json"]).read_text())
+    overall = [c for c in document["sampling"] if c["segment"] == "all"]
+    assert {(c["candidate"], c["reference"], c["metric"]) for c in overall} == {
+        ("camoe@negatives>=1", "camoe", m) for m in ("auc_pr", "excess_log_loss", "true_calibration_ratio")}
+    assert "Sampling ablation, AUC-PR: % change vs the same model" in Path(result["report"]).read_text()
 
 
 def test_an_unknown_training_run_is_a_readable_error(spark, experiment):
@@ -272,3 +309,22 @@ def test_a_unimodal_model_is_validated_calibrated_and_evaluated_on_its_own_slots
     assert temperature.validation_rows == features.where("split = 'validation'").count()
     _, description = load_artifact(artifact)
     assert description["model_slots"] == ["stream_video", "embedded_music", "podcast_video"]
+
+
+def test_reanalysing_an_experiment_trains_nothing_and_gives_the_same_intervals(spark, experiment):
+    import json
+    from pathlib import Path
+
+    from calibration.experiments import run_experiments
+
+    cfg, result = experiment
+    runs_before = spark.table(cfg.table(tables.RUNS)).where("job = 'train'").count()
+    again = run_experiments(spark, cfg, "exp1-again", reanalyse="exp1", quick=True)
+    assert spark.table(cfg.table(tables.RUNS)).where("job = 'train'").count() == runs_before
+    assert again["seed_evaluations"] == result["seed_evaluations"]
+    first, second = (json.loads(Path(r["json"]).read_text()) for r in (result, again))
+    assert second["comparisons"] == first["comparisons"] and second["claims"] == first["claims"]
+    assert second["sampling"] == first["sampling"] and second["features_version"] == first["features_version"]
+    assert "(the evaluations of `exp1`, analysed again)" in Path(again["report"]).read_text()
+    with pytest.raises(ValueError, match="has no rows of experiment 'exp9'"):
+        run_experiments(spark, cfg, "exp9-again", reanalyse="exp9")

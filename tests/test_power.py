@@ -165,3 +165,32 @@ def test_masked_expert_scores_become_variants_judged_only_by_the_masking_claims(
     assert not any("masked" in c["candidate"] for c in power["comparisons"])     # not in the model tables
     overall = {c["reference"]: c["verdict"] for c in power["claims"] if c["segment"] == "all"}
     assert overall == {"good/masked-expert-0": "confirmed", "good/masked-expert-1": "unresolved"}
+
+
+def test_a_sampling_variant_raises_negative_rates_to_the_floor_and_keeps_positives():
+    from calibration.experiments import sampling_entry, sampling_variant
+    from features.config import SamplingSettings
+
+    configured = SamplingSettings(seed=11, rates={("stream_audio", 0): 0.1, ("stream_audio", 1): 1.0,
+                                                  ("stream_video", 0): 1.0, ("stream_video", 1): 0.8})
+    milder = sampling_variant(configured, 0.3)
+    assert milder.rates == {("stream_audio", 0): 0.3, ("stream_audio", 1): 1.0,
+                            ("stream_video", 0): 1.0, ("stream_video", 1): 0.8}
+    assert set(sampling_variant(configured, 1.0).rates.values()) == {1.0, 0.8}     # positives as configured
+    assert milder.seed == 11 and sampling_entry("camoe", 1.0) == "camoe@negatives>=1"
+
+
+def test_every_auc_pr_claim_is_also_judged_label_free_where_the_log_has_true_ctr():
+    from calibration.experiments import power_analysis
+    from calibration.power import label_free
+
+    assert {c.metric for c in label_free(CLAIMS)} == {"excess_log_loss"}
+    assert len(label_free(CLAIMS)) == sum(c.metric == "auc_pr" for c in CLAIMS)     # ECE claims have no twin
+    claim = Claim("good beats noisy", "test", "good", "noisy", ("all",))
+    rows = scored_rows(_frame(n=3000))
+    verdicts = judge_claims(rows, [claim, *label_free([claim])], resamples=30)
+    assert [(v.claim.metric, v.verdict) for v in verdicts] == [("auc_pr", "confirmed"), ("excess_log_loss", "confirmed")]
+    blind = scored_rows(_frame(n=3000).drop(columns="true_ctr"))                 # a real log: label metrics only
+    assert [v.claim.metric for v in judge_claims(blind, [claim, *label_free([claim])], resamples=30)] == ["auc_pr"]
+    power = power_analysis(rows, "noisy", ["stream_audio"], resamples=20)
+    assert power["claims"] == []                                                 # no CLAIMS model ran
