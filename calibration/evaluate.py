@@ -9,13 +9,15 @@ of the model's grouping and ``all``; the ``level`` column says which.
 """
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from calibration.metrics import ECE_SCHEMES, segment_metrics, truth_metrics
 
+log = logging.getLogger(__name__)
 SEGMENT_KEYS = ("level", "slot")
 METRICS = ("rows", "positives", "ctr", "mean_pred", "auc_pr", "roc_auc", "log_loss", "calibration_ratio",
            *(f"ece_{s}" for s in ECE_SCHEMES))
@@ -57,7 +59,8 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
     variants = calibration_variants(segmented)
     keys = [*SEGMENT_KEYS, "calibrated"]
     metrics, bin_rows = segment_metrics(variants, keys, "label", "pred", bins)
-    metrics = metrics.withColumnRenamed("mean_pred", "mean_pctr").withColumn("ece_bins", F.lit(bins))
+    metrics = (metrics.withColumnRenamed("mean_pred", "mean_pctr").withColumn("ece_bins", F.lit(bins))
+               .withColumn("note", segment_note(F.col("rows"), F.col("positives"))))
     if with_oracle:
         references = [("oracle", "true_ctr")] + ([("ceiling", "ceiling_ctr")] if with_ceiling else [])
         for name, column in references:
@@ -73,6 +76,16 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
     bin_rows = (bin_rows.withColumn("mean_pctr", F.col("sum_pred") / F.col("rows"))
                 .withColumn("observed_ctr", F.col("sum_label") / F.col("rows")).withColumn("bins", F.lit(bins)))
     return metrics, bin_rows
+
+
+NO_POSITIVES_NOTE = "no clicks in this window: AUC-PR, ROC-AUC and ECE are undefined (NULL)"
+ALL_POSITIVES_NOTE = "every impression clicked in this window: AUC-PR and ROC-AUC are undefined"
+
+
+def segment_note(rows: Column, positives: Column) -> Column:
+    """Why a segment's ranking metrics are NULL (null when they are defined)."""
+    return (F.when(positives == 0, F.lit(NO_POSITIVES_NOTE))
+            .when(positives == rows, F.lit(ALL_POSITIVES_NOTE)).otherwise(F.lit(None).cast("string")))
 
 
 def change_vs_baseline(metrics: DataFrame, baseline: DataFrame | None, baseline_run_id: str | None) -> DataFrame:
@@ -213,12 +226,17 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
             figures.append(str(plots.auc_pr_change_bars(written, out / "auc_pr_vs_baseline.png",
                                                         f"{cfg.evaluation.baseline_model} ({baseline_run_id})")))
     overall = written[(written["level"] == "all")].set_index("calibrated")
+    undefined = written[written["calibrated"] & written["note"].notna() & (written["level"] != "all")]
+    for row in undefined.itertuples():
+        log.warning("%s %s (%d test impressions, %d clicks): %s", row.level, row.slot, row.rows, row.positives,
+                    row.note)
     summary = {"model": model_name, "model_run_id": train["run_id"], "features_version": version,
                "temperatures": temperatures, "baseline_run_id": baseline_run_id, "plots": figures,
                "outputs": outputs, "test_rows": int(overall.loc[True, "rows"]),
                "auc_pr": _finite(overall.loc[True, "auc_pr"]),
                "ece_equal_mass_before": _finite(overall.loc[False, "ece_equal_mass"]),
-               "ece_equal_mass_after": _finite(overall.loc[True, "ece_equal_mass"])}
+               "ece_equal_mass_after": _finite(overall.loc[True, "ece_equal_mass"]),
+               "segments_without_clicks": sorted(undefined.loc[undefined["positives"] == 0, "slot"])}
     json.dumps(summary, default=str)          # fail here, not in the runs row, if not serialisable
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
 

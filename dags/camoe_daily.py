@@ -1,6 +1,6 @@
 """camoe_daily: the CAMoE pipeline once a day, one spark-submit per job.
 
-    generate_logs -> build_features -> validate -> train -> calibrate_evaluate -> score
+    generate_logs | ingest -> build_features -> validate -> train -> calibrate_evaluate -> score
 
 Every task is a SparkSubmitOperator running ``jobs/<job>.py`` of the project checkout with the
 PROJECT's ``.venv/bin/spark-submit`` and ``.venv/bin/python`` (PYSPARK_PYTHON and
@@ -15,8 +15,13 @@ Where things come from:
                                   (default: the folder above this file's dags/)
   Variable ``camoe_settings``     JSON list of ``KEY=VALUE`` config overrides for every job,
                                   e.g. ["storage.warehouse_dir=/shared/warehouse"]
-  params (trigger conf)           raw_source, window_days, set (more overrides), model,
-                                  grouping, backend, num_proc
+  params (trigger conf)           raw_source, source, source_format, window_days, set (more
+                                  overrides), model, grouping, backend, num_proc
+
+Raw logs: raw_source=generate runs generate_logs (synthetic); raw_source=ingest runs
+jobs/ingest.py on params.source (a path, glob or Delta table of the team's log, in
+params.source_format) for the window; raw_source=external skips both (another system fills
+camoe.impressions). The task not chosen is skipped; build_features runs after either.
 
 Dates: the run for logical date D works on the window [D - window_days + 1, D]: the last day is
 the test split, the day before validation, the rest training (conf/data.yaml ``splits``).
@@ -106,12 +111,20 @@ class CamoeJobOperator(SparkSubmitOperator):
             raise
 
 
-class GenerateLogsOperator(CamoeJobOperator):
-    """Synthetic logs for the window; skipped when the raw log is ingested by another system."""
+class RawLogOperator(CamoeJobOperator):
+    """The job that fills camoe.impressions for the window when params.raw_source names it
+    (generate: generate_logs, ingest: ingest); skipped otherwise."""
+
+    def __init__(self, *, raw_source: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.raw_source = raw_source
 
     def execute(self, context) -> None:
-        if context["params"]["raw_source"] != "generate":
-            raise AirflowSkipException("raw_source=ingest: camoe.impressions is written by ingestion")
+        chosen = context["params"]["raw_source"]
+        if chosen != self.raw_source:
+            raise AirflowSkipException(f"raw_source={chosen}: camoe.impressions is not written by {self.job}")
+        if chosen == "ingest" and not context["params"]["source"]:
+            raise AirflowFailException("raw_source=ingest needs params.source (the raw log's path, glob or table)")
         super().execute(context)
 
 
@@ -124,9 +137,12 @@ with DAG(
     max_active_runs=1,          # one embedded metastore / one warehouse writer at a time
     default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=5)},   # conn_id: spark_default
     params={
-        "raw_source": Param("generate", enum=["generate", "ingest"],
-                            description="generate: synthetic logs for the window; ingest: "
-                                        "camoe.impressions is filled by another system"),
+        "raw_source": Param("generate", enum=["generate", "ingest", "external"],
+                            description="generate: synthetic logs for the window; ingest: jobs/ingest.py "
+                                        "reads params.source; external: another system fills camoe.impressions"),
+        "source": Param("", type="string",
+                        description="raw_source=ingest: the raw log's path, glob or Delta table name"),
+        "source_format": Param("parquet", enum=["parquet", "csv", "json", "delta"]),
         "window_days": Param(10, type="integer", minimum=3,
                              description="days of logs per run, ending on the logical date"),
         "set": Param([], type="array", items={"type": "string"},
@@ -139,9 +155,13 @@ with DAG(
     tags=["camoe"],
 ) as dag:
     window = ["--start-date", WINDOW_START, "--end-date", WINDOW_END]
-    generate_logs = GenerateLogsOperator(
-        job="generate_logs", job_args=["--start-date", WINDOW_START, "--days", "{{ params.window_days }}"])
-    # none_failed: runs after generate_logs succeeded or was skipped (ingest), never after it failed
+    generate_logs = RawLogOperator(
+        raw_source="generate", job="generate_logs",
+        job_args=["--start-date", WINDOW_START, "--days", "{{ params.window_days }}"])
+    ingest = RawLogOperator(raw_source="ingest", job="ingest", job_args=[
+        "--source", "{{ params.source }}", "--format", "{{ params.source_format }}", *window])
+    # none_failed: runs after the raw-log task that ran succeeded (the other is skipped), or after
+    # both were skipped (external), never after one failed
     build_features = CamoeJobOperator(job="build_features", job_args=window,
                                       trigger_rule=TriggerRule.NONE_FAILED)
     validate = CamoeJobOperator(job="validate", job_args=window)   # exit 3 -> failed, no retry
@@ -151,4 +171,4 @@ with DAG(
     calibrate_evaluate = CamoeJobOperator(job="calibrate_evaluate", job_args=["--train-run-id", run_id("train")])
     score = CamoeJobOperator(job="score", job_args=["--train-run-id", run_id("train"),
                                                     "--start-date", WINDOW_END, "--end-date", WINDOW_END])
-    chain(generate_logs, build_features, validate, train, calibrate_evaluate, score)
+    chain([generate_logs, ingest], build_features, validate, train, calibrate_evaluate, score)

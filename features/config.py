@@ -290,6 +290,8 @@ class ExperimentSettings:
     # --sampling-ablation: per floor, a snapshot where every slot keeps at least that share of its
     # negatives (1.0: no down-sampling), the masking-claims model retrained on it per seed
     sampling_ablation_floors: tuple[float, ...] = (1.0,)
+    # the model the report's per-slot targets, expert-masking claims and sampling ablation are about
+    target_model: str = "camoe"
 
     def quick(self) -> "ExperimentSettings":
         """``--quick``: the same models and report from two seeds, two epochs and 50 resamples
@@ -323,7 +325,7 @@ class Config:
     spark: SparkSettings
     schema: RawLogSchema
     taxonomy: Taxonomy
-    generator: GeneratorSettings
+    generator: GeneratorSettings | None      # only generate_logs needs it (synthetic logs)
     splits: SplitSettings
     sampling: SamplingSettings
     features: FeatureSettings
@@ -332,9 +334,20 @@ class Config:
     default_model: str
     training: TrainingSettings
     evaluation: EvaluationSettings
-    experiments: ExperimentSettings
-    auction: AuctionSettings
+    experiments: ExperimentSettings | None   # only jobs/experiments.py needs it
+    auction: AuctionSettings | None          # only jobs/replay_auction.py needs it
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    def require(self, section: str, job: str, why: str) -> Any:
+        """The optional section ``section`` (generator, experiments, auction), or a ConfigError
+        saying that ``job`` needs it, for ``why``, and where the default one is."""
+        value = getattr(self, section)
+        if value is None:
+            raise ConfigError(
+                f"{job} needs a '{section}:' section ({why}); the configuration read has none. "
+                f"Copy the one of {PROJECT_ROOT / 'conf' / OPTIONAL_SECTION_FILES[section]} into your conf "
+                "folder, or pass it with --conf FILE")
+        return value
 
     def model(self, name: str | None = None) -> ModelSettings:
         name = name or self.default_model
@@ -345,6 +358,11 @@ class Config:
     def table(self, name: str) -> str:
         """Fully qualified name of a platform table (see features/tables.py)."""
         return f"{self.database}.{name}"
+
+
+# Sections a log's configuration may leave out: where the project's default one lives.
+OPTIONAL_SECTION_FILES = {"generator": "data.yaml", "experiments": "evaluation.yaml",
+                          "auction": "evaluation.yaml"}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -417,7 +435,8 @@ def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_
     schema = _parse_schema(Section(merged.get("schema"), "schema", src("schema")))
     taxonomy = parse_taxonomy(merged.get("slots"), merged.get("groupings"),
                               merged.get("default_grouping"), src("slots"), ConfigError)
-    generator = _parse_generator(Section(merged.get("generator"), "generator", src("generator")), taxonomy)
+    generator = None if merged.get("generator") is None else \
+        _parse_generator(Section(merged["generator"], "generator", src("generator")), taxonomy)
     splits = _parse_splits(Section(merged.get("splits"), "splits", src("splits")))
     sampling = _parse_sampling(Section(merged.get("sampling"), "sampling", src("sampling")), taxonomy)
     features = _parse_features(Section(merged.get("features"), "features", src("features")), schema)
@@ -429,9 +448,10 @@ def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_
                           f"got {default_model!r}")
     training = _parse_training(Section(merged.get("training"), "training", src("training")))
     evaluation = _parse_evaluation(Section(merged.get("evaluation"), "evaluation", src("evaluation")), models)
-    experiments = _parse_experiments(Section(merged.get("experiments"), "experiments", src("experiments")),
-                                     models)
-    auction = _parse_auction(Section(merged.get("auction"), "auction", src("auction")), taxonomy, models)
+    experiments = None if merged.get("experiments") is None else _parse_experiments(
+        Section(merged["experiments"], "experiments", src("experiments")), models, default_model)
+    auction = None if merged.get("auction") is None else \
+        _parse_auction(Section(merged["auction"], "auction", src("auction")), taxonomy, models)
     return Config(project_root, database, storage, spark, schema, taxonomy, generator, splits,
                   sampling, features, quality, models, default_model, training, evaluation, experiments,
                   auction, raw=merged)
@@ -671,7 +691,7 @@ def _parse_evaluation(s: Section, models: Mapping[str, ModelSettings]) -> Evalua
     return out
 
 
-def _parse_experiments(s: Section, models: Mapping[str, ModelSettings]) -> ExperimentSettings:
+def _parse_experiments(s: Section, models: Mapping[str, ModelSettings], default_model: str) -> ExperimentSettings:
     names = s.str_list("models")
     unknown = [n for n in names if n not in models]
     if unknown:
@@ -687,10 +707,14 @@ def _parse_experiments(s: Section, models: Mapping[str, ModelSettings]) -> Exper
         bootstrap_resamples=s.get("bootstrap_resamples", int, default=200, check=lambda v: v >= 20,
                                   expect="an integer >= 20"),
         sampling_ablation_floors=s.get("sampling_ablation_floors", _rate_list, default=(1.0,),
-                                       expect="a non-empty list of distinct rates in (0, 1]"))
+                                       expect="a non-empty list of distinct rates in (0, 1]"),
+        target_model=s.get("target_model", default=default_model, **_model_name(models)))
     s.done()
     if out.baseline not in out.models:
         raise s.fail("baseline", f"must be one of experiments.models {list(out.models)}")
+    if out.target_model not in out.models:
+        raise s.fail("target_model", f"({out.target_model!r}, default: default_model) must be one of "
+                                     f"experiments.models {list(out.models)}")
     return out
 
 

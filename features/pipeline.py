@@ -112,7 +112,8 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     # each pair or trio overlaps its Delta commits' driver-side waits (features.tables.concurrently).
     written = tables.concurrently({
         tables.QUARANTINE: lambda: tables.replace_date_range(
-            quarantined, cfg.table(tables.QUARANTINE), "event_date", start, end, ["event_date"]),
+            quarantined, cfg.table(tables.QUARANTINE), "event_date", start, end, ["event_date"],
+            only_where="stage = 'build_features'"),   # an ingest's rejects of these days stay
         tables.FEATURES: lambda: tables.replace_date_range(
             features, cfg.table(tables.FEATURES), "event_date", start, end, ["event_date"])})
     # Rows before sampling come from the cache, rows after from the table just written: the
@@ -130,7 +131,8 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
 
     quarantine_now = tables.read_table(spark, cfg.table(tables.QUARANTINE), written[tables.QUARANTINE])
     counts = tables.concurrently({
-        tables.QUARANTINE: quarantine_now.where(F.col("run_id") == run_id).count,
+        tables.QUARANTINE: quarantine_now.where((F.col("run_id") == run_id)
+                                                & (F.col("stage") == "build_features")).count,
         tables.FEATURES: after.count})
     quarantined_rows, feature_rows = counts[tables.QUARANTINE], counts[tables.FEATURES]
     with_hist.unpersist()

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from features.config import Config, RawLogSchema
 
 REASONS = "_reasons"
+RAW_ROW = "_raw_row"        # the row as read from a raw source, before type coercion (JSON)
 # Repeated impression ids up to this many are collected and broadcast to the duplicate rule's joins.
 BROADCAST_MAX_IDS = 100_000
 
@@ -128,20 +129,25 @@ def annotate_row_rules(df: DataFrame, cfg: Config) -> DataFrame:
 
 
 def accepted_rows(annotated: DataFrame) -> DataFrame:
-    return annotated.where(F.size(REASONS) == 0).drop(REASONS)
+    return annotated.where(F.size(REASONS) == 0).drop(REASONS, RAW_ROW)
 
 
-def quarantined_rows(annotated: DataFrame, cfg: Config, run_id: str) -> DataFrame:
-    """Rejected rows in the ``quarantine`` table's shape: key, reason, whole row as JSON."""
+def quarantined_rows(annotated: DataFrame, cfg: Config, run_id: str, stage: str = "build_features") -> DataFrame:
+    """Rejected rows in the ``quarantine`` table's shape: key, reason, whole row as JSON, and the
+    ``stage`` that rejected them (build_features, or ``ingest:<source>`` for a raw log's ingest:
+    each stage replaces only its own rows of a date range). The row as it was read is kept:
+    ``_raw_row`` when the rows were coerced (features.ingest), else every column."""
     s = cfg.schema
-    content = [c for c in annotated.columns if c != REASONS]
+    content = [c for c in annotated.columns if c not in (REASONS, RAW_ROW)]
+    raw = F.col(RAW_ROW) if RAW_ROW in annotated.columns else F.to_json(F.struct(*[F.col(c) for c in content]))
     return annotated.where(F.size(REASONS) > 0).select(
         F.col(s.id).cast("string").alias("impression_id"),
         F.col(s.date).cast("date").alias("event_date"),
         F.array_join(F.col(REASONS), "; ").alias("reason"),
-        F.to_json(F.struct(*[F.col(c) for c in content])).alias("raw_row"),
+        raw.alias("raw_row"),
         F.lit(run_id).alias("run_id"),
         F.current_timestamp().alias("quarantined_at"),
+        F.lit(stage).alias("stage"),
     )
 
 

@@ -46,11 +46,12 @@ def slot_metrics_sql(cfg: Config, run_id: str, columns: Sequence[str] | None = N
     m = cfg.table(tables.SLOT_METRICS)
     references = "".join(f"ROUND(a.{column}, {digits}) AS {alias}, " for column, digits, alias in REFERENCE_COLUMNS
                          if columns is None or column in columns)
+    note = ", a.note" if columns is None or "note" in columns else ""
     return f"""SELECT a.level, a.slot, a.rows, a.positives, ROUND(a.auc_pr, 4) AS auc_pr,
        {references}ROUND(a.roc_auc, 4) AS roc_auc,
        ROUND(b.ece_equal_mass, 5) AS ece_before, ROUND(a.ece_equal_mass, 5) AS ece_after,
        ROUND(a.ece_equal_width, 5) AS ece_width_after, ROUND(a.calibration_ratio, 3) AS calib_ratio,
-       ROUND(a.auc_pr_change_pct, 2) AS auc_pr_change_pct
+       ROUND(a.auc_pr_change_pct, 2) AS auc_pr_change_pct{note}
 FROM {m} a JOIN {m} b ON a.run_id = b.run_id AND a.level = b.level AND a.slot = b.slot
 WHERE a.run_id = '{run_id}' AND a.calibrated AND NOT b.calibrated
 ORDER BY CASE a.level WHEN 'slot' THEN 0 WHEN 'task' THEN 1 ELSE 2 END, a.rows DESC"""

@@ -40,7 +40,7 @@ Result = TypeVar("Result")
 
 # The job that writes each table: what a missing table's error tells the user to run.
 WRITTEN_BY = {
-    IMPRESSIONS: "generate_logs (or your own log ingest)", QUARANTINE: "build_features",
+    IMPRESSIONS: "ingest (a raw log) or generate_logs (synthetic)", QUARANTINE: "build_features",
     FEATURES: "build_features", SAMPLING_RATES: "build_features", VOCABULARIES: "build_features",
     FEATURE_STATS: "build_features", DQ_RESULTS: "validate", RUNS: "any job",
     TEMPERATURES: "calibrate_evaluate", SLOT_METRICS: "calibrate_evaluate",
@@ -117,6 +117,16 @@ def table_files(spark: SparkSession, name: str, version: int | None = None) -> T
                       tuple(sorted(snapshot.inputFiles())), snapshot.schema)
 
 
+def log_date_range(spark: SparkSession, cfg: Config, table: str = IMPRESSIONS) -> tuple[dt.date, dt.date]:
+    """First and last day of the raw log (a partition column: answered from the Delta log's
+    file statistics, not a scan); an empty table is an error naming the job that fills it."""
+    name = cfg.table(table)
+    first, last = read_table(spark, name).agg(F.min(cfg.schema.date), F.max(cfg.schema.date)).first()
+    if first is None:
+        raise ValueError(f"{name} holds no rows: run {WRITTEN_BY[table]} first, or pass --start-date/--end-date")
+    return first, last
+
+
 def read_date_range(spark: SparkSession, name: str, date_column: str, start: dt.date,
                     end: dt.date, version: int | None = None) -> DataFrame:
     return read_table(spark, name, version).where(
@@ -125,12 +135,15 @@ def read_date_range(spark: SparkSession, name: str, date_column: str, start: dt.
 
 def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.date, end: dt.date,
                        partition_by: Iterable[str] | None = None,
-                       properties: Mapping[str, str] | None = None) -> int:
+                       properties: Mapping[str, str] | None = None, only_where: str | None = None,
+                       with_undated: bool = False) -> int:
     """Write ``df`` as the complete content of [start, end] in table ``name``; returns the version.
 
     Rows of ``df`` outside the range make Delta refuse the write (replaceWhere is checked),
-    so a bug cannot silently spill into other dates. ``properties`` (``delta.*`` table
-    properties) are set when this write creates the table.
+    so a bug cannot silently spill into other dates. ``only_where`` (a SQL predicate) narrows
+    what is replaced to the rows it matches, e.g. one writer's rows of a shared table;
+    ``with_undated`` adds the rows whose date is null (rejected rows whose date could not be
+    read). ``properties`` (``delta.*`` table properties) are set when this write creates the table.
     """
     spark = df.sparkSession
     writer = df.write.format("delta").mode("overwrite")
@@ -138,8 +151,12 @@ def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.dat
         writer = writer.partitionBy(*partition_by)
     if table_exists(spark, name):
         check_same_columns(spark.table(name), df, name)
-        writer = writer.option("replaceWhere",
-                               f"{date_column} >= '{start.isoformat()}' AND {date_column} <= '{end.isoformat()}'")
+        where = f"{date_column} >= '{start.isoformat()}' AND {date_column} <= '{end.isoformat()}'"
+        if with_undated:
+            where = f"({where}) OR {date_column} IS NULL"
+        if only_where is not None:
+            where = f"({where}) AND ({only_where})"
+        writer = writer.option("replaceWhere", where)
     else:
         for key, value in (properties or {}).items():
             writer = writer.option(key, value)     # delta.* options become the new table's properties

@@ -63,16 +63,26 @@ def iso_date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def date_range_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--start-date", type=iso_date,
-                        help="first event_date (default: generator.start_date)")
-    parser.add_argument("--end-date", type=iso_date,
-                        help="last event_date, inclusive (default: start + generator.days - 1)")
+def date_range_arguments(parser: argparse.ArgumentParser,
+                         first_default: str = "generator.start_date; without a generator: section, the "
+                                              "impressions table's first day",
+                         last_default: str = "start + generator.days - 1; without a generator: section, the "
+                                             "impressions table's last day") -> None:
+    parser.add_argument("--start-date", type=iso_date, help=f"first event_date (default: {first_default})")
+    parser.add_argument("--end-date", type=iso_date, help=f"last event_date, inclusive (default: {last_default})")
 
 
-def resolve_date_range(args: argparse.Namespace, cfg) -> tuple[dt.date, dt.date]:
-    start = args.start_date or cfg.generator.start_date
-    end = args.end_date or (start + dt.timedelta(days=cfg.generator.days - 1))
+def resolve_date_range(args: argparse.Namespace, cfg, spark=None) -> tuple[dt.date, dt.date]:
+    """--start-date/--end-date; a missing end comes from the generator's days for synthetic logs,
+    else (a team's own log) from the days the impressions table holds."""
+    start, end = args.start_date, args.end_date
+    if cfg.generator is not None:
+        start = start or cfg.generator.start_date
+        end = end or (start + dt.timedelta(days=cfg.generator.days - 1))
+    elif start is None or end is None:
+        from features import tables
+        first, last = tables.log_date_range(spark, cfg)
+        start, end = start or first, end or last
     if end < start:
         raise ValueError(f"--end-date {end} is before --start-date {start}")
     return start, end
@@ -139,6 +149,11 @@ def run_recorded(spark, cfg, job: str, run: Callable, args: argparse.Namespace,
                        params={k: v for k, v in vars(args).items() if k not in ("conf_dir",)})
     try:
         code = run(spark, cfg, args, record)
+    except ConfigError as exc:             # a section this job needs is missing: fix the conf, not retry
+        record.metrics["error"] = f"ConfigError: {exc}"
+        _try_record(spark, cfg, record, "failed")
+        print(f"{job}: configuration error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - one readable line, the trace in the log
         log.debug("failure", exc_info=True)
         record.metrics["error"] = f"{type(exc).__name__}: {exc}"

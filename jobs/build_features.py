@@ -17,7 +17,7 @@ add_arguments = date_range_arguments   # --start-date/--end-date only
 def run(spark, cfg, args, record) -> int:
     from features.pipeline import build_features
 
-    start, end = resolve_date_range(args, cfg)
+    start, end = resolve_date_range(args, cfg, spark)
     result = build_features(spark, cfg, start, end, record.run_id)
     record.inputs.update(result.versions_read)
     record.outputs.update(result.versions_written)

@@ -28,8 +28,9 @@ def add_arguments(parser) -> None:
                         help="train nothing: analyse that experiment's recorded evaluations again (new report, "
                              "intervals and claims)")
     parser.add_argument("--sampling-ablation", action="store_true",
-                        help="also retrain camoe on snapshots rebuilt per experiments.sampling_ablation_floors "
-                             "(1.0 = no down-sampling) and compare it with camoe on the configured rates")
+                        help="also retrain experiments.target_model on snapshots rebuilt per "
+                             "experiments.sampling_ablation_floors (1.0 = no down-sampling) and compare it with "
+                             "itself on the configured rates")
 
 
 def run(spark, cfg, args, record) -> int:

@@ -35,10 +35,11 @@ def run(spark, cfg, args, record) -> int:
     burn_in = cfg.features.history_days if args.burn_in_days is None else args.burn_in_days
     if burn_in < 0:
         raise ValueError(f"--burn-in-days must be >= 0, got {burn_in}")
-    first = args.start_date or cfg.generator.start_date
-    end = first + dt.timedelta(days=(args.days or cfg.generator.days) - 1)
+    generator = cfg.require("generator", "generate_logs", "the synthetic log's days, size, slots and effects")
+    first = args.start_date or generator.start_date
+    end = first + dt.timedelta(days=(args.days or generator.days) - 1)
     start = first - dt.timedelta(days=burn_in)
-    df = generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=start,
+    df = generate_impressions(spark, generator, cfg.taxonomy, start_date=start,
                               days=(end - start).days + 1, rows_per_day=args.rows_per_day, seed=args.seed)
     name = cfg.table(args.table)
     version = tables.replace_log_range(df, cfg, start, end, args.table)

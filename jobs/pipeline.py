@@ -12,6 +12,8 @@ DAG's tasks do (a step's own --run-id in --step-args wins).
     spark-submit jobs/pipeline.py
     spark-submit jobs/pipeline.py --steps generate_logs,build_features --set generator.days=3
     spark-submit jobs/pipeline.py --step-args "train=--epochs 2 --num-proc 2 --backend horovod"
+    spark-submit jobs/pipeline.py --conf-dir my_conf --steps ingest,build_features,validate,train,calibrate_evaluate,score \
+        --step-args "ingest=--source /data/ad_logs --format parquet"
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from typing import Callable
 from jobs._cli import job_parser, load_job_config, run_recorded, setup_logging, start_spark
 
 STEPS = ("generate_logs", "build_features", "validate", "summarize", "train", "calibrate_evaluate", "score")
+# on a team's own log, ingest takes generate_logs' place: --steps ingest,build_features,...
+OPTIONAL_STEPS = ("ingest",)
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,8 @@ class Step:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--steps", default=",".join(STEPS),
-                        help=f"comma-separated jobs to run, in this order (default: all of {','.join(STEPS)})")
+                        help=f"comma-separated jobs to run, in this order (default: all of {','.join(STEPS)}; "
+                             f"also: {','.join(OPTIONAL_STEPS)})")
     parser.add_argument("--step-args", action="append", default=[], metavar="JOB=FLAGS",
                         help="extra flags for one job, e.g. \"train=--epochs 2 --backend local\" (repeatable; "
                              "its spark.* settings do not apply: the one session is started with the pipeline's)")
@@ -48,10 +53,10 @@ def plan_steps(args: argparse.Namespace) -> list[Step]:
     """Parse every step's flags before anything runs, so a typo fails the run at once: the
     pipeline's --conf-dir/--conf/--set go to every step, --step-args to its own."""
     names = [n.strip() for n in args.steps.split(",") if n.strip()]
-    unknown = [n for n in names if n not in STEPS]
+    unknown = [n for n in names if n not in STEPS + OPTIONAL_STEPS]
     if unknown or not names:
         raise ValueError(f"--steps: unknown job(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(STEPS)}")
+                         f"choose from {', '.join(STEPS + OPTIONAL_STEPS)}")
     extra: dict[str, list[str]] = {}
     for item in args.step_args:
         job, sep, flags = item.partition("=")

@@ -33,7 +33,9 @@ def run(spark, cfg, args, record) -> int:
     from features import tables
     from features.columns import lookup
 
-    settings, schema = cfg.auction, cfg.schema
+    settings = cfg.require("auction", "replay_auction", "the replayed auctions' bids, pacing, pods and the raw "
+                           "log's focus and campaign columns")
+    schema = cfg.schema
     models = list(args.models or settings.models)
     for name in models:
         cfg.model(name)                      # unknown names fail with the list of models

@@ -19,7 +19,7 @@ GATE_FAILED = 3
 def run(spark, cfg, args, record) -> int:
     from features.pipeline import validate_tables
 
-    start, end = resolve_date_range(args, cfg)
+    start, end = resolve_date_range(args, cfg, spark)
     results, versions = validate_tables(spark, cfg, start, end, record.run_id)
     record.inputs.update(versions)
     record.metrics["suites"] = {r.table: r.success for r in results}

@@ -25,8 +25,8 @@ def base_overrides(lake):
 @pytest.fixture(scope="session")
 def make_config(base_overrides):
     """Config with the test lake's paths; ``database`` isolates each test's tables."""
-    def make(*overrides: str, database: str = "camoe_test", extra_files=()):
-        return load_config(extra_files=extra_files,
+    def make(*overrides: str, database: str = "camoe_test", extra_files=(), conf_dir=None):
+        return load_config(conf_dir, extra_files=extra_files,
                            overrides=[*base_overrides, f"database={database}", *overrides])
     return make
 
@@ -54,9 +54,9 @@ def experiment(spark, make_config):
 @pytest.fixture
 def fresh_db(spark, make_config, request):
     """A config whose database is new and unique to this test."""
-    def make(*overrides: str, extra_files=()):
+    def make(*overrides: str, extra_files=(), conf_dir=None):
         name = "t_" + re.sub(r"\W+", "_", request.node.name).lower()[:60]
-        cfg = make_config(*overrides, database=name, extra_files=extra_files)
+        cfg = make_config(*overrides, database=name, extra_files=extra_files, conf_dir=conf_dir)
         recreate_database(spark, cfg)
         return cfg
     return make

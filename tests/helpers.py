@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -39,3 +40,19 @@ def built_lake(spark: SparkSession, cfg: Config, start: dt.date, days: int, rows
     end = start + dt.timedelta(days=days - 1)
     write_raw(generated(spark, cfg, first, days + burn_in, rows_per_day), cfg, first, end)
     return build_features(spark, cfg, start, end, run_id)
+
+
+STARTER_CONF = Path(__file__).resolve().parent.parent / "conf" / "examples" / "starter"
+# conf/examples/starter/schema.yaml's columns: a log as an ad server writes it (no event_date,
+# no true_ctr)
+STARTER_COLUMNS = ("impression_id", "event_ts", "slot", "clicked", "user_id", "ad_id", "campaign_id",
+                   "advertiser_id", "platform", "device", "country", "hour", "ad_duration_s")
+
+
+def own_log(spark: SparkSession, start: dt.date, days: int, rows_per_day: int) -> DataFrame:
+    """A generated log cut to the starter conf's columns: what a team's own log looks like."""
+    from features.config import load_config
+
+    default = load_config()
+    return generate_impressions(spark, default.generator, default.taxonomy, start_date=start, days=days,
+                                rows_per_day=rows_per_day).select(*STARTER_COLUMNS)

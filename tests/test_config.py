@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from features.config import ConfigError, load_config
+from features.config import PROJECT_ROOT, ConfigError, load_config
 
 
 def test_default_config_loads_with_the_papers_taxonomy():
@@ -82,3 +82,32 @@ def test_evaluation_experiment_and_auction_sections_are_checked():
         load_config(overrides=["auction.positions.audio=6"])
     with pytest.raises(ConfigError, match=r"'auction\.serve_focus\.video' is required"):
         load_config(overrides=["auction.serve_focus={audio: out_of_focus}"])
+
+
+STARTER = PROJECT_ROOT / "conf" / "examples" / "starter"
+
+
+def test_a_real_logs_conf_folder_needs_no_generator_auction_or_experiments(tmp_path):
+    cfg = load_config(STARTER)
+    assert cfg.generator is None and cfg.auction is None
+    assert cfg.taxonomy.grouping().name == "modality" and cfg.experiments.target_model == "camoe"
+    assert cfg.storage.warehouse_dir.resolve() == PROJECT_ROOT / "starter-lake" / "warehouse"
+    # a folder with only what the platform's jobs need: the optional sections are refused where used
+    for name in STARTER.glob("*.yaml"):
+        (tmp_path / name.name).write_text(name.read_text().split("\nexperiments:")[0])
+    bare = load_config(tmp_path)
+    assert bare.experiments is None
+    with pytest.raises(ConfigError, match=r"generate_logs needs a 'generator:' section .*conf/data\.yaml"):
+        bare.require("generator", "generate_logs", "the synthetic log")
+    with pytest.raises(ConfigError, match=r"replay_auction needs a 'auction:' section .*conf/evaluation\.yaml"):
+        bare.require("auction", "replay_auction", "the auctions")
+    assert bare.require("evaluation", "calibrate_evaluate", "-") is bare.evaluation
+
+
+def test_the_experiments_target_model_defaults_to_default_model_and_must_be_run():
+    assert load_config().experiments.target_model == "camoe"
+    assert load_config(overrides=["default_model=mmoe"]).experiments.target_model == "camoe"   # set in conf
+    with pytest.raises(ConfigError, match=r"'experiments\.target_model' \('unimodal_audio'.*must be one of"):
+        load_config(overrides=["experiments.target_model=unimodal_audio"])
+    with pytest.raises(ConfigError, match=r"'experiments\.target_model' must be a model of conf/models\.yaml"):
+        load_config(overrides=["experiments.target_model=deepfm"])

@@ -58,17 +58,24 @@ print(json.dumps({"errors": {str(k): v for k, v in bag.import_errors.items()}, "
 """
 
 
-def test_dag_parses_into_the_six_spark_submit_jobs_in_order(tmp_path):
+def test_dag_parses_into_the_spark_submit_jobs_in_order(tmp_path):
     done = _run([AIRFLOW_BIN / "python", "-c", PARSE, ROOT / "dags"], _airflow_env(tmp_path), tmp_path, 300)
     assert done.returncode == 0, done.stderr[-3000:]
     parsed = _last_json(done.stdout)
     assert parsed["errors"] == {}
     tasks = parsed["tasks"]
-    assert sorted(tasks) == sorted(CHAIN)
+    assert sorted(tasks) == sorted(CHAIN + ["ingest"])
     assert parsed["schedule"] == "@daily"
-    for before, after in zip(CHAIN, CHAIN[1:]):
+    for before, after in zip(CHAIN[1:], CHAIN[2:]):
         assert tasks[after]["upstream"] == [before] and tasks[before]["downstream"] == [after]
-    assert tasks["generate_logs"]["upstream"] == [] and tasks["score"]["downstream"] == []
+    # the raw log comes from generate_logs or ingest, whichever raw_source names
+    assert tasks["build_features"]["upstream"] == ["generate_logs", "ingest"]
+    for raw in ("generate_logs", "ingest"):
+        assert tasks[raw]["upstream"] == [] and tasks[raw]["downstream"] == ["build_features"]
+    assert tasks["ingest"]["args"][:8] == ["--source", "{{ params.source }}", "--format", "{{ params.source_format }}",
+                                          "--start-date", "{{ macros.ds_add(ds, 1 - params.window_days) }}",
+                                          "--end-date", "{{ ds }}"]
+    assert tasks["score"]["downstream"] == []
     for task_id, task in tasks.items():
         assert "SparkSubmitOperator" in task["bases"] and task["conn_id"] == "spark_default"
         assert task["retries"] == 2
@@ -151,7 +158,8 @@ def daily_run(dag_lake):
 def test_dag_run_succeeds_task_by_task_in_order(daily_run):
     done, states, _ = daily_run
     assert states["state"] == "success" and states["logical_date"] == DAY
-    assert states["tasks"] == {task: ["success", 1] for task in CHAIN}
+    skipped = states["tasks"].pop("ingest")[0]      # raw_source=generate: the ingest task is skipped
+    assert skipped == "skipped" and states["tasks"] == {task: ["success", 1] for task in CHAIN}
     log = done.stdout + done.stderr
     started = [log.index(f"[DAG TEST] starting task_id={task}") for task in CHAIN]
     assert started == sorted(started)

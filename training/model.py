@@ -233,7 +233,8 @@ def build_model(settings, spec: FeatureSpec, num_tasks: int) -> nn.Module:
     """The model a conf/models.yaml entry describes (``settings``: features.config.ModelSettings)."""
     if settings.architecture == "wide_deep":
         if num_tasks != 1:
-            raise ValueError(f"model {settings.name!r}: wide_deep is single-task; use grouping: single")
+            raise ValueError(f"model {settings.name!r}: wide_deep is single-task; use a grouping "
+                             "with one task (by: all)")
         return WideAndDeep(spec, settings.embedding_dim, settings.expert_hidden)
     return MultiTaskMoE(spec, tasks=num_tasks, experts=settings.experts,
                         embedding_dim=settings.embedding_dim, expert_hidden=settings.expert_hidden,
