@@ -127,6 +127,50 @@ def log_date_range(spark: SparkSession, cfg: Config, table: str = IMPRESSIONS) -
     return first, last
 
 
+class DataFileError(RuntimeError):
+    """A data file a Delta version references is missing or not a complete Parquet file."""
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def check_data_files(spark: SparkSession, name: str, version: int | None = None) -> TableFiles:
+    """``table_files`` of ``name`` at ``version``, after checking that every data file it lists
+    exists and ends in Parquet's footer magic: a file deleted (a VACUUM with a short retention,
+    a hand-made cleanup) or truncated (a copy cut short) is named here, before any worker reads."""
+    from pyarrow import fs as pafs
+
+    snapshot = table_files(spark, name, version)
+    at = f"{name} version {snapshot.version if snapshot.version is not None else latest_version(spark, name)}"
+    for url in snapshot.files:
+        filesystem, path = _filesystem(url)
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise DataFileError(f"{at}: data file {url} is missing (deleted by a VACUUM or by hand?); "
+                                "rebuild the features (build_features) or use a version whose files exist")
+        tail = b""
+        if info.size >= 2 * len(PARQUET_MAGIC):
+            with filesystem.open_input_file(path) as handle:
+                handle.seek(info.size - len(PARQUET_MAGIC))
+                tail = handle.read(len(PARQUET_MAGIC))
+        if tail != PARQUET_MAGIC:
+            raise DataFileError(f"{at}: data file {url} is not a complete Parquet file ({info.size} bytes, "
+                                "no footer): rebuild the features (build_features)")
+    return snapshot
+
+
+def _filesystem(url: str):
+    """(pyarrow filesystem, path) of a data file URL as Spark lists it (file:/..., s3a://..., hdfs://...)."""
+    from urllib.parse import unquote, urlparse
+
+    from pyarrow import fs as pafs
+
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        return pafs.LocalFileSystem(), unquote(parsed.path)
+    return pafs.FileSystem.from_uri(url.replace("s3a://", "s3://", 1))
+
+
 def read_date_range(spark: SparkSession, name: str, date_column: str, start: dt.date,
                     end: dt.date, version: int | None = None) -> DataFrame:
     return read_table(spark, name, version).where(

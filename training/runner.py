@@ -26,6 +26,7 @@ def prepare(spark, cfg: Config, run_id: str, model_name: str | None = None, grou
     training = replace(cfg.training, **(training_overrides or {}))
     num_proc = num_proc or training.num_proc
     worker_batch_size(training.batch_size, num_proc)      # refuse an uneven split before any work
+    tables.check_data_files(spark, table, version)        # a missing or cut file is named, not a worker's trace
     train = load_snapshot(spark, table, version, "train")
     validation = load_snapshot(spark, table, version, "validation")
     if validation.build_run_id != train.build_run_id:
