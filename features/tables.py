@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import subprocess
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Iterable, Mapping, TypeVar
@@ -204,8 +205,35 @@ def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.dat
     else:
         for key, value in (properties or {}).items():
             writer = writer.option(key, value)     # delta.* options become the new table's properties
-    writer.saveAsTable(name)
+    with conflicts_named(name, f"{date_column} {start}..{end}"):
+        writer.saveAsTable(name)
     return latest_version(spark, name)
+
+
+class ConcurrentWriteError(RuntimeError):
+    """Another job committed to the rows this write replaces while it ran; it was not committed."""
+
+
+@contextmanager
+def conflicts_named(name: str, rows: str):
+    """Delta's optimistic-concurrency conflicts as one ConcurrentWriteError naming the table and
+    the rows two jobs both replaced. The losing write committed nothing and the winner's rows
+    stand, so a table never holds both runs' rows: re-running the loser replaces them again."""
+    import delta.exceptions.captured  # noqa: F401 - turns Delta's Java conflicts into Python exceptions
+    from delta.exceptions import base as delta_conflicts
+
+    kinds = (delta_conflicts.DeltaConcurrentModificationException, delta_conflicts.ConcurrentWriteException,
+             delta_conflicts.MetadataChangedException, delta_conflicts.ProtocolChangedException,
+             delta_conflicts.ConcurrentAppendException, delta_conflicts.ConcurrentDeleteReadException,
+             delta_conflicts.ConcurrentDeleteDeleteException, delta_conflicts.ConcurrentTransactionException)
+    try:
+        yield
+    except kinds as exc:
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ConcurrentWriteError(
+            f"{name}: another job committed to {rows} while this one was writing them "
+            f"({type(exc).__name__}: {detail}). Nothing of this write was committed and the other job's "
+            "rows stand; re-run this job if its result is still wanted") from None
 
 
 def replace_log_range(df: DataFrame, cfg: Config, start: dt.date, end: dt.date,
@@ -251,7 +279,8 @@ def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
                   .option("mergeSchema", "true"))
     else:
         writer = writer.mode("overwrite")
-    writer.saveAsTable(name)
+    with conflicts_named(name, f"the rows of run {run_id}"):
+        writer.saveAsTable(name)
     return latest_version(spark, name)
 
 

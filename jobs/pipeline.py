@@ -12,7 +12,8 @@ DAG's tasks do (a step's own --run-id in --step-args wins).
     spark-submit jobs/pipeline.py
     spark-submit jobs/pipeline.py --steps generate_logs,build_features --set generator.days=3
     spark-submit jobs/pipeline.py --step-args "train=--epochs 2 --num-proc 2 --backend horovod"
-    spark-submit jobs/pipeline.py --conf-dir my_conf --steps ingest,build_features,validate,train,calibrate_evaluate,score \
+    spark-submit jobs/pipeline.py --conf-dir my_conf \
+        --steps ingest,build_features,validate,train,calibrate_evaluate,score \
         --step-args "ingest=--source /data/ad_logs --format parquet"
 """
 from __future__ import annotations
