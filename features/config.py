@@ -224,6 +224,7 @@ class QualitySettings:
     dense_abs_max: float
 
 
+RAW_SOURCE_FORMATS = ("parquet", "csv", "json", "delta")     # what jobs/ingest.py reads
 MODEL_ARCHITECTURES = ("moe", "wide_deep")
 TRAINING_BACKENDS = ("horovod", "torch_distributor")
 ALM_NORMALIZATIONS = ("paper", "per_task")

@@ -24,11 +24,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from features import quality, tables
+from features.config import RAW_SOURCE_FORMATS as SOURCE_FORMATS
 from features.config import Config, RawLogSchema
 
 log = logging.getLogger(__name__)
 
-SOURCE_FORMATS = ("parquet", "csv", "json", "delta")
 COERCION_REASONS = "_coercion_reasons"
 LABEL_WORDS = {"1": 1, "true": 1, "0": 0, "false": 0}
 

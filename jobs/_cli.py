@@ -37,6 +37,10 @@ class _JobFormatter(logging.Formatter):
         return text
 
 
+class UsageError(ValueError):
+    """A flag the job needs is missing or malformed (exit 2, as argparse's own errors)."""
+
+
 def setup_logging(job: str) -> None:
     """One concise stream on stderr: the project's INFO lines, other libraries' warnings.
 
@@ -149,10 +153,11 @@ def run_recorded(spark, cfg, job: str, run: Callable, args: argparse.Namespace,
                        params={k: v for k, v in vars(args).items() if k not in ("conf_dir",)})
     try:
         code = run(spark, cfg, args, record)
-    except ConfigError as exc:             # a section this job needs is missing: fix the conf, not retry
-        record.metrics["error"] = f"ConfigError: {exc}"
+    except (ConfigError, UsageError) as exc:   # fix the conf or the flags; retrying cannot help
+        record.metrics["error"] = f"{type(exc).__name__}: {exc}"
         _try_record(spark, cfg, record, "failed")
-        print(f"{job}: configuration error: {exc}", file=sys.stderr)
+        kind = "configuration error" if isinstance(exc, ConfigError) else "usage error"
+        print(f"{job}: {kind}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - one readable line, the trace in the log
         log.debug("failure", exc_info=True)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import date_range_arguments, log, main
+from features.config import RAW_SOURCE_FORMATS
+from jobs._cli import UsageError, date_range_arguments, log, main
 
 
 def add_arguments(parser) -> None:
-    from features.ingest import SOURCE_FORMATS
-
-    parser.add_argument("--source", required=True,
-                        help="path, folder or glob of the raw log files, or for --format delta a path or table name")
-    parser.add_argument("--format", required=True, choices=SOURCE_FORMATS, help="the raw log's format")
+    # required, but checked in run(): argparse would name a missing --source before an unknown flag
+    parser.add_argument("--source", help="(required) path, folder or glob of the raw log files, or for "
+                                         "--format delta a path or table name")
+    parser.add_argument("--format", choices=RAW_SOURCE_FORMATS, help="(required) the raw log's format")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a Spark reader option, e.g. sep=';' for CSV or multiLine=true for JSON (repeatable)")
     date_range_arguments(parser, "the first day the source holds", "the last day the source holds")
@@ -29,11 +29,13 @@ def add_arguments(parser) -> None:
 def run(spark, cfg, args, record) -> int:
     from features.ingest import RawSource, ingest
 
+    if not args.source or not args.format:
+        raise UsageError("--source and --format are required (e.g. --source /data/ad_logs --format parquet)")
     options = {}
     for item in args.option:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--option {item!r} must look like KEY=VALUE")
+            raise UsageError(f"--option {item!r} must look like KEY=VALUE")
         options[key] = value
     source = RawSource(args.source, args.format, options)
     result = ingest(spark, cfg, source, record.run_id, args.start_date, args.end_date)

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from calibration.evaluate import NO_POSITIVES_NOTE
 from features import tables
-from jobs import experiments, generate_logs, pipeline, replay_auction
+from jobs import experiments, generate_logs, ingest, pipeline, replay_auction
 from jobs._cli import main as job_main
 from tests.helpers import STARTER_CONF, own_log
 
@@ -63,3 +63,6 @@ def test_a_teams_log_runs_every_job_from_its_conf_folder_alone(spark, fresh_db, 
         err = capsys.readouterr().err
         assert code == 2 and f"{job} needs a '{'auction' if job == 'replay_auction' else 'generator'}:' section" \
             in err, err
+    code = job_main("ingest", ingest.__doc__, ingest.add_arguments, ingest.run, flags)
+    err = capsys.readouterr().err
+    assert code == 2 and "ingest: usage error: --source and --format are required" in err, err
