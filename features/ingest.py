@@ -189,8 +189,6 @@ def ingest(spark: SparkSession, cfg: Config, source: RawSource, run_id: str,
                                                 impressions).count()
     finally:
         annotated.unpersist()
-    if accepted_count + rejected_count != read_rows:
-        raise RuntimeError(f"row accounting broke: {read_rows} rows read but {accepted_count} accepted "
-                           f"+ {rejected_count} quarantined")
+    quality.check_row_accounting(read_rows, accepted_count, rejected_count)
     return IngestResult(start, end, read_rows, accepted_count, rejected_count, derived, impressions,
                         quarantine_version)

@@ -137,9 +137,7 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     quarantined_rows, feature_rows = counts[tables.QUARANTINE], counts[tables.FEATURES]
     with_hist.unpersist()
     vocab.unpersist()
-    if accepted_rows + quarantined_rows != input_rows:
-        raise RuntimeError(f"row accounting broke: {input_rows} input rows but {accepted_rows} accepted "
-                           f"+ {quarantined_rows} quarantined")
+    quality.check_row_accounting(input_rows, accepted_rows, quarantined_rows)
     log.info("wrote %s feature rows (train split down-sampled), %s quarantined rows", f"{feature_rows:,}",
              f"{quarantined_rows:,}")
     return BuildResult(run_id, start, end, day_split, input_rows, accepted_rows, quarantined_rows,

@@ -128,6 +128,13 @@ def annotate_row_rules(df: DataFrame, cfg: Config) -> DataFrame:
     return with_reasons.join(repeated, is_repeated, "left_anti").unionByName(copies)
 
 
+def check_row_accounting(input_rows: int, accepted: int, quarantined: int) -> None:
+    """accepted + quarantined = input: no row is lost or counted twice between the two tables."""
+    if accepted + quarantined != input_rows:
+        raise RuntimeError(f"row accounting broke: {input_rows} input rows but {accepted} accepted "
+                           f"+ {quarantined} quarantined")
+
+
 def accepted_rows(annotated: DataFrame) -> DataFrame:
     return annotated.where(F.size(REASONS) == 0).drop(REASONS, RAW_ROW)
 

@@ -119,8 +119,8 @@ def table_files(spark: SparkSession, name: str, version: int | None = None) -> T
 
 
 def log_date_range(spark: SparkSession, cfg: Config, table: str = IMPRESSIONS) -> tuple[dt.date, dt.date]:
-    """First and last day of the raw log (a partition column: answered from the Delta log's
-    file statistics, not a scan); an empty table is an error naming the job that fills it."""
+    """First and last day of the raw log (its date partition column only); an empty table is an
+    error naming the job that fills it."""
     name = cfg.table(table)
     first, last = read_table(spark, name).agg(F.min(cfg.schema.date), F.max(cfg.schema.date)).first()
     if first is None:
@@ -142,7 +142,7 @@ def check_data_files(spark: SparkSession, name: str, version: int | None = None)
     from pyarrow import fs as pafs
 
     snapshot = table_files(spark, name, version)
-    at = f"{name} version {snapshot.version if snapshot.version is not None else latest_version(spark, name)}"
+    at = f"{name} version {version}" if version is not None else f"{name} (latest version)"
     for url in snapshot.files:
         filesystem, path = _filesystem(url)
         info = filesystem.get_file_info(path)
