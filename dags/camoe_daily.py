@@ -147,8 +147,9 @@ with DAG(
                              description="days of logs per run, ending on the logical date"),
         "set": Param([], type="array", items={"type": "string"},
                      description="extra KEY=VALUE config overrides for every job of this run"),
-        "model": Param("camoe", type="string"),
-        "grouping": Param("audio_video", type="string"),
+        # empty: the conf's default_model and that model's grouping (a team's conf names its own)
+        "model": Param("", type="string", description="a model of conf/models.yaml; empty: default_model"),
+        "grouping": Param("", type="string", description="a grouping of conf/slots.yaml; empty: the model's"),
         "backend": Param("horovod", enum=["horovod", "torch_distributor", "local"]),
         "num_proc": Param(2, type="integer", minimum=1),
     },
