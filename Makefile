@@ -9,13 +9,15 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 SPARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session --local-jars $(CONF_FLAGS))
 CONF_FLAGS ?=
+MOVIELENS := data/movielens
+MOVIELENS_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session --local-jars --conf-dir conf/examples/movielens)
 PYTEST_ARGS ?=
 # Jobs are announced by name; `make V=1 ...` echoes the full spark-submit command lines instead.
 # Spark's own INFO lines: CAMOE_SPARK_LOG=info make ... (conf/log4j2.properties)
 AT := $(if $(V),,@)
 ANNOUNCE = $(if $(V),@true,@echo "==> $(1)")
 
-.PHONY: env demo pipeline data train evaluate score experiments test test-fast sql clean-data bench bench-features bench-calibration airflow-env airflow-demo
+.PHONY: env demo pipeline movielens movielens-data data train evaluate score experiments test test-fast sql clean-data bench bench-features bench-calibration airflow-env airflow-demo
 
 env: $(STAMP)
 
@@ -103,10 +105,28 @@ bench-calibration: env
 	$(SPARK_SUBMIT) bench/slot_calibration.py $(CONF_FLAGS)
 
 ## test: the whole suite, slow end-to-end tests included (what CI runs)
-test: env airflow-env
+## movielens: the worked real-data example (conf/examples/movielens): MovieLens-100k ingested from
+## its own files, built, gated, then every model of its conf trained per seed with paired intervals
+movielens: env movielens-data
+	$(call ANNOUNCE,pipeline ingest build_features validate --conf-dir conf/examples/movielens)
+	$(AT)$(MOVIELENS_SUBMIT) jobs/pipeline.py --conf-dir conf/examples/movielens \
+	    --steps ingest,build_features,validate --step-args "ingest=--source $(MOVIELENS)/ml-100k.inter --format csv --option 'sep=\t'"
+	$(call ANNOUNCE,experiments --conf-dir conf/examples/movielens)
+	$(AT)$(MOVIELENS_SUBMIT) jobs/experiments.py --conf-dir conf/examples/movielens --report bench/results/movielens.md
+
+# MovieLens-100k (GroupLens; research use, see conf/examples/movielens/schema.yaml) as RecBole's
+# PyPI wheel ships it: the wheel is downloaded, not installed, and only the data files are kept.
+movielens-data: $(MOVIELENS)/ml-100k.inter
+
+$(MOVIELENS)/ml-100k.inter: | $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --dest $(VENV)/downloads recbole==1.2.1
+	$(PY) -c 'import pathlib, sys, zipfile; out = pathlib.Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True); z = zipfile.ZipFile(sys.argv[1]); [out.joinpath(pathlib.PurePath(n).name).write_bytes(z.read(n)) for n in z.namelist() if pathlib.PurePath(n).parent.name == "ml-100k" and pathlib.PurePath(n).suffix in (".inter", ".item", ".user")]' \
+	    $(VENV)/downloads/recbole-1.2.1-py3-none-any.whl $(MOVIELENS)
+
+test: env airflow-env movielens-data
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
-test-fast: env airflow-env
+test-fast: env airflow-env movielens-data
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # ---- Airflow (dags/camoe_daily.py) --------------------------------------------------------

@@ -294,8 +294,9 @@ def wilson_interval(successes, trials, confidence: float = 0.95) -> tuple[np.nda
     with np.errstate(invalid="ignore", divide="ignore"):
         center = (k + z * z / 2) / (n + z * z)
         half = z * np.sqrt(np.maximum(k * (n - k) / n, 0.0) + z * z / 4) / (n + z * z)
-        lo = np.where(n > 0, np.clip(center - half, 0.0, 1.0), np.nan)
-        hi = np.where(n > 0, np.clip(center + half, 0.0, 1.0), np.nan)
+        rate = k / n                    # at 0 or n clicks center -/+ half is the rate up to rounding:
+        lo = np.where(n > 0, np.clip(np.minimum(center - half, rate), 0.0, 1.0), np.nan)   # keep it inside
+        hi = np.where(n > 0, np.clip(np.maximum(center + half, rate), 0.0, 1.0), np.nan)
     return lo, hi
 
 

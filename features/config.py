@@ -225,6 +225,33 @@ class QualitySettings:
 
 
 RAW_SOURCE_FORMATS = ("parquet", "csv", "json", "delta")     # what jobs/ingest.py reads
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A dimension table jobs/ingest.py joins to the raw rows by ``key`` before typing them (ad
+    metadata, user attributes): a path (resolved like storage paths) or, for delta, a table name."""
+    name: str
+    location: str
+    format: str
+    options: Mapping[str, str]
+    key: tuple[str, ...]            # YAML reads a key named "on" as true
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """How jobs/ingest.py turns a raw log into the schema's columns (the optional ``ingest:``).
+
+    ``derived`` maps a schema column to a Spark SQL expression over the raw (and looked-up)
+    columns, evaluated in order (a later one may use an earlier one). When either is set, the
+    ingest keeps exactly the schema's columns: the source's others were inputs."""
+    lookups: tuple[Lookup, ...] = ()
+    derived: Mapping[str, str] = field(default_factory=dict)
+    source: str = "conf"                      # the file it came from, for error messages
+
+    @property
+    def reshapes(self) -> bool:
+        return bool(self.lookups or self.derived)
 MODEL_ARCHITECTURES = ("moe", "wide_deep")
 TRAINING_BACKENDS = ("horovod", "torch_distributor")
 ALM_NORMALIZATIONS = ("paper", "per_task")
@@ -337,6 +364,7 @@ class Config:
     evaluation: EvaluationSettings
     experiments: ExperimentSettings | None   # only jobs/experiments.py needs it
     auction: AuctionSettings | None          # only jobs/replay_auction.py needs it
+    ingest: IngestSettings                   # empty unless the raw log needs lookups/derived columns
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     def require(self, section: str, job: str, why: str) -> Any:
@@ -412,7 +440,11 @@ def _apply_override(merged: dict, sources: dict, item: str) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: '{k}' is not a mapping")
-    node[keys[-1]] = yaml.safe_load(raw_value)
+    try:
+        node[keys[-1]] = yaml.safe_load(raw_value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc.problem}); quote it, "
+                          f"e.g. {dotted}='...'") from None
     sources[keys[0]] = f"{sources.get(keys[0], 'override')} (+ --set {dotted})"
 
 
@@ -420,7 +452,8 @@ def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_
     merged = copy.deepcopy(dict(merged))
     allowed = {"database", "storage", "spark", "schema", "slots", "groupings", "default_grouping",
                "generator", "splits", "sampling", "features", "quality", "models",
-               "model_defaults", "default_model", "training", "evaluation", "experiments", "auction"}
+               "model_defaults", "default_model", "training", "evaluation", "experiments", "auction",
+               "ingest"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
         where = "; ".join(f"'{k}' in {sources.get(k, '?')}" for k in unknown)
@@ -453,9 +486,11 @@ def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_
         Section(merged["experiments"], "experiments", src("experiments")), models, default_model)
     auction = None if merged.get("auction") is None else \
         _parse_auction(Section(merged["auction"], "auction", src("auction")), taxonomy, models)
+    ingest = IngestSettings() if merged.get("ingest") is None else \
+        _parse_ingest(Section(merged["ingest"], "ingest", src("ingest")), schema, project_root)
     return Config(project_root, database, storage, spark, schema, taxonomy, generator, splits,
                   sampling, features, quality, models, default_model, training, evaluation, experiments,
-                  auction, raw=merged)
+                  auction, ingest, raw=merged)
 
 
 def _parse_storage(s: Section, root: Path) -> StorageSettings:
@@ -463,6 +498,32 @@ def _parse_storage(s: Section, root: Path) -> StorageSettings:
         p = Path(s.get(name))
         return p if p.is_absolute() else (root / p)
     out = StorageSettings(path("warehouse_dir"), path("metastore_dir"), path("artifacts_dir"))
+    s.done()
+    return out
+
+
+def _parse_ingest(s: Section, schema: RawLogSchema, root: Path) -> IngestSettings:
+    lookups = []
+    for name, raw in s.sub("lookups", default={}).data.items():
+        ls = Section(raw, s.key(f"lookups.{name}"), s.source)
+        fmt = ls.get("format", check=lambda v: v in RAW_SOURCE_FORMATS, expect=f"one of {RAW_SOURCE_FORMATS}")
+        location = ls.get("source")
+        is_table = fmt == "delta" and "/" not in location
+        if not (is_table or "://" in location or Path(location).is_absolute()):
+            location = str(root / location)
+        options = {str(k): str(v) for k, v in ls.sub("options", default={}).data.items()}
+        lookups.append(Lookup(str(name), location, fmt, options, ls.str_list("key")))
+        ls.done()
+    derived = s.sub("derived", default={})
+    for column, expression in derived.data.items():
+        if not isinstance(expression, str) or not expression.strip():
+            raise derived.fail(str(column), f"must be a Spark SQL expression, got {expression!r}")
+    declared = set(schema.required_columns) | set(schema.passthrough)
+    unknown = sorted(set(derived.data) - declared)
+    if unknown:
+        raise derived.fail(unknown[0], "is not a column of the schema (derived columns must be "
+                                       "schema columns: the ingest keeps only those)")
+    out = IngestSettings(tuple(lookups), dict(derived.data), s.source)
     s.done()
     return out
 

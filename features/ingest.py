@@ -10,6 +10,11 @@ Types by role: id, slot, user, ad and categorical columns -> string; timestamp -
 (ISO text or epoch seconds); date -> date (derived from the timestamp when the source has no
 such column); label -> int 0/1 (also true/false and "0"/"1"); dense -> double; passthrough
 columns are kept as read.
+
+A log that does not hold the schema's columns as such is reshaped by configuration (the optional
+``ingest:`` section): ``lookups`` join dimension tables by key (a raw row without a match keeps
+NULLs, which the row rules then quarantine), ``derived`` computes columns with Spark SQL
+expressions. The quarantined ``_raw_row`` is always the source's row as read.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from pyspark.sql import types as T
 
 from features import quality, tables
 from features.config import RAW_SOURCE_FORMATS as SOURCE_FORMATS
-from features.config import Config, RawLogSchema
+from features.config import Config, ConfigError, IngestSettings, Lookup, RawLogSchema
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,11 @@ LABEL_WORDS = {"1": 1, "true": 1, "0": 0, "false": 0}
 
 class SourceError(ValueError):
     """The raw source cannot be read (missing path or table, unknown format, no rows)."""
+
+
+class IngestConfigError(ConfigError):
+    """An ``ingest:`` lookup or derived expression does not fit the raw log; names the key (a
+    configuration error: the job exits 2, not retried)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,58 @@ def _any_path(location: str) -> bool:
     return path.parent.is_dir() and any(path.parent.glob(path.name))       # a glob such as logs/*.csv
 
 
+# ----------------------------------------------------------------------------- reshaping
+def read_lookup(spark: SparkSession, lookup: Lookup, settings: IngestSettings) -> DataFrame:
+    """The lookup's rows; a key held twice would multiply raw rows, so it fails naming the key."""
+    where = f"{settings.source}: ingest.lookups.{lookup.name}"
+    try:
+        table = read_source(spark, RawSource(lookup.location, lookup.format, lookup.options))
+    except SourceError as exc:
+        raise IngestConfigError(f"{where}: {exc}") from None
+    missing = [c for c in lookup.key if c not in table.columns]
+    if missing:
+        raise IngestConfigError(f"{where}: key column(s) {', '.join(missing)} not in {lookup.location} "
+                                f"(it has: {', '.join(table.columns)})")
+    twice = table.groupBy(*lookup.key).count().where("count > 1").limit(5).collect()
+    if twice:
+        keys = ", ".join("/".join(str(r[c]) for c in lookup.key) for r in twice)
+        raise IngestConfigError(f"{where}: key {'/'.join(lookup.key)} is not unique in {lookup.location} "
+                                f"(e.g. {keys}): each raw row must match at most one row")
+    return table
+
+
+def reshape(spark: SparkSession, raw: DataFrame, cfg: Config) -> DataFrame:
+    """The raw rows with ``_raw_row`` (as read), the lookups joined and the derived columns
+    computed; with either configured, only the schema's columns (and ``_raw_row``) are kept."""
+    settings, s = cfg.ingest, cfg.schema
+    shaped = raw.withColumn(quality.RAW_ROW, F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw.columns])))
+    for lookup in settings.lookups:
+        table = read_lookup(spark, lookup, settings)
+        unmatched = [c for c in lookup.key if c not in shaped.columns]
+        if unmatched:
+            raise IngestConfigError(f"{settings.source}: ingest.lookups.{lookup.name}: key column(s) "
+                                    f"{', '.join(unmatched)} not in the raw log (it has: "
+                                    f"{', '.join(c for c in shaped.columns if c != quality.RAW_ROW)})")
+        clash = sorted((set(table.columns) - set(lookup.key)) & set(shaped.columns))
+        if clash:
+            raise IngestConfigError(f"{settings.source}: ingest.lookups.{lookup.name}: column(s) "
+                                    f"{', '.join(clash)} are in the raw log too; drop them from one side")
+        shaped = shaped.join(F.broadcast(table), list(lookup.key), "left")
+    for column, expression in settings.derived.items():
+        try:
+            shaped = shaped.withColumn(column, F.expr(expression))
+            shaped.schema                               # analyse now: a bad name fails here
+        except Exception as exc:                        # ParseException / AnalysisException
+            first_line = str(exc).strip().splitlines()[0]
+            raise IngestConfigError(f"{settings.source}: ingest.derived.{column}: {expression!r} does not "
+                                    f"fit the raw log: {first_line} (columns: "
+                                    f"{', '.join(c for c in shaped.columns if c != quality.RAW_ROW)})") from None
+    if settings.reshapes:
+        keep = [c for c in (*s.required_columns, *s.passthrough) if c in shaped.columns]
+        shaped = shaped.select(*keep, quality.RAW_ROW)
+    return shaped
+
+
 # ----------------------------------------------------------------------------- coercion
 def _reason(column: str, raw: Column, what: str) -> Column:
     return F.concat(F.lit(f"{column}: '"), raw.cast("string"), F.lit(f"' is not {what}"))
@@ -106,14 +168,15 @@ def _label(raw: Column, kind: T.DataType) -> Column:
 def coerce_to_schema(raw: DataFrame, schema: RawLogSchema, source_name: str) -> tuple[DataFrame, bool]:
     """(rows typed by conf/schema.yaml's roles, whether the date was derived from the timestamp).
 
-    Adds ``_raw_row`` (the row as read, JSON) and ``_coercion_reasons`` (one reason per value that
-    did not coerce, naming the column and the value). Missing columns fail here, naming them."""
+    Keeps ``_raw_row`` (the row as read, JSON: see ``reshape``) and adds ``_coercion_reasons``
+    (one reason per value that did not coerce, naming the column and the value). Missing columns
+    fail here, naming them."""
     derived = schema.date not in raw.columns
     if derived and schema.timestamp in raw.columns:
         raw = raw.withColumn(schema.date, F.lit(None).cast("date"))    # filled from the timestamp below
-    quality.check_raw_schema(raw, schema, source_name)
+    columns = [c for c in raw.columns if c != quality.RAW_ROW]
+    quality.check_raw_schema(raw.select(*columns), schema, source_name)
     kinds = {f.name: f.dataType for f in raw.schema.fields}
-    raw_row = F.to_json(F.struct(*[F.col(c) for c in raw.columns if not (derived and c == schema.date)]))
     typed: dict[str, Column] = {}
     reasons: list[Column] = []
 
@@ -124,8 +187,12 @@ def coerce_to_schema(raw: DataFrame, schema: RawLogSchema, source_name: str) -> 
     for column in dict.fromkeys((schema.id, schema.slot, schema.user, schema.ad, *schema.categorical)):
         typed[column] = F.col(column).cast("string")
     timestamp = F.col(schema.timestamp)
-    ts_value = timestamp.try_cast("timestamp") if not isinstance(kinds[schema.timestamp], T.NumericType) \
-        else F.timestamp_seconds(timestamp.try_cast("double"))
+    if isinstance(kinds[schema.timestamp], T.NumericType):
+        ts_value = F.timestamp_seconds(timestamp.try_cast("double"))
+    else:                               # text: ISO, or epoch seconds as CSV files hold them
+        epoch = F.trim(timestamp).rlike(r"^-?[0-9]+(\.[0-9]+)?$")
+        ts_value = F.when(epoch, F.timestamp_seconds(F.trim(timestamp).try_cast("double"))) \
+            .otherwise(timestamp.try_cast("timestamp"))
     coerce(schema.timestamp, ts_value, "a timestamp")
     if derived:
         typed[schema.date] = F.to_date(ts_value)
@@ -137,8 +204,8 @@ def coerce_to_schema(raw: DataFrame, schema: RawLogSchema, source_name: str) -> 
     for column in schema.dense:
         coerce(column, F.col(column).try_cast("double"), "a number")
     conformed = raw.select(
-        *[typed[c].alias(c) if c in typed else F.col(c) for c in raw.columns],
-        raw_row.alias(quality.RAW_ROW),
+        *[typed[c].alias(c) if c in typed else F.col(c) for c in columns],
+        F.col(quality.RAW_ROW),
         F.filter(F.array(*reasons), lambda r: r.isNotNull()).alias(COERCION_REASONS))
     return conformed, derived
 
@@ -159,7 +226,7 @@ def ingest(spark: SparkSession, cfg: Config, source: RawSource, run_id: str,
     """Read ``source``, keep the days [start, end] (default: every day it holds) plus rows whose
     date cannot be read, and replace those days of ``impressions`` / this source's quarantine."""
     s = cfg.schema
-    raw = read_source(spark, source)
+    raw = reshape(spark, read_source(spark, source), cfg)
     conformed, derived = coerce_to_schema(raw, s, f"raw source {source.location}")
     if start is None or end is None:
         first, last = conformed.agg(F.min(s.date), F.max(s.date)).first()

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from features.config import Config
+from features.config import Config, ConfigError
 
 
 def spark_conf(cfg: Config) -> dict[str, str]:
@@ -106,10 +106,32 @@ def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, st
     for key, value in {**spark_conf(cfg), **(extra or {})}.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
+    check_metastore(spark, cfg)
     if log4j_config_file(cfg) is None:       # the file sets levels at JVM launch; else say less here
         spark.sparkContext.setLogLevel((spark_log_level() or "warn").upper())
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
     return spark
+
+
+def check_metastore(spark, cfg: Config) -> None:
+    """Refuse a driver whose embedded metastore is not this configuration's.
+
+    Derby's home is a JVM option, fixed when spark-submit starts the driver: a job launched with
+    another conf folder's flags (``features.session --local-jars`` without the job's
+    ``--conf-dir``) would write its Delta files under this conf's warehouse but register the
+    tables in the other conf's metastore, where the next job would not find them."""
+    if any(key in cfg.spark.conf for key in _EXTERNAL_METASTORE_KEYS):
+        return
+    home = spark.sparkContext._jvm.java.lang.System.getProperty("derby.system.home")
+    expected = cfg.storage.metastore_dir.resolve()
+    if home and Path(home).resolve() != expected:
+        raise ConfigError(
+            f"this Spark driver's metastore is {Path(home).resolve()}, but the configuration read "
+            f"says storage.metastore_dir {expected}: launch the job with the same conf flags, e.g. "
+            "spark-submit $(python -m features.session --local-jars --conf-dir DIR) jobs/JOB.py --conf-dir DIR")
+
+
+_EXTERNAL_METASTORE_KEYS = ("spark.hadoop.hive.metastore.uris", "spark.hadoop.javax.jdo.option.ConnectionURL")
 
 
 def _submitted_master() -> str | None:

@@ -42,7 +42,10 @@ def built_lake(spark: SparkSession, cfg: Config, start: dt.date, days: int, rows
     return build_features(spark, cfg, start, end, run_id)
 
 
-STARTER_CONF = Path(__file__).resolve().parent.parent / "conf" / "examples" / "starter"
+ROOT = Path(__file__).resolve().parent.parent
+STARTER_CONF = ROOT / "conf" / "examples" / "starter"
+MOVIELENS_CONF = ROOT / "conf" / "examples" / "movielens"
+MOVIELENS_DATA = ROOT / "data" / "movielens"             # make movielens-data
 # conf/examples/starter/schema.yaml's columns: a log as an ad server writes it (no event_date,
 # no true_ctr)
 STARTER_COLUMNS = ("impression_id", "event_ts", "slot", "clicked", "user_id", "ad_id", "campaign_id",

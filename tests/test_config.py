@@ -111,3 +111,26 @@ def test_the_experiments_target_model_defaults_to_default_model_and_must_be_run(
         load_config(overrides=["experiments.target_model=unimodal_audio"])
     with pytest.raises(ConfigError, match=r"'experiments\.target_model' must be a model of conf/models\.yaml"):
         load_config(overrides=["experiments.target_model=deepfm"])
+
+
+MOVIELENS = PROJECT_ROOT / "conf" / "examples" / "movielens"
+
+
+def test_the_ingest_section_joins_lookups_and_derives_schema_columns_only():
+    cfg = load_config(MOVIELENS)
+    assert load_config().ingest.lookups == () and not load_config().ingest.reshapes
+    movies, users = cfg.ingest.lookups
+    assert (movies.name, movies.format, movies.key, movies.options["sep"]) == ("movies", "csv", ("item_id:token",), "\t")
+    assert movies.location == str(PROJECT_ROOT / "conf" / "examples" / "../../data/movielens/ml-100k.item")
+    assert list(cfg.ingest.derived)[:3] == ["impression_id", "event_ts", "clicked"]    # order kept
+    assert cfg.ingest.source.endswith("movielens/schema.yaml") and cfg.taxonomy.grouping().num_tasks == 2
+    with pytest.raises(ConfigError, match=r"schema\.yaml \(\+ --set ingest\.derived\.rating\): 'ingest\.derived\.rating' is not a column of the schema"):
+        load_config(MOVIELENS, overrides=["ingest.derived.rating='`rating:float`'"])
+    with pytest.raises(ConfigError, match=r"override 'ingest.derived.rating=`r`': the value is not valid YAML"):
+        load_config(MOVIELENS, overrides=["ingest.derived.rating=`r`"])
+    with pytest.raises(ConfigError, match=r"'ingest\.derived\.slot' must be a Spark SQL expression, got 3"):
+        load_config(MOVIELENS, overrides=["ingest.derived.slot=3"])
+    with pytest.raises(ConfigError, match=r"'ingest\.lookups\.users\.key' must be a list of names, got None"):
+        load_config(MOVIELENS, overrides=["ingest.lookups.users.key=null"])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'ingest\.lookups\.users\.on'"):
+        load_config(MOVIELENS, overrides=["ingest.lookups.users.on=[user_id]"])

@@ -30,6 +30,12 @@ def test_bin_intervals_are_wilson_intervals_around_the_observed_rate():
     np.testing.assert_allclose(got["lo"], lo)
     np.testing.assert_allclose(got["hi"], hi)
     assert ((got["lo"] <= frame["observed_ctr"]) & (frame["observed_ctr"] <= got["hi"])).all()
+    # no click / every row clicked: the rate is an end of the interval, never outside it by
+    # rounding (a real log's empty bin made the reliability diagram's error bars negative)
+    trials = np.arange(1, 5000, dtype=float)
+    for clicks in (np.zeros_like(trials), trials):
+        lo, hi = wilson_interval(clicks, trials)
+        assert (lo <= clicks / trials).all() and (clicks / trials <= hi).all()
     # without sum_label (older calibration_bins rows) clicks come from observed_ctr x rows
     again = bin_intervals(frame.drop(columns=["sum_label"]))
     np.testing.assert_allclose(again["hi"], got["hi"])
