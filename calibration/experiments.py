@@ -384,7 +384,7 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
     power = power_analysis(scored, settings.baseline, slots, settings.bootstrap_resamples, target)
 
     out_dir = Path(cfg.storage.artifacts_dir) / "experiments" / run_id
-    header = (f"# CAMoE ablations on the synthetic benchmark{' (--quick)' if quick else ''}\n\n"
+    header = (f"# CAMoE ablations on {cfg.table(tables.FEATURES)}{' (--quick)' if quick else ''}\n\n"
               f"Experiment `{run_id}`" + (f" (the evaluations of `{reanalyse}`, analysed again)" if reanalyse else "")
               + ", features version "
               f"{version}, {scored.rows:,} test impressions ({int(scored.label.sum()):,} clicks), "
@@ -421,7 +421,8 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
     if report_path:
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(report)
-        (Path(report_path).parent / "experiments.json").write_text((out_dir / "experiments.json").read_text())
+        # beside the report, named after it: another log's report must not replace experiments.json
+        Path(report_path).with_suffix(".json").write_text((out_dir / "experiments.json").read_text())
         if figure:
             import shutil
             shutil.copy(figure, Path(report_path).parent / "pareto.png")

@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from features import faults
 from features.config import PROJECT_ROOT, Config
 
 IMPRESSIONS = "impressions"
@@ -191,6 +192,7 @@ def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.dat
     read). ``properties`` (``delta.*`` table properties) are set when this write creates the table.
     """
     spark = df.sparkSession
+    df = faults.during_write(df, name)
     writer = df.write.format("delta").mode("overwrite")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
@@ -207,6 +209,7 @@ def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.dat
             writer = writer.option(key, value)     # delta.* options become the new table's properties
     with conflicts_named(name, f"{date_column} {start}..{end}"):
         writer.saveAsTable(name)
+    faults.after_commit(name)
     return latest_version(spark, name)
 
 
@@ -273,6 +276,7 @@ def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
     A run table may gain columns (a newer version of a job reports more): they are added to the
     table, and the rows of earlier runs hold null there. A column that changed type still fails."""
     spark = df.sparkSession
+    df = faults.during_write(df, name)
     writer = df.write.format("delta")
     if table_exists(spark, name):
         writer = (writer.mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'")
@@ -281,6 +285,7 @@ def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
         writer = writer.mode("overwrite")
     with conflicts_named(name, f"the rows of run {run_id}"):
         writer.saveAsTable(name)
+    faults.after_commit(name)
     return latest_version(spark, name)
 
 
