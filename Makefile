@@ -10,6 +10,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 SPARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session --local-jars $(CONF_FLAGS))
 CONF_FLAGS ?=
 MOVIELENS := data/movielens
+RECBOLE := 1.2.1
 MOVIELENS_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session --local-jars --conf-dir conf/examples/movielens)
 PYTEST_ARGS ?=
 # Jobs are announced by name; `make V=1 ...` echoes the full spark-submit command lines instead.
@@ -119,9 +120,9 @@ movielens: env movielens-data
 movielens-data: $(MOVIELENS)/ml-100k.inter
 
 $(MOVIELENS)/ml-100k.inter: | $(STAMP)
-	$(PY) -m pip download --quiet --no-deps --dest $(VENV)/downloads recbole==1.2.1
+	$(PY) -m pip download --quiet --no-deps --dest $(VENV)/downloads recbole==$(RECBOLE)
 	$(PY) -c 'import pathlib, sys, zipfile; out = pathlib.Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True); z = zipfile.ZipFile(sys.argv[1]); [out.joinpath(pathlib.PurePath(n).name).write_bytes(z.read(n)) for n in z.namelist() if pathlib.PurePath(n).parent.name == "ml-100k" and pathlib.PurePath(n).suffix in (".inter", ".item", ".user")]' \
-	    $(VENV)/downloads/recbole-1.2.1-py3-none-any.whl $(MOVIELENS)
+	    $(VENV)/downloads/recbole-$(RECBOLE)-py3-none-any.whl $(MOVIELENS)
 
 test: env airflow-env movielens-data
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc

@@ -252,6 +252,8 @@ class IngestSettings:
     @property
     def reshapes(self) -> bool:
         return bool(self.lookups or self.derived)
+
+
 MODEL_ARCHITECTURES = ("moe", "wide_deep")
 TRAINING_BACKENDS = ("horovod", "torch_distributor")
 ALM_NORMALIZATIONS = ("paper", "per_task")

@@ -124,14 +124,17 @@ def reshape(spark: SparkSession, raw: DataFrame, cfg: Config) -> DataFrame:
     """The raw rows with ``_raw_row`` (as read), the lookups joined and the derived columns
     computed; with either configured, only the schema's columns (and ``_raw_row``) are kept."""
     settings, s = cfg.ingest, cfg.schema
+
+    def log_columns() -> str:
+        return ", ".join(c for c in shaped.columns if c != quality.RAW_ROW)
+
     shaped = raw.withColumn(quality.RAW_ROW, F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw.columns])))
     for lookup in settings.lookups:
         table = read_lookup(spark, lookup, settings)
         unmatched = [c for c in lookup.key if c not in shaped.columns]
         if unmatched:
             raise IngestConfigError(f"{settings.source}: ingest.lookups.{lookup.name}: key column(s) "
-                                    f"{', '.join(unmatched)} not in the raw log (it has: "
-                                    f"{', '.join(c for c in shaped.columns if c != quality.RAW_ROW)})")
+                                    f"{', '.join(unmatched)} not in the raw log (it has: {log_columns()})")
         clash = sorted((set(table.columns) - set(lookup.key)) & set(shaped.columns))
         if clash:
             raise IngestConfigError(f"{settings.source}: ingest.lookups.{lookup.name}: column(s) "
@@ -144,8 +147,7 @@ def reshape(spark: SparkSession, raw: DataFrame, cfg: Config) -> DataFrame:
         except Exception as exc:                        # ParseException / AnalysisException
             first_line = str(exc).strip().splitlines()[0]
             raise IngestConfigError(f"{settings.source}: ingest.derived.{column}: {expression!r} does not "
-                                    f"fit the raw log: {first_line} (columns: "
-                                    f"{', '.join(c for c in shaped.columns if c != quality.RAW_ROW)})") from None
+                                    f"fit the raw log: {first_line} (columns: {log_columns()})") from None
     if settings.reshapes:
         keep = [c for c in (*s.required_columns, *s.passthrough) if c in shaped.columns]
         shaped = shaped.select(*keep, quality.RAW_ROW)
