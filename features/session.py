@@ -7,6 +7,7 @@ Delta extensions and catalog, the warehouse folder, an embedded Derby metastore 
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -109,8 +110,51 @@ def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, st
     check_metastore(spark, cfg)
     if log4j_config_file(cfg) is None:       # the file sets levels at JVM launch; else say less here
         spark.sparkContext.setLogLevel((spark_log_level() or "warn").upper())
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
+    try:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")   # the driver's first metastore call
+    except Exception as exc:
+        if _DERBY_IN_USE in _causes(exc) or _derby_locked_elsewhere(cfg.storage.metastore_dir):
+            raise MetastoreBusyError(
+                f"the embedded metastore {cfg.storage.metastore_dir} is open in another Spark driver (Derby "
+                "lets one driver at a time open it): this job wrote nothing. Run jobs on one warehouse one "
+                "after another, or give the conf a shared metastore (spark.conf: "
+                "spark.hadoop.hive.metastore.uris) to run them at once") from None
+        raise
     return spark
+
+
+class MetastoreBusyError(RuntimeError):
+    """Another driver holds the embedded Derby metastore."""
+
+
+_DERBY_IN_USE = "Another instance of Derby may have already booted the database"
+
+
+def _derby_locked_elsewhere(metastore_dir: Path) -> bool:
+    """Whether another process holds the embedded Derby database's lock (Derby keeps a POSIX
+    lock on ``dbex.lck`` while it has the database open). Asked only after this driver failed to
+    open it, so the lock cannot be this driver's own."""
+    import fcntl
+
+    lock = Path(metastore_dir) / "metastore_db" / "dbex.lck"
+    try:
+        with open(lock, "r+b") as handle:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError as exc:
+        return exc.errno in (errno.EACCES, errno.EAGAIN)
+    return False
+
+
+def _causes(exc: BaseException) -> str:
+    """The text of ``exc`` and of the exceptions it wraps (Spark nests the JVM's as strings)."""
+    texts = []
+    while exc is not None and len(texts) < 20:
+        texts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(texts)
 
 
 def check_metastore(spark, cfg: Config) -> None:

@@ -133,9 +133,11 @@ def load_job_config(job: str, args: argparse.Namespace):
 def start_spark(job: str, cfg):
     """The platform's SparkSession for ``job``; None, after one readable line on stderr, when it
     cannot start (the caller exits 1)."""
+    from features import faults
     from features.session import build_spark
 
     try:
+        faults.claim_job()                   # the reliability tests' kill points (off unless armed)
         return build_spark(cfg, app_name=f"camoe-{job}")
     except Exception as exc:  # noqa: BLE001 - report any start-up failure readably
         print(f"{job}: could not start Spark: {exc}", file=sys.stderr)
@@ -146,8 +148,10 @@ def run_recorded(spark, cfg, job: str, run: Callable, args: argparse.Namespace,
                  started: float | None = None) -> int:
     """Run one job's ``run`` on a started session and record it in the runs table (succeeded,
     or failed with the error); a failure is one readable line on stderr and exit code 1."""
+    from features import faults
     from features.tables import RunRecord, new_run_id, record_run
 
+    faults.enter_job(job)
     started = started or time.time()
     record = RunRecord(run_id=args.run_id or new_run_id(job), job=job,
                        params={k: v for k, v in vars(args).items() if k not in ("conf_dir",)})

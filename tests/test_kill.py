@@ -1,7 +1,10 @@
-"""Real faults with real processes: a spark-submit of build_features killed with SIGKILL (its whole
-process group, as a lost node or the OOM killer would) inside its Delta write of features and
-right after that commit, then re-run: no partial version is ever read, and the re-run's tables
-equal an uninterrupted run's. The kill points are features/faults.py's hooks."""
+"""Real faults with real processes: spark-submits killed with SIGKILL (the job's whole process
+tree, as a lost node or the OOM killer would) inside their Delta writes (build_features,
+calibrate_evaluate, score), right after a commit, and in the middle of a Horovod training epoch,
+then re-run: no partial version is ever read, training resumes from its last readable checkpoint,
+and the re-runs' tables and weights equal an uninterrupted run's. Two builds of the same days
+started at once: one commits, the other is refused by name. The kill points are
+features/faults.py's hooks."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,14 +13,18 @@ import re
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 from pyspark.sql import functions as F
 
 from features.config import load_config
 from features.faults import KILL_ENV
 from features.synthetic import generate_impressions
+from training.checkpoints import checkpoints
+from training.loop import load_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -42,7 +49,7 @@ class Lake:
         env = {**self.env, **({KILL_ENV: kill_at} if kill_at else {})}
         return subprocess.run([str(BIN / "spark-submit"), *self.flags, str(ROOT / "jobs" / f"{job}.py"), *self.sets,
                                *args], cwd=self.root, env=env, capture_output=True, text=True, timeout=900,
-                              start_new_session=True)      # the kill takes the job's group, not pytest's
+                              start_new_session=True)      # the kill takes the job's session, not pytest's
 
     def path(self, table: str) -> str:
         return str(self.root / "warehouse" / "camoe.db" / table)
@@ -61,23 +68,32 @@ def same_rows(a, b) -> bool:
     return a.count() == b.count() and a.exceptAll(b).isEmpty() and b.exceptAll(a).isEmpty()
 
 
-def run_id_of(done: subprocess.CompletedProcess) -> str:
-    return re.findall(r"run (build_features-[\w-]+) finished", done.stderr + done.stdout)[-1]
+def run_id_of(done: subprocess.CompletedProcess, job: str = "build_features") -> str:
+    return re.findall(rf"run ({job}-[\w-]+) finished", done.stderr + done.stdout)[-1]
 
 
-@pytest.mark.slow
-def test_a_build_killed_inside_its_write_or_between_tables_reruns_to_an_uninterrupted_runs_tables(spark, tmp_path):
+@pytest.fixture(scope="module")
+def submitted_lake(spark, tmp_path_factory):
+    """Ingest + build by one uninterrupted spark-submit: the reference every test compares with."""
     cfg = load_config()
-    raw = tmp_path / "raw"
+    root = tmp_path_factory.mktemp("kill")
+    raw = root / "raw"
     generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=START, days=DAYS,
                          rows_per_day=ROWS_PER_DAY).write.parquet(str(raw))
-    lake = Lake(spark, tmp_path / "lake")
+    lake = Lake(spark, root / "lake")
     lake.root.mkdir()
     done = lake.submit("pipeline", "--steps", "ingest,build_features",
                        "--step-args", f"ingest=--source {raw} --format parquet",
                        "--step-args", f"build_features={' '.join(DATES)}")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    reference_run = run_id_of(done)
+    lake.reference_build = run_id_of(done)
+    return lake
+
+
+@pytest.mark.slow
+def test_a_build_killed_inside_its_write_or_between_tables_reruns_to_an_uninterrupted_runs_tables(submitted_lake):
+    lake = submitted_lake
+    reference_run = lake.reference_build
     features_v, vocabularies_v = lake.version("features"), lake.version("vocabularies")
     reference_vocabularies = lake.read("vocabularies", vocabularies_v).where(F.col("run_id") == reference_run)
     assert reference_vocabularies.count() > 0
@@ -103,3 +119,78 @@ def test_a_build_killed_inside_its_write_or_between_tables_reruns_to_an_uninterr
                      lake.read("features", lake.version("features")).drop("build_run_id"))
     vocabularies = lake.read("vocabularies", lake.version("vocabularies"))
     assert same_rows(reference_vocabularies.drop("run_id"), vocabularies.where(F.col("run_id") == rerun).drop("run_id"))
+
+
+# small and reproducible: one Petastorm reader thread, no shuffle buffer (see tests/test_training.py)
+TRAINING = ["--set=training.batch_size=256", "--set=training.reader_workers=1", "--set=training.shuffle_buffer=0",
+            "--set=training.warmup_steps=5", "--set=training.early_stopping_patience=9"]
+TRAIN = "train=--backend horovod --num-proc 2 --epochs 3"
+
+
+def evaluation_of(lake: Lake, table: str, run_id: str):
+    """``run_id``'s rows of ``table`` without the columns that name runs or their times."""
+    rows = lake.read(table, lake.version(table)).where(F.col("run_id") == run_id)
+    return rows.drop("run_id", "model_run_id", "evaluated_at", "scored_at")
+
+
+@pytest.mark.slow
+def test_training_evaluation_and_scoring_killed_mid_way_rerun_to_an_uninterrupted_runs_results(submitted_lake):
+    lake = submitted_lake
+    steps = ["--steps", "train,calibrate_evaluate,score", *TRAINING, "--step-args", TRAIN]
+    done = lake.submit("pipeline", *steps, "--run-id", "straight")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    straight_model, _ = load_artifact(lake.root / "artifacts" / "models" / "straight-train")
+
+    # Horovod's two training processes killed halfway through epoch 3, after two epoch checkpoints;
+    # the newest is then cut short (a copy that lost its end): the re-run must not trust it
+    killed = lake.submit("pipeline", *steps, "--run-id", "again", kill_at="during:training:3")
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    model_dir = lake.root / "artifacts" / "models" / "again-train"
+    saved = checkpoints(model_dir)
+    assert [p.name for p in saved] == ["checkpoint-epoch0002.pt", "checkpoint-epoch0001.pt"]
+    assert not (model_dir / "model.json").exists()
+    with open(saved[0], "r+b") as handle:
+        handle.truncate(saved[0].stat().st_size // 2)
+
+    # the re-run resumes from epoch 1's checkpoint and is killed again inside calibrate_evaluate's writes
+    killed = lake.submit("pipeline", *steps, "--run-id", "again", kill_at="during:slot_metrics")
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    output = killed.stdout + killed.stderr
+    assert f"checkpoint {saved[0]} is unreadable" in output and "resuming from checkpoint-epoch0001.pt" in output
+    again_model, description = load_artifact(model_dir)
+    assert [h["epoch"] for h in description["result"]["history"]] == [0, 1, 2]
+    for name, tensor in straight_model.state_dict().items():
+        torch.testing.assert_close(again_model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6,
+                                   msg=lambda detail, name=name: f"{name}: {detail}")
+    assert evaluation_of(lake, "slot_metrics", "again-calibrate_evaluate").isEmpty()
+
+    # then inside score's predictions write (calibrate_evaluate writes predictions too: its re-run commits)
+    killed = lake.submit("pipeline", "--steps", "calibrate_evaluate,score", "--run-id", "again",
+                         kill_at="during:predictions:score")
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    assert evaluation_of(lake, "predictions", "again-score").isEmpty()
+    done = lake.submit("pipeline", "--steps", "score", "--run-id", "again")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+    for table, run in [("slot_metrics", "calibrate_evaluate"), ("temperatures", "calibrate_evaluate"),
+                       ("calibration_bins", "calibrate_evaluate"), ("predictions", "calibrate_evaluate"),
+                       ("predictions", "score")]:
+        reference = evaluation_of(lake, table, f"straight-{run}")
+        assert reference.count() > 0, table
+        assert same_rows(reference, evaluation_of(lake, table, f"again-{run}")), f"{table} of {run}"
+
+
+@pytest.mark.slow
+def test_two_builds_of_the_same_days_started_at_once_one_commits_the_other_is_refused(submitted_lake):
+    lake = submitted_lake
+    before = lake.version("features")
+    reference = lake.read("features", before).drop("build_run_id")
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: lake.submit("build_features", *DATES), range(2)))
+    outcomes = sorted((done.returncode, done.stdout + done.stderr) for done in runs)   # the driver's stderr
+    (won, _), (lost, message) = outcomes                                      # reaches spark-submit's stdout
+    assert (won, lost) == (0, 1), outcomes
+    assert "is open in another Spark driver" in message and "this job wrote nothing" in message, message[-3000:]
+    assert len(message.splitlines()) < 10, message[-3000:]                   # one line, not Derby's retries
+    assert lake.version("features") == before + 1              # one build committed, once
+    assert same_rows(reference, lake.read("features", before + 1).drop("build_run_id"))

@@ -64,6 +64,18 @@ def test_a_padding_step_changes_nothing():
     assert ctx.scheduler.last_epoch == before[2] + 1
 
 
+def test_a_single_row_batch_steps_with_the_running_batchnorm_statistics():
+    """A shard's last batch can hold one row (2 Horovod workers hit it): BatchNorm has no batch
+    statistics of one row, so the step uses the running ones and learns from the row."""
+    torch.manual_seed(2)
+    ctx = context(MultiTaskMoE(SPEC, tasks=2))
+    before = snapshot(ctx)
+    assert train_step(ctx, make_batch(n=1, seed=3), padding=False) > 0
+    assert ctx.model.training
+    assert torch.equal(ctx.model.bottom.dense_norm.running_mean, before[0]["bottom.dense_norm.running_mean"])
+    assert not torch.equal(ctx.model.state_dict()["towers.layers.0.weight"], before[0]["towers.layers.0.weight"])
+
+
 def test_a_step_without_any_example_of_the_models_slots_changes_no_weight():
     """A uni-modal model's batch of the other modality only: no optimizer or scheduler step."""
     torch.manual_seed(1)

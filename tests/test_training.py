@@ -1,4 +1,5 @@
-"""Training on real Petastorm shards of a real Delta snapshot: learning, resume, distributed."""
+"""Training on real Petastorm shards of a real Delta snapshot: learning, distributed. (A killed
+run resuming: tests/test_kill.py, with real processes.)"""
 from __future__ import annotations
 
 import datetime as dt
@@ -70,25 +71,6 @@ def test_a_loss_weighted_run_records_that_it_needs_no_correction(spark, train_la
     assert [uni.layout.slots[i] for i in uni.train_slots] == ["stream_video", "embedded_music", "podcast_video"]
     with pytest.raises(ValueError, match="global batch"):
         prepare(spark, train_lake, "odd", backend="horovod", num_proc=2, training_overrides={"batch_size": 255})
-
-
-def test_a_killed_run_resumes_to_the_same_weights(spark, train_lake, tmp_path):
-    cfg = train_lake
-    common = dict(backend="local", num_proc=1, epochs=3, training_overrides=SMALL)
-    job, _ = prepare(spark, cfg, "straight", output_dir=tmp_path / "straight", **common)
-    straight = launch(job, 1)["final_state"]
-
-    job, _ = prepare(spark, cfg, "killed", output_dir=tmp_path / "killed", stop_after_epochs=1, **common)
-    assert launch(job, 1) is None
-    assert (tmp_path / "killed" / "checkpoint.pt").exists()
-    saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)
-    assert saved["state"]["epoch"] == 1
-    job, _ = prepare(spark, cfg, "killed", output_dir=tmp_path / "killed", **common)
-    resumed = launch(job, 1)
-    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
-    for name, tensor in straight.items():
-        torch.testing.assert_close(resumed["final_state"][name], tensor, rtol=1e-5, atol=1e-6,
-                                   msg=lambda detail, name=name: f"{name}: {detail}")
 
 
 @pytest.mark.slow

@@ -55,6 +55,8 @@ class HorovodCommunicator(Communicator):
         self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
 
     def wrap(self, model, optimizer):
+        # a new optimizer over the same parameters, with empty state: the loop wraps before it
+        # builds the schedule and loads a checkpoint, so both act on the optimizer that steps
         return model, self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
 
     def broadcast_state(self, model, optimizer=None):

@@ -11,8 +11,9 @@ and no optimizer or scheduler step when no worker has a real example.
 After each epoch rank 0 scores the validation split with the down-sampling correction that
 evaluation and scoring apply, selects the best epoch and decides early stopping on
 ``training.selection_metric`` (corrected log loss by default), and checkpoints model +
-optimizer + schedule + epoch. A restarted run resumes after the last checkpointed epoch and
-ends with the same weights as an uninterrupted one.
+optimizer + schedule + epoch + the best weights (training/checkpoints.py: atomic, the last two
+kept). A restarted run resumes after the last readable checkpoint and ends with the same
+weights as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ import torch
 from torch import nn
 
 from calibration.metrics import average_precision
+from features import faults
+from training import checkpoints
 from training.data import Batch, DataFile, FeatureLayout, ShardPlan, iterate_batches
 from training.loss import combine, loss_terms, own_task_logit, task_weights
 from training.model import FeatureSpec, build_model
 
-CHECKPOINT = "checkpoint.pt"
 # selection metric -> +1 when higher is better, -1 when lower is
 SELECTION_DIRECTION = {"log_loss": -1.0, "mean_slot_auc_pr": 1.0}
 # how predictions are brought back to traffic scale (model.json "downsampling_correction")
@@ -56,7 +58,6 @@ class TrainJob:
     backend: str = "local"
     train_slots: tuple[int, ...] | None = None   # uni-modal baselines train (and validate) on some slots only
     slot_logit_shift: tuple[float, ...] | None = None   # per slot id, added to logits (None: zeros)
-    stop_after_epochs: int | None = None         # simulate a killed run (tests)
     epochs: int | None = None                    # overrides training.epochs
     save_rank_states: bool = False               # every rank writes its final weights (tests)
     extra: dict = field(default_factory=dict)    # recorded with the artifact
@@ -126,14 +127,17 @@ def train_step(ctx: StepContext, batch: Batch, padding: bool) -> float | None:
     """One optimisation step on the global batch; returns its loss, or None when no worker had
     a real example (then nothing changed: every worker sees the same summed denominators)."""
     weight = _example_weight(batch, ctx.use_sample_weight, ctx.keep_slots, padding)
-    if padding:
-        ctx.model.eval()                   # BatchNorm must not learn statistics of a repeated batch
+    # BatchNorm must not learn statistics of a repeated batch, and has none of a single row (a
+    # shard's last batch can hold one): those steps use the running statistics
+    frozen_norm = padding or len(batch) < 2
+    if frozen_norm:
+        ctx.model.eval()
     try:
         device_type = batch.label.device.type
         with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=ctx.use_amp):
             logits = ctx.train_model(batch.categorical, batch.dense)
     finally:
-        if padding:
+        if frozen_norm:
             ctx.model.train()
     terms = loss_terms(logits.float(), batch.label, batch.task, ctx.alm, weight)
     denominators = ctx.comm.allreduce_sum(terms.denominators)
@@ -155,7 +159,10 @@ def _train(job: TrainJob, comm) -> dict | None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, comm.size)))
     torch.manual_seed(t.seed)
     model = new_model(job).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+    # Horovod's optimizer is a new one over the same parameters: the schedule, the checkpoint's
+    # state and the checkpoints themselves must all be the optimizer that steps
+    train_model, optimizer = comm.wrap(model, torch.optim.Adam(model.parameters(), lr=t.learning_rate,
+                                                               weight_decay=t.weight_decay))
     epochs = job.epochs or t.epochs
     batch_size = worker_batch_size(t.batch_size, comm.size)
     steps_per_epoch = job.train_plan.steps_per_epoch(batch_size)
@@ -166,18 +173,20 @@ def _train(job: TrainJob, comm) -> dict | None:
     state = {"epoch": 0, "best_value": None, "best_epoch": -1, "bad_epochs": 0, "history": []}
 
     out = Path(job.output_dir)
-    checkpoint = out / CHECKPOINT
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+    best_state = None
+    # rank 0 alone chooses (and sets aside unreadable files), so every rank resumes the same epoch
+    chosen = comm.broadcast_object(_readable_checkpoint(out) if comm.rank == 0 else None)
+    if chosen is not None:
+        saved = torch.load(chosen, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        state = saved["state"]
-    comm.broadcast_state(model, optimizer)
-    train_model, train_opt = comm.wrap(model, optimizer)
+        state, best_state = saved["state"], saved["best_model"]
+    # a fresh optimizer has no state to share (Horovod would take a zero-gradient step to make one)
+    comm.broadcast_state(model, optimizer if chosen is not None else None)
 
     slot_to_task = torch.tensor(job.slot_to_task, dtype=torch.long)
-    ctx = StepContext(model, train_model, train_opt, scheduler, comm,
+    ctx = StepContext(model, train_model, optimizer, scheduler, comm,
                       task_weights(len(job.tasks), job.model.task_weights).to(device), job.model.alm,
                       job.model.alm_normalization, t.use_sample_weight,
                       torch.tensor(job.train_slots, dtype=torch.long).to(device) if job.train_slots is not None
@@ -196,7 +205,8 @@ def _train(job: TrainJob, comm) -> dict | None:
         batches = iterate_batches(shard, job.layout, slot_to_task, batch_size, seed=t.seed + epoch,
                                   workers=t.reader_workers, shuffle_buffer=t.shuffle_buffer)
         last: Batch | None = None
-        for _step in range(steps_per_epoch):
+        for step in range(steps_per_epoch):
+            faults.during_training(epoch, step, steps_per_epoch, comm.rank)
             batch = next(batches, None)
             padding = batch is None
             batch = last if padding else batch
@@ -231,21 +241,20 @@ def _train(job: TrainJob, comm) -> dict | None:
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
             if improved:
                 state["best_value"], state["best_epoch"] = value, epoch
-                out.mkdir(parents=True, exist_ok=True)
-                torch.save(model.state_dict(), out / "best_model.pt")
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             state["history"].append({"epoch": epoch, "train_loss": loss_sum / max(1, real_steps),
                                      "train_examples": epoch_examples, "train_seconds": elapsed,
                                      "steps": steps_per_epoch, "lr": scheduler.get_last_lr()[0], **metrics})
             state["epoch"] = epoch + 1
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, state)
+            checkpoints.save(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "state": state, "best_model": best_state},
+                             state["epoch"])
             decision = state["bad_epochs"] >= t.early_stopping_patience
             print(progress_line(epoch, epochs, global_examples / max(elapsed, 1e-9), state["history"][-1]["train_loss"],
                                 t.selection_metric, value, improved, time.perf_counter() - run_started,
                                 epoch + 1 - first_epoch, decision), flush=True)
         state = comm.broadcast_object(state)
         stop = comm.broadcast_object(decision)
-        if job.stop_after_epochs is not None and state["epoch"] >= job.stop_after_epochs:
-            return None                        # the simulated crash: checkpoint written, no artifact
         if stop:
             stopped_early = True
             break
@@ -262,7 +271,8 @@ def _train(job: TrainJob, comm) -> dict | None:
             "global_batch_size": t.batch_size, "steps_per_epoch": steps_per_epoch,
             "backend": comm.name, "examples_per_second_rank0": float(totals[0] / max(totals[1], 1e-9)),
             "train_seconds_rank0": float(totals[1]),
-            "final_state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+            "final_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "best_state": best_state}
 
 
 def progress_line(epoch: int, epochs: int, examples_per_second: float, train_loss: float, metric: str,
@@ -291,11 +301,9 @@ def _example_weight(batch: Batch, use_sample_weight: bool, keep_slots, padding: 
     return weight
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, state) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "state": state}, tmp)
-    os.replace(tmp, path)                      # atomic: a kill never leaves half a checkpoint
+def _readable_checkpoint(out: Path) -> str | None:
+    found = checkpoints.latest_readable(out, map_location="cpu")
+    return None if found is None else str(found[0])
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -345,11 +353,11 @@ def evaluate(model, files, layout, slot_to_task, tasks, batch_size=8192, device=
 
 # ----------------------------------------------------------------------------- artifacts
 def save_artifact(out_dir: Path, job: TrainJob, result: dict, meta: dict) -> Path:
-    """model.pt (best weights), model.json (everything needed to rebuild and score it)."""
+    """model.pt (best weights), model.json (everything needed to rebuild and score it); model.json
+    is written last and both by rename, so a folder with model.json holds a whole artifact."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    best = out_dir / "best_model.pt"
-    state = torch.load(best, weights_only=True) if best.exists() else result["final_state"]
-    torch.save(state, out_dir / "model.pt")
+    state = result.get("best_state") or result["final_state"]
+    checkpoints.write_atomically(out_dir / "model.pt", lambda handle: torch.save(state, handle))
     description = {"run_id": job.run_id, "model": asdict(job.model), "tasks": list(job.tasks),
                    "slot_to_task": list(job.slot_to_task), "layout": asdict(job.layout),
                    "training": asdict(job.training), "downsampling_correction": job.correction,
@@ -357,9 +365,11 @@ def save_artifact(out_dir: Path, job: TrainJob, result: dict, meta: dict) -> Pat
                                                 (0.0,) * len(job.layout.slots))),
                    "model_slots": [job.layout.slots[i] for i in job.train_slots] if job.train_slots is not None
                    else list(job.layout.slots), **meta,
-                   "result": {k: v for k, v in result.items() if k != "final_state"}}
-    (out_dir / "model.json").write_text(json.dumps(description, indent=2, default=str))
+                   "result": {k: v for k, v in result.items() if k not in ("final_state", "best_state")}}
+    checkpoints.write_atomically(out_dir / "model.json",
+                      lambda handle: handle.write(json.dumps(description, indent=2, default=str).encode()))
     return out_dir
+
 
 
 def load_artifact(out_dir: str | Path) -> tuple[nn.Module, dict]:

@@ -15,7 +15,7 @@ from training.loop import TrainJob, save_artifact, train_worker, worker_batch_si
 def prepare(spark, cfg: Config, run_id: str, model_name: str | None = None, grouping: str | None = None,
             features_version: int | None = None, num_proc: int | None = None, backend: str | None = None,
             epochs: int | None = None, output_dir: Path | None = None,
-            stop_after_epochs: int | None = None, training_overrides: dict | None = None,
+            training_overrides: dict | None = None,
             save_rank_states: bool = False) -> tuple[TrainJob, dict]:
     table = cfg.table(tables.FEATURES)
     version = features_version if features_version is not None else tables.latest_version(spark, table)
@@ -48,7 +48,7 @@ def prepare(spark, cfg: Config, run_id: str, model_name: str | None = None, grou
         train_plan=plan_shards(train.files, num_proc), validation_files=validation.files,
         output_dir=str(output_dir or (cfg.storage.artifacts_dir / "models" / run_id)),
         backend=backend or training.backend, train_slots=train_slots, slot_logit_shift=shift,
-        stop_after_epochs=stop_after_epochs, epochs=epochs, save_rank_states=save_rank_states)
+        epochs=epochs, save_rank_states=save_rank_states)
     meta = {"features_table": table, "features_version": version, "build_run_id": train.build_run_id,
             "train_rows": train.rows, "validation_rows": validation.rows, "num_proc": num_proc,
             "grouping": settings.grouping}
