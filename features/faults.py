@@ -36,8 +36,13 @@ def enter_job(job: str) -> None:
     _current_job = job
 
 
+def _point() -> list[str]:
+    """The armed point's parts: ``during:features`` -> ["during", "features"]."""
+    return os.environ.get(KILL_ENV, "").split(":")
+
+
 def _armed(when: str, name: str) -> bool:
-    point = os.environ.get(KILL_ENV, "").split(":")
+    point = _point()
     return (len(point) in (2, 3) and point[:2] == [when, name.rsplit(".", 1)[-1]]
             and (len(point) == 2 or point[2] == _current_job))
 
@@ -125,8 +130,10 @@ def after_commit(name: str) -> None:
 def during_training(epoch: int, step: int, steps_per_epoch: int, rank: int) -> None:
     """When armed with ``during:training:N``, rank 0 kills the job at the middle step of epoch N
     (``epoch`` counts from 0 here), the other ranks mid-collective with it."""
-    point = os.environ.get(KILL_ENV, "").split(":")
-    if rank != 0 or point[:2] != ["during", "training"]:
+    if rank != 0:
+        return
+    point = _point()
+    if point[:2] != ["during", "training"]:
         return
     wanted = int(point[2]) if len(point) > 2 else 2
     if epoch == wanted - 1 and step == steps_per_epoch // 2:

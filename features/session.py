@@ -141,9 +141,7 @@ def _derby_locked_elsewhere(metastore_dir: Path) -> bool:
         with open(lock, "r+b") as handle:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.lockf(handle, fcntl.LOCK_UN)
-    except BlockingIOError:
-        return True
-    except OSError as exc:
+    except OSError as exc:           # held elsewhere: EAGAIN or EACCES; no file: nobody opened it
         return exc.errno in (errno.EACCES, errno.EAGAIN)
     return False
 

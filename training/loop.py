@@ -174,10 +174,12 @@ def _train(job: TrainJob, comm) -> dict | None:
 
     out = Path(job.output_dir)
     best_state = None
-    # rank 0 alone chooses (and sets aside unreadable files), so every rank resumes the same epoch
-    chosen = comm.broadcast_object(_readable_checkpoint(out) if comm.rank == 0 else None)
+    # rank 0 alone chooses (and sets aside unreadable files), so every rank resumes the same epoch;
+    # it keeps the checkpoint it read whole, the others read the one it names
+    found = checkpoints.latest_readable(out, map_location=device) if comm.rank == 0 else None
+    chosen = comm.broadcast_object(None if found is None else str(found[0]))
     if chosen is not None:
-        saved = torch.load(chosen, map_location=device, weights_only=False)
+        saved = found[1] if found is not None else torch.load(chosen, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -299,11 +301,6 @@ def _example_weight(batch: Batch, use_sample_weight: bool, keep_slots, padding: 
     if padding:
         weight = torch.zeros_like(batch.label)
     return weight
-
-
-def _readable_checkpoint(out: Path) -> str | None:
-    found = checkpoints.latest_readable(out, map_location="cpu")
-    return None if found is None else str(found[0])
 
 
 # ----------------------------------------------------------------------------- scoring
