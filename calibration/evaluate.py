@@ -19,9 +19,10 @@ from calibration.metrics import ECE_SCHEMES, segment_metrics, truth_metrics
 
 log = logging.getLogger(__name__)
 SEGMENT_KEYS = ("level", "slot")
-METRICS = ("rows", "positives", "ctr", "mean_pred", "auc_pr", "roc_auc", "log_loss", "calibration_ratio",
+METRICS = ("rows", "positives", "ctr", "mean_pred", "auc_pr", "roc_auc", "log_loss", "normalized_entropy",
+           "calibration_ratio",
            *(f"ece_{s}" for s in ECE_SCHEMES))
-CHANGE_METRICS = ("auc_pr", "roc_auc", "log_loss", "ece_equal_mass")   # % change vs the baseline run
+CHANGE_METRICS = ("auc_pr", "roc_auc", "log_loss", "normalized_entropy", "ece_equal_mass")   # % change vs the baseline run
 
 
 def with_segments(scored: DataFrame) -> DataFrame:

@@ -98,6 +98,19 @@ def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = LOG_LOSS_EPS,
     return expected_log_loss(labels, probs, eps, sample_weight)
 
 
+def normalized_entropy(labels: np.ndarray, probs: np.ndarray, eps: float = LOG_LOSS_EPS,
+                       sample_weight: np.ndarray | None = None) -> float:
+    """Log loss divided by the entropy of the segment's own CTR (He et al., ADKDD'14): 1 = no
+    better than predicting the base rate, lower is better. NaN without clicks or non-clicks."""
+    y = np.asarray(labels, np.float64)
+    w = _weights(sample_weight, y.size)
+    ctr = float(np.average(y, weights=w)) if y.size else float("nan")
+    if not 0.0 < ctr < 1.0:
+        return float("nan")
+    entropy = -(ctr * np.log(ctr) + (1.0 - ctr) * np.log1p(-ctr))
+    return log_loss(y, probs, eps, sample_weight) / entropy
+
+
 def cross_entropy_terms(true_ctr: np.ndarray, probs: np.ndarray, eps: float = LOG_LOSS_EPS) -> np.ndarray:
     """Per row (n,): -[t log p + (1 - t) log(1 - p)], p clipped to [eps, 1 - eps] (t may be a 0/1 label)."""
     t = np.asarray(true_ctr, dtype=np.float64)
@@ -309,7 +322,7 @@ def segment_metrics(df, segment_cols: Sequence[str], label_col: str, score_col: 
     """Metrics of ``score_col`` against ``label_col`` per segment, computed by Spark.
 
     Returns (metrics, bins): one row per segment with rows, positives, ctr, mean_pred,
-    auc_pr, roc_auc, log_loss, calibration_ratio and ece_<scheme>; and one row per
+    auc_pr, roc_auc, log_loss, normalized_entropy, calibration_ratio and ece_<scheme>; and one row per
     (segment, scheme, bin) with rows, sum_pred, sum_label, min_pred, max_pred.
     Ranking metrics aggregate per distinct score first, so a window only sorts distinct
     scores of one segment.
@@ -343,6 +356,8 @@ def segment_metrics(df, segment_cols: Sequence[str], label_col: str, score_col: 
            .agg(F.sum(F.abs(F.col("sum_label") - F.col("sum_pred")))))
 
     negatives = F.col("rows") - F.col("positives")
+    ctr = F.col("positives") / F.col("rows")
+    base_entropy = -(ctr * F.log(ctr) + (1 - ctr) * F.log1p(-ctr))
     metrics = (totals.join(ranked, keys).join(ece, keys).select(
         *keys, F.col("rows"), F.col("positives").cast("long").alias("positives"),
         (F.col("positives") / F.col("rows")).alias("ctr"), (F.col("_sum_p") / F.col("rows")).alias("mean_pred"),
@@ -350,6 +365,8 @@ def segment_metrics(df, segment_cols: Sequence[str], label_col: str, score_col: 
         F.when((F.col("positives") > 0) & (negatives > 0),
                F.col("_auc_sum") / (F.col("positives") * negatives)).alias("roc_auc"),
         (F.col("_loss") / F.col("rows")).alias("log_loss"),
+        F.when((F.col("positives") > 0) & (negatives > 0), (F.col("_loss") / F.col("rows")) / base_entropy)
+        .alias("normalized_entropy"),
         F.when(F.col("positives") > 0, F.col("_sum_p") / F.col("positives")).alias("calibration_ratio"),
         *[(F.col(s) / F.col("rows")).alias(f"ece_{s}") for s in schemes]))
     return metrics, bin_rows

@@ -47,8 +47,10 @@ def slot_metrics_sql(cfg: Config, run_id: str, columns: Sequence[str] | None = N
     references = "".join(f"ROUND(a.{column}, {digits}) AS {alias}, " for column, digits, alias in REFERENCE_COLUMNS
                          if columns is None or column in columns)
     note = ", a.note" if columns is None or "note" in columns else ""
+    # normalized entropy: log loss over the entropy of the segment's CTR (tables before it: absent)
+    entropy = "ROUND(a.normalized_entropy, 4) AS ne, " if columns is None or "normalized_entropy" in columns else ""
     return f"""SELECT a.level, a.slot, a.rows, a.positives, ROUND(a.auc_pr, 4) AS auc_pr,
-       {references}ROUND(a.roc_auc, 4) AS roc_auc,
+       {references}ROUND(a.roc_auc, 4) AS roc_auc, {entropy}
        ROUND(b.ece_equal_mass, 5) AS ece_before, ROUND(a.ece_equal_mass, 5) AS ece_after,
        ROUND(a.ece_equal_width, 5) AS ece_width_after, ROUND(a.calibration_ratio, 3) AS calib_ratio,
        ROUND(a.auc_pr_change_pct, 2) AS auc_pr_change_pct{note}

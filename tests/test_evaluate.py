@@ -114,7 +114,8 @@ def test_slot_metrics_hold_every_segment_with_oracle_and_change_vs_baseline(spar
 
 
 def test_label_free_and_ceiling_columns_equal_the_numpy_metrics_of_the_predictions(spark, experiment):
-    from calibration.metrics import excess_log_loss, signal_fraction, signal_gain, true_calibration_ratio
+    from calibration.metrics import (excess_log_loss, normalized_entropy, signal_fraction, signal_gain,
+                                     true_calibration_ratio)
 
     cfg, result = experiment
     run = result["evaluations"]["camoe"]
@@ -129,6 +130,8 @@ def test_label_free_and_ceiling_columns_equal_the_numpy_metrics_of_the_predictio
         got = metrics[(metrics["level"] == level) & (metrics["slot"] == segment)].iloc[0]
         t, p, c, b = (rows.loc[sel, k].to_numpy() for k in ("true_ctr", "pctr", "ceiling_ctr", "base"))
         assert got["excess_log_loss"] == pytest.approx(excess_log_loss(t, p), rel=1e-6)
+        assert got["normalized_entropy"] == pytest.approx(normalized_entropy(rows.loc[sel, "label"].to_numpy(), p),
+                                                          rel=1e-6)
         assert got["true_calibration_ratio"] == pytest.approx(true_calibration_ratio(t, p), rel=1e-9)
         assert got["signal_gain"] == pytest.approx(signal_gain(t, p, b), rel=1e-6, abs=1e-12)
         assert got["signal_fraction_of_ceiling"] == pytest.approx(signal_fraction(t, p, c, b), rel=1e-6)

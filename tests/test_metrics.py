@@ -8,6 +8,7 @@ import pytest
 from calibration.bootstrap import BootstrapInterval, bootstrap_metric, paired_bootstrap
 from calibration.metrics import (ECE_SCHEMES, average_precision, bin_edges, calibration_ratio,
                                  expected_calibration_error, expected_log_loss, excess_log_loss, log_loss,
+                                 normalized_entropy,
                                  oracle_ece, reliability_bins, roc_auc, segment_metrics, signal_fraction,
                                  signal_gain, true_calibration_ratio, truth_metrics, wilson_interval)
 
@@ -29,6 +30,18 @@ def test_metrics_match_scikit_learn(seed):
 def test_degenerate_inputs_give_nan_not_errors():
     assert np.isnan(average_precision(np.zeros(5), np.arange(5)))
     assert np.isnan(roc_auc(np.ones(5), np.arange(5)))
+    assert np.isnan(normalized_entropy(np.zeros(5), np.full(5, 0.1)))
+
+
+def test_normalized_entropy_is_one_for_the_base_rate_and_weights_repeat_rows():
+    rng = np.random.default_rng(3)
+    y = (rng.random(4000) < 0.03).astype(int)
+    assert normalized_entropy(y, np.full(y.size, y.mean())) == pytest.approx(1.0, rel=1e-9)
+    p = np.clip(0.02 + 0.3 * y * rng.random(y.size), 0, 1)          # informative: below 1
+    assert normalized_entropy(y, p) < 0.9
+    w = rng.integers(1, 4, y.size)
+    rep = np.repeat(np.arange(y.size), w)
+    assert normalized_entropy(y, p, sample_weight=w) == pytest.approx(normalized_entropy(y[rep], p[rep]), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------- ECE, calibration
@@ -85,6 +98,7 @@ def test_spark_segment_metrics_equal_the_numpy_definitions(spark):
         assert r.auc_pr == pytest.approx(sklearn_metrics.average_precision_score(ys, ps))
         assert r.roc_auc == pytest.approx(sklearn_metrics.roc_auc_score(ys, ps))
         assert r.log_loss == pytest.approx(sklearn_metrics.log_loss(ys, ps), rel=1e-6)
+        assert r.normalized_entropy == pytest.approx(normalized_entropy(ys, ps), rel=1e-9)
         assert r.calibration_ratio == pytest.approx(calibration_ratio(ys, ps))
         for scheme in ECE_SCHEMES:
             assert getattr(r, f"ece_{scheme}") == pytest.approx(expected_calibration_error(ys, ps, 7, scheme))
