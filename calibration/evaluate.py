@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from calibration.metrics import ECE_SCHEMES, segment_metrics, truth_metrics
+from calibration.metrics import ECE_SCHEMES
 
 log = logging.getLogger(__name__)
 SEGMENT_KEYS = ("level", "slot")
-METRICS = ("rows", "positives", "ctr", "mean_pred", "auc_pr", "roc_auc", "log_loss", "normalized_entropy",
-           "calibration_ratio",
-           *(f"ece_{s}" for s in ECE_SCHEMES))
-CHANGE_METRICS = ("auc_pr", "roc_auc", "log_loss", "normalized_entropy", "ece_equal_mass")   # % change vs the baseline run
+# % change vs the baseline run
+CHANGE_METRICS = ("auc_pr", "roc_auc", "log_loss", "normalized_entropy", "ece_equal_mass")
 
 
 def with_segments(scored: DataFrame) -> DataFrame:
@@ -36,45 +35,98 @@ def with_segments(scored: DataFrame) -> DataFrame:
             .drop("_seg", "slot").withColumnRenamed("_slot", "slot"))
 
 
-def calibration_variants(scored: DataFrame) -> DataFrame:
-    """Rows twice, ``calibrated`` false (pctr_raw) and true (pctr), the score in ``pred``."""
-    return (scored.withColumn("calibrated", F.explode(F.array(F.lit(False), F.lit(True))))
-            .withColumn("pred", F.when(F.col("calibrated"), F.col("pctr")).otherwise(F.col("pctr_raw"))))
+# slot_metrics' label metrics, in the table's column order (calibration.metrics.score_metrics)
+LABEL_METRICS = (("rows", "long"), ("positives", "long"), ("ctr", "double"), ("mean_pred", "double"),
+                 ("auc_pr", "double"), ("roc_auc", "double"), ("log_loss", "double"),
+                 ("normalized_entropy", "double"), ("calibration_ratio", "double"))
+REFERENCE_METRICS = ("auc_pr", "roc_auc", "log_loss", "ece_equal_mass")      # of the oracle and the ceiling
+TRUTH_METRICS = ("excess_log_loss", "true_calibration_ratio", "signal_gain", "signal_fraction_of_oracle",
+                 "signal_fraction_of_ceiling")                                # calibration.metrics.truth_summary
+BIN_COLUMNS = (("scheme", "string"), ("bin", "int"), ("rows", "long"), ("sum_pred", "double"),
+               ("sum_label", "double"), ("min_pred", "double"), ("max_pred", "double"))
+VARIANTS = ((False, "pctr_raw"), (True, "pctr"))           # calibrated flag -> the score it rates
+
+
+def _schema(columns) -> str:
+    return ", ".join(f"{name} {kind}" for name, kind in columns)
+
+
+def _ece_columns(schemes) -> list[tuple[str, str]]:
+    return [(f"ece_{s}", "double") for s in schemes]
 
 
 def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: bool = False
                 ) -> tuple[DataFrame, DataFrame]:
     """(slot_metrics rows, calibration_bins rows) without run columns.
 
-    With ``with_oracle`` the true click probability is scored as a model too (oracle_* columns,
-    auc_pr_oracle_fraction = auc_pr / oracle_auc_pr), and the label-free metrics against it are
-    added (``calibration.metrics.truth_metrics``: excess_log_loss, true_calibration_ratio,
+    ``scored``: slot, task, label, pctr_raw, pctr (and true_ctr, ceiling_ctr). Each segment's
+    rows are rated on an executor by ``calibration.metrics.score_metrics``, the numpy
+    definitions the bootstrap uses: two shuffles in all, where one aggregation per metric took
+    dozens of stages. A segment's rows must fit in one Python worker's memory (about 100 bytes
+    a row: tens of millions of rows per segment). With ``with_oracle`` the true click probability is scored as a model
+    too (oracle_* columns, auc_pr_oracle_fraction = auc_pr / oracle_auc_pr), and the label-free
+    metrics against it are added (``truth_summary``: excess_log_loss, true_calibration_ratio,
     signal_gain and its fractions of the oracle's and the ceiling's, the base rate being each
     row's slot mean true_ctr over these rows). With ``with_ceiling`` also ceiling_auc_pr and
     auc_pr_ceiling_fraction, the learnable ceiling ``ceiling_ctr`` scored as a model.
     """
+    import pandas as pd
+
+    from calibration.metrics import reliability_bins, score_metrics, truth_summary
+
+    references = ([("oracle", "true_ctr")] + ([("ceiling", "ceiling_ctr")] if with_ceiling else [])
+                  if with_oracle else [])
+    frame = scored.select("slot", "task", "label", "pctr_raw", "pctr", *[c for _, c in references])
     if with_oracle:
-        slot_base = scored.groupBy("slot").agg(F.avg("true_ctr").alias("base_ctr"))
-        scored = scored.join(F.broadcast(slot_base), "slot")
-    segmented = with_segments(scored)
-    variants = calibration_variants(segmented)
-    keys = [*SEGMENT_KEYS, "calibrated"]
-    metrics, bin_rows = segment_metrics(variants, keys, "label", "pred", bins)
+        slot_base = frame.groupBy("slot").agg(F.avg("true_ctr").alias("base_ctr"))
+        frame = frame.join(F.broadcast(slot_base), "slot")
+    segmented = with_segments(frame)
+    keys = [("level", "string"), ("slot", "string"), ("calibrated", "boolean")]
+    columns = [*keys, *LABEL_METRICS, *_ece_columns(ECE_SCHEMES),
+               *[(column, "double") for name, _ in references
+                 for column in (*[f"{name}_{m}" for m in REFERENCE_METRICS], f"auc_pr_{name}_fraction")],
+               *([(m, "double") for m in TRUTH_METRICS] if with_oracle else [])]
+
+    def metrics_of(group: pd.DataFrame) -> pd.DataFrame:
+        labels = group["label"].to_numpy(np.float64)
+        reference = {}
+        for name, column in references:
+            known = group[column].notna().to_numpy()
+            rated, _ = (score_metrics(labels[known], group.loc[known, column].to_numpy(np.float64), bins,
+                                      ("equal_mass",)) if known.any() else ({}, None))
+            reference.update({f"{name}_{m}": rated.get(m, np.nan) for m in REFERENCE_METRICS})
+        rows = []
+        for calibrated, column in VARIANTS:
+            scores = group[column].to_numpy(np.float64)
+            row, _ = score_metrics(labels, scores, bins)
+            row.update(reference, level=group["level"].iat[0], slot=group["slot"].iat[0], calibrated=calibrated)
+            for name, _ in references:
+                row[f"auc_pr_{name}_fraction"] = row["auc_pr"] / reference[f"{name}_auc_pr"]
+            if with_oracle:
+                known = group["true_ctr"].notna().to_numpy()
+                ceiling = group.loc[known, "ceiling_ctr"].to_numpy(np.float64) if with_ceiling else None
+                row.update(truth_summary(group.loc[known, "true_ctr"], scores[known],
+                                         group.loc[known, "base_ctr"].to_numpy(np.float64), ceiling))
+            rows.append(row)
+        return pd.DataFrame(rows, columns=[name for name, _ in columns])
+
+    def bins_of(group: pd.DataFrame) -> pd.DataFrame:
+        labels = group["label"].to_numpy(np.float64)
+        rows = [{"level": group["level"].iat[0], "slot": group["slot"].iat[0], "calibrated": calibrated,
+                 "scheme": scheme, **rated}
+                for calibrated, column in VARIANTS for scheme in ECE_SCHEMES
+                for rated in reliability_bins(labels, group[column].to_numpy(np.float64), bins, scheme)]
+        return pd.DataFrame(rows, columns=[name for name, _ in (*keys, *BIN_COLUMNS)])
+
+    grouped = segmented.groupBy(*SEGMENT_KEYS)
+    metrics = grouped.applyInPandas(metrics_of, _schema(columns))
     metrics = (metrics.withColumnRenamed("mean_pred", "mean_pctr").withColumn("ece_bins", F.lit(bins))
                .withColumn("note", segment_note(F.col("rows"), F.col("positives"))))
-    if with_oracle:
-        references = [("oracle", "true_ctr")] + ([("ceiling", "ceiling_ctr")] if with_ceiling else [])
-        for name, column in references:
-            reference, _ = segment_metrics(segmented.where(F.col(column).isNotNull()), list(SEGMENT_KEYS),
-                                           "label", column, bins, schemes=("equal_mass",))
-            reference = reference.select(*SEGMENT_KEYS, *[F.col(m).alias(f"{name}_{m}") for m in
-                                                          ("auc_pr", "roc_auc", "log_loss", "ece_equal_mass")])
-            metrics = (metrics.join(reference, list(SEGMENT_KEYS), "left")
-                       .withColumn(f"auc_pr_{name}_fraction", F.col("auc_pr") / F.col(f"{name}_auc_pr")))
-        truth = truth_metrics(variants, keys, "pred", "true_ctr", "base_ctr",
-                              "ceiling_ctr" if with_ceiling else None)
-        metrics = metrics.join(truth, keys, "left")
-    bin_rows = (bin_rows.withColumn("mean_pctr", F.col("sum_pred") / F.col("rows"))
+    order = [name for name, _ in (*keys, *LABEL_METRICS, *_ece_columns(ECE_SCHEMES))]
+    order = [("mean_pctr" if c == "mean_pred" else c) for c in order] + ["ece_bins", "note"]
+    metrics = metrics.select(*order, *[c for c in metrics.columns if c not in order])
+    bin_rows = (grouped.applyInPandas(bins_of, _schema((*keys, *BIN_COLUMNS)))
+                .withColumn("mean_pctr", F.col("sum_pred") / F.col("rows"))
                 .withColumn("observed_ctr", F.col("sum_label") / F.col("rows")).withColumn("bins", F.lit(bins)))
     return metrics, bin_rows
 
@@ -110,15 +162,25 @@ def expert_mask_tables(scored: DataFrame, experts: int, bins: int) -> DataFrame:
     ``scored`` carries ``masked_pctr`` (array, one entry per expert). masked_expert = -1 is
     the unmasked model; auc_pr_change_pct is vs that row.
     """
-    variants = (with_segments(scored)
-                .select(*SEGMENT_KEYS, "label", F.posexplode(F.concat(F.array("pctr"), "masked_pctr"))
-                        .alias("_i", "pred"))
-                .withColumn("masked_expert", F.col("_i") - 1).drop("_i"))
-    keys = [*SEGMENT_KEYS, "masked_expert"]
-    metrics, _ = segment_metrics(variants, keys, "label", "pred", bins, schemes=("equal_mass",))
-    full = metrics.where("masked_expert = -1").select(*SEGMENT_KEYS, F.col("auc_pr").alias("_full"))
-    return (metrics.join(full, list(SEGMENT_KEYS))
-            .withColumn("auc_pr_change_pct", 100.0 * (F.col("auc_pr") / F.col("_full") - 1.0)).drop("_full")
+    import pandas as pd
+
+    from calibration.metrics import score_metrics
+
+    keys = [("level", "string"), ("slot", "string"), ("masked_expert", "int")]
+    columns = [*keys, *LABEL_METRICS, *_ece_columns(("equal_mass",)), ("auc_pr_change_pct", "double")]
+
+    def masked_metrics(group: pd.DataFrame) -> pd.DataFrame:
+        labels = group["label"].to_numpy(np.float64)
+        masked = np.stack(group["masked_pctr"].to_numpy()).reshape(len(group), experts)
+        scores = [group["pctr"].to_numpy(np.float64), *masked.T]
+        rows = [{**score_metrics(labels, s, bins, ("equal_mass",))[0], "level": group["level"].iat[0],
+                 "slot": group["slot"].iat[0], "masked_expert": i - 1} for i, s in enumerate(scores)]
+        for row in rows:
+            row["auc_pr_change_pct"] = 100.0 * (row["auc_pr"] / rows[0]["auc_pr"] - 1.0)
+        return pd.DataFrame(rows, columns=[name for name, _ in columns])
+
+    segmented = with_segments(scored.select("slot", "task", "label", "pctr", "masked_pctr"))
+    return (segmented.groupBy(*SEGMENT_KEYS).applyInPandas(masked_metrics, _schema(columns))
             .withColumn("experts", F.lit(experts)))
 
 

@@ -1,9 +1,9 @@
 """Ranking and calibration metrics: the one place each metric is defined.
 
-Two implementations of the same definitions: numpy (training-time validation, small sets,
-bootstrap resamples) and Spark (``segment_metrics``: test sets of any size, aggregated per
-segment without collecting rows to the driver). Both follow scikit-learn (ties handled by
-distinct thresholds) and the tests hold them to it and to each other.
+numpy, following scikit-learn (ties handled by distinct thresholds; the tests hold them to it).
+Training-time validation, bootstrap resamples and the evaluation tables use the same functions:
+``calibration.evaluate`` applies ``score_metrics``/``truth_summary`` to each segment's rows on
+Spark's executors, so no metric has a second definition.
 
 Every numpy metric takes an optional ``sample_weight`` (n,): a row of weight w counts as w
 copies of that row, so integer weights give exactly the metric of the repeated rows. The
@@ -211,9 +211,9 @@ ECE_SCHEMES = ("equal_mass", "equal_width")
 def bin_edges(probs: np.ndarray, bins: int, scheme: str, sample_weight: np.ndarray | None = None) -> np.ndarray:
     """The ``bins - 1`` inner edges; a prediction's bin is the number of edges below it.
 
-    equal_mass: edges are the k/bins quantiles of the predictions (the lower order statistic,
-    as Spark's percentile_approx returns), so every bin holds ~n/bins predictions (the paper's
-    ECE: predicted CTRs crowd near 0 and equal-width bins would put nearly all in bin 0).
+    equal_mass: edges are the k/bins quantiles of the predictions (the lower order statistic),
+    so every bin holds ~n/bins predictions (the paper's ECE: predicted CTRs crowd near 0 and
+    equal-width bins would put nearly all in bin 0).
     With weights, the k-th edge is the smallest prediction whose cumulative weight reaches
     k/bins of the total (integer weights: the edges of the repeated rows).
     equal_width: k/bins.
@@ -313,118 +313,45 @@ def wilson_interval(successes, trials, confidence: float = 0.95) -> tuple[np.nda
     return lo, hi
 
 
-# ----------------------------------------------------------------------------- Spark
-QUANTILE_ACCURACY = 100_000     # percentile_approx is exact below this many rows per segment
+# ----------------------------------------------------------------------------- one segment
+def score_metrics(labels: np.ndarray, scores: np.ndarray, bins: int, schemes: Sequence[str] = ECE_SCHEMES
+                  ) -> tuple[dict, list[dict]]:
+    """Every label metric of one segment's scores, and its reliability bins.
 
-
-def segment_metrics(df, segment_cols: Sequence[str], label_col: str, score_col: str, bins: int,
-                    schemes: Sequence[str] = ECE_SCHEMES):
-    """Metrics of ``score_col`` against ``label_col`` per segment, computed by Spark.
-
-    Returns (metrics, bins): one row per segment with rows, positives, ctr, mean_pred,
-    auc_pr, roc_auc, log_loss, normalized_entropy, calibration_ratio and ece_<scheme>; and one row per
-    (segment, scheme, bin) with rows, sum_pred, sum_label, min_pred, max_pred.
-    Ranking metrics aggregate per distinct score first, so a window only sorts distinct
-    scores of one segment.
+    labels, scores: (n,), n > 0. Returns ({rows, positives, ctr, mean_pred, auc_pr, roc_auc,
+    log_loss, normalized_entropy, calibration_ratio, ece_<scheme>}, [{scheme, bin, rows,
+    sum_pred, sum_label, min_pred, max_pred} per non-empty bin]). Undefined metrics are NaN
+    (AUC-PR without clicks, ...). ``calibration.evaluate`` runs it per segment on executors.
     """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    keys = list(segment_cols)
-    base = df.select(*keys, F.col(label_col).cast("double").alias("y"), F.col(score_col).cast("double").alias("p"))
-    clipped = F.least(F.greatest(F.col("p"), F.lit(LOG_LOSS_EPS)), F.lit(1 - LOG_LOSS_EPS))
-    totals = base.groupBy(*keys).agg(
-        F.count(F.lit(1)).alias("rows"), F.sum("y").alias("positives"), F.sum("p").alias("_sum_p"),
-        F.sum(-(F.col("y") * F.log(clipped) + (1 - F.col("y")) * F.log1p(-clipped))).alias("_loss"))
-
-    by_score = base.groupBy(*keys, "p").agg(F.sum("y").alias("pos"), F.sum(1 - F.col("y")).alias("neg"))
-    down = Window.partitionBy(*keys).orderBy(F.col("p").desc()).rowsBetween(Window.unboundedPreceding, 0)
-    ranked = (by_score.withColumn("tp", F.sum("pos").over(down)).withColumn("fp", F.sum("neg").over(down))
-              .groupBy(*keys).agg(
-                  F.sum(F.col("pos") * F.col("tp") / (F.col("tp") + F.col("fp"))).alias("_ap_sum"),
-                  F.sum(F.col("neg") * (F.col("tp") - F.col("pos") / 2)).alias("_auc_sum")))
-
-    bin_rows = None
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(scores, dtype=np.float64)
+    positives = float(y.sum())
+    metrics = {"rows": int(y.size), "positives": int(positives), "ctr": positives / y.size,
+               "mean_pred": float(p.mean()), "auc_pr": average_precision(y, p), "roc_auc": roc_auc(y, p),
+               "log_loss": log_loss(y, p), "normalized_entropy": normalized_entropy(y, p),
+               "calibration_ratio": calibration_ratio(y, p)}
+    bin_rows = []
     for scheme in schemes:
-        assigned = _assign_bins(base, keys, bins, scheme)
-        part = assigned.groupBy(*keys, "bin").agg(
-            F.count(F.lit(1)).alias("rows"), F.sum("p").alias("sum_pred"), F.sum("y").alias("sum_label"),
-            F.min("p").alias("min_pred"), F.max("p").alias("max_pred")).withColumn("scheme", F.lit(scheme))
-        bin_rows = part if bin_rows is None else bin_rows.unionByName(part)
-    bin_rows = bin_rows.select(*keys, "scheme", "bin", "rows", "sum_pred", "sum_label", "min_pred", "max_pred")
-    ece = (bin_rows.groupBy(*keys).pivot("scheme", list(schemes))
-           .agg(F.sum(F.abs(F.col("sum_label") - F.col("sum_pred")))))
-
-    negatives = F.col("rows") - F.col("positives")
-    ctr = F.col("positives") / F.col("rows")
-    base_entropy = -(ctr * F.log(ctr) + (1 - ctr) * F.log1p(-ctr))
-    metrics = (totals.join(ranked, keys).join(ece, keys).select(
-        *keys, F.col("rows"), F.col("positives").cast("long").alias("positives"),
-        (F.col("positives") / F.col("rows")).alias("ctr"), (F.col("_sum_p") / F.col("rows")).alias("mean_pred"),
-        F.when(F.col("positives") > 0, F.col("_ap_sum") / F.col("positives")).alias("auc_pr"),
-        F.when((F.col("positives") > 0) & (negatives > 0),
-               F.col("_auc_sum") / (F.col("positives") * negatives)).alias("roc_auc"),
-        (F.col("_loss") / F.col("rows")).alias("log_loss"),
-        F.when((F.col("positives") > 0) & (negatives > 0), (F.col("_loss") / F.col("rows")) / base_entropy)
-        .alias("normalized_entropy"),
-        F.when(F.col("positives") > 0, F.col("_sum_p") / F.col("positives")).alias("calibration_ratio"),
-        *[(F.col(s) / F.col("rows")).alias(f"ece_{s}") for s in schemes]))
+        rows = reliability_bins(y, p, bins, scheme)
+        metrics[f"ece_{scheme}"] = sum(abs(r["sum_label"] - r["sum_pred"]) for r in rows) / y.size
+        bin_rows += [{"scheme": scheme, **r} for r in rows]
     return metrics, bin_rows
 
 
-def truth_metrics(df, segment_cols: Sequence[str], score_col: str, truth_col: str, base_col: str,
-                  ceiling_col: str | None = None):
-    """Label-free metrics of ``score_col`` per segment, computed by Spark against the true click
-    probability ``truth_col`` (no label noise): the definitions of ``excess_log_loss``,
-    ``true_calibration_ratio`` and ``signal_gain`` above, with predictions clipped the same way.
-
-    ``base_col``: each row's base rate (e.g. its slot's mean true_ctr), so a pooled segment's
-    gain is measured against per-slot constants. Returns one row per segment with
-    excess_log_loss (mean KL(t || p), 0 = oracle), true_calibration_ratio (sum p / sum t),
-    signal_gain (mean [CE(t, base) - CE(t, p)]), signal_fraction_of_oracle (gain / the
-    oracle's) and signal_fraction_of_ceiling (gain / that of ``ceiling_col``; null without it).
-    Rows whose truth is null are left out.
-    """
-    from pyspark.sql import functions as F
-
-    def clip(c):
-        return F.least(F.greatest(c, F.lit(LOG_LOSS_EPS)), F.lit(1 - LOG_LOSS_EPS))
-
-    def cross_entropy(t, q):
-        q = clip(q)
-        return -(t * F.log(q) + (1 - t) * F.log1p(-q))
-
-    def xlogx(x):
-        return F.when(x > 0, x * F.log(x)).otherwise(F.lit(0.0))
-
-    t, p, base = F.col(truth_col).cast("double"), F.col(score_col).cast("double"), F.col(base_col).cast("double")
-    kl = xlogx(t) + xlogx(1 - t) + cross_entropy(t, p)
-    gain = cross_entropy(t, base) - cross_entropy(t, p)
-    oracle_gain = cross_entropy(t, base) - cross_entropy(t, t)
-    ceiling_gain = (cross_entropy(t, base) - cross_entropy(t, F.col(ceiling_col).cast("double"))
-                    if ceiling_col else F.lit(None).cast("double"))
-    sums = df.where(F.col(truth_col).isNotNull()).groupBy(*segment_cols).agg(
-        F.avg(kl).alias("excess_log_loss"), (F.sum(p) / F.sum(t)).alias("true_calibration_ratio"),
-        F.avg(gain).alias("signal_gain"), F.avg(oracle_gain).alias("_oracle_gain"),
-        F.avg(ceiling_gain).alias("_ceiling_gain"))
-    return sums.select(
-        *segment_cols, "excess_log_loss", "true_calibration_ratio", "signal_gain",
-        F.when(F.col("_oracle_gain") > 0, F.col("signal_gain") / F.col("_oracle_gain")).alias("signal_fraction_of_oracle"),
-        F.when(F.col("_ceiling_gain") > 0, F.col("signal_gain") / F.col("_ceiling_gain"))
-        .alias("signal_fraction_of_ceiling"))
-
-
-def _assign_bins(base, keys: list[str], bins: int, scheme: str):
-    """Adds ``bin`` = the number of inner edges below p (as ``bin_edges`` + searchsorted)."""
-    from pyspark.sql import functions as F
-
-    if scheme == "equal_width":
-        return base.withColumn("bin", F.least(F.greatest(F.ceil(F.col("p") * bins) - 1, F.lit(0)),
-                                              F.lit(bins - 1)).cast("int"))
-    if scheme != "equal_mass":
-        raise ValueError(f"scheme must be one of {ECE_SCHEMES}, got {scheme!r}")
-    fractions = F.array(*[F.lit(k / bins) for k in range(1, bins)])
-    edges = base.groupBy(*keys).agg(F.percentile_approx("p", fractions, QUANTILE_ACCURACY).alias("_edges"))
-    return (base.join(F.broadcast(edges), keys)
-            .withColumn("bin", F.size(F.filter("_edges", lambda e: e < F.col("p"))).cast("int"))
-            .drop("_edges"))
+def truth_summary(true_ctr: np.ndarray, scores: np.ndarray, base_rate, ceiling: np.ndarray | None = None) -> dict:
+    """The label-free metrics of one segment's scores against true_ctr (rows whose truth is
+    known): excess_log_loss, true_calibration_ratio, signal_gain (vs ``base_rate``: a scalar or
+    each row's) and its fractions of the oracle's and the ``ceiling``'s gain, the latter on the
+    rows that have a ceiling (NaN where that gain is not positive, or without a ceiling)."""
+    t = np.asarray(true_ctr, dtype=np.float64)
+    p = np.asarray(scores, dtype=np.float64)
+    base = np.broadcast_to(np.asarray(base_rate, dtype=np.float64), t.shape)
+    of_ceiling = float("nan")
+    if ceiling is not None:
+        c = np.asarray(ceiling, dtype=np.float64)
+        known = ~np.isnan(c)
+        if known.any():
+            of_ceiling = signal_fraction(t[known], p[known], c[known], base[known])
+    return {"excess_log_loss": excess_log_loss(t, p), "true_calibration_ratio": true_calibration_ratio(t, p),
+            "signal_gain": signal_gain(t, p, base), "signal_fraction_of_oracle": signal_fraction(t, p, t, base),
+            "signal_fraction_of_ceiling": of_ceiling}

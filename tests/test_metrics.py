@@ -3,14 +3,15 @@ the metrics of repeated rows; label-free metrics against true_ctr; bootstrap int
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from calibration.bootstrap import BootstrapInterval, bootstrap_metric, paired_bootstrap
 from calibration.metrics import (ECE_SCHEMES, average_precision, bin_edges, calibration_ratio,
                                  expected_calibration_error, expected_log_loss, excess_log_loss, log_loss,
                                  normalized_entropy,
-                                 oracle_ece, reliability_bins, roc_auc, segment_metrics, signal_fraction,
-                                 signal_gain, true_calibration_ratio, truth_metrics, wilson_interval)
+                                 oracle_ece, reliability_bins, roc_auc, score_metrics, signal_fraction,
+                                 signal_gain, true_calibration_ratio, truth_summary, wilson_interval)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -78,57 +79,88 @@ def test_ece_is_small_when_calibrated_and_grows_when_not():
         assert expected_calibration_error(y, np.clip(3 * p, 0, 1), 15, scheme) > 10 * calibrated
 
 
-# ----------------------------------------------------------------------------- Spark == numpy
-def test_spark_segment_metrics_equal_the_numpy_definitions(spark):
+# ----------------------------------------------------------------------------- per segment, on executors
+def test_score_metrics_and_truth_summary_are_the_metric_definitions():
     rng = np.random.default_rng(5)
-    n = 6000
-    segment = rng.choice(["a", "b", "c"], n, p=[0.6, 0.3, 0.1])
-    y = (rng.random(n) < 0.08).astype(int)
-    p = np.round(np.clip(rng.random(n) * 0.3 + y * 0.1, 1e-4, 1), 3)     # ties on purpose
-    frame = spark.createDataFrame([(str(s), int(a), float(b)) for s, a, b in zip(segment, y, p)],
-                                  "segment string, label int, score double")
-    metrics, bins = segment_metrics(frame, ["segment"], "label", "score", bins=7)
-    got = {r.segment: r for r in metrics.collect()}
-    assert set(got) == {"a", "b", "c"}
-    for name, r in got.items():
-        sel = segment == name
-        ys, ps = y[sel], p[sel]
-        assert r.rows == sel.sum() and r.positives == ys.sum()
-        assert r.ctr == pytest.approx(ys.mean()) and r.mean_pred == pytest.approx(ps.mean())
-        assert r.auc_pr == pytest.approx(sklearn_metrics.average_precision_score(ys, ps))
-        assert r.roc_auc == pytest.approx(sklearn_metrics.roc_auc_score(ys, ps))
-        assert r.log_loss == pytest.approx(sklearn_metrics.log_loss(ys, ps), rel=1e-6)
-        assert r.normalized_entropy == pytest.approx(normalized_entropy(ys, ps), rel=1e-9)
-        assert r.calibration_ratio == pytest.approx(calibration_ratio(ys, ps))
-        for scheme in ECE_SCHEMES:
-            assert getattr(r, f"ece_{scheme}") == pytest.approx(expected_calibration_error(ys, ps, 7, scheme))
-            spark_bins = sorted((b.bin, b.rows) for b in bins.collect() if b.segment == name and b.scheme == scheme)
-            assert spark_bins == [(b["bin"], b["rows"]) for b in reliability_bins(ys, ps, 7, scheme)]
+    t = rng.beta(1, 30, 4000)
+    t[:3] = 0.0                                                  # 0 log 0 terms
+    y = (rng.random(t.size) < t + 0.05).astype(int)
+    p = np.round(np.clip(t + rng.normal(0, 0.01, t.size) + 0.04 * y, 1e-4, 1), 3)     # ties on purpose
+    rated, bins = score_metrics(y, p, 7)
+    assert rated["rows"] == y.size and rated["positives"] == y.sum() and rated["ctr"] == pytest.approx(y.mean())
+    assert rated["auc_pr"] == pytest.approx(sklearn_metrics.average_precision_score(y, p))
+    assert rated["roc_auc"] == pytest.approx(sklearn_metrics.roc_auc_score(y, p))
+    assert rated["log_loss"] == pytest.approx(sklearn_metrics.log_loss(y, p), rel=1e-6)
+    assert rated["normalized_entropy"] == normalized_entropy(y, p)
+    assert rated["mean_pred"] == pytest.approx(p.mean()) and rated["calibration_ratio"] == calibration_ratio(y, p)
+    for scheme in ECE_SCHEMES:
+        assert rated[f"ece_{scheme}"] == pytest.approx(expected_calibration_error(y, p, 7, scheme), rel=1e-12)
+        assert [{k: v for k, v in b.items() if k != "scheme"} for b in bins if b["scheme"] == scheme] == \
+            reliability_bins(y, p, 7, scheme)
+    silent, _ = score_metrics(np.zeros(50), p[:50], 7)                  # no clicks: undefined, not an error
+    assert all(np.isnan(silent[m]) for m in ("auc_pr", "roc_auc", "normalized_entropy", "calibration_ratio"))
+
+    ceiling = np.clip(t * rng.uniform(0.8, 1.2, t.size), 1e-6, 1)
+    base = np.full(t.size, t.mean())
+    truth = truth_summary(t, p, base, ceiling)
+    assert truth == {"excess_log_loss": excess_log_loss(t, p), "true_calibration_ratio": true_calibration_ratio(t, p),
+                     "signal_gain": signal_gain(t, p, base), "signal_fraction_of_oracle": signal_fraction(t, p, t, base),
+                     "signal_fraction_of_ceiling": signal_fraction(t, p, ceiling, base)}
+    assert np.isnan(truth_summary(t, p, base)["signal_fraction_of_ceiling"])
 
 
-def test_spark_truth_metrics_equal_the_numpy_definitions(spark):
+def test_slot_tables_rate_each_segment_with_the_numpy_definitions(spark):
+    from calibration.evaluate import NO_POSITIVES_NOTE, expert_mask_tables, slot_tables
+
     rng = np.random.default_rng(6)
-    n = 5000
-    segment = rng.choice(["a", "b"], n, p=[0.7, 0.3])
-    truth = np.clip(rng.beta(1, 30, n), 0, 1)
-    truth[:3] = 0.0                                              # 0 log 0 terms
-    ceiling = np.clip(truth * rng.uniform(0.8, 1.2, n), 1e-6, 1)
-    score = np.clip(truth + rng.normal(0, 0.01, n), 0, 1)        # clipped to [eps, 1 - eps] inside
-    base = np.where(segment == "a", truth[segment == "a"].mean(), truth[segment == "b"].mean())
-    frame = spark.createDataFrame([(str(s), float(t), float(c), float(p), float(b))
-                                   for s, t, c, p, b in zip(segment, truth, ceiling, score, base)],
-                                  "segment string, t double, c double, p double, b double")
-    got = {r.segment: r for r in truth_metrics(frame, ["segment"], "p", "t", "b", "c").collect()}
-    for name, r in got.items():
-        sel = segment == name
-        t, c, p, b = truth[sel], ceiling[sel], score[sel], base[sel]
-        assert r.excess_log_loss == pytest.approx(excess_log_loss(t, p), rel=1e-9)
-        assert r.true_calibration_ratio == pytest.approx(true_calibration_ratio(t, p), rel=1e-12)
-        assert r.signal_gain == pytest.approx(signal_gain(t, p, b), rel=1e-9)
-        assert r.signal_fraction_of_oracle == pytest.approx(signal_fraction(t, p, t, b), rel=1e-9)
-        assert r.signal_fraction_of_ceiling == pytest.approx(signal_fraction(t, p, c, b), rel=1e-9)
-    without = truth_metrics(frame, ["segment"], "p", "t", "b").collect()
-    assert all(r.signal_fraction_of_ceiling is None for r in without)
+    n = 3000
+    slot = rng.choice(["s1", "s2", "s3"], n, p=[0.6, 0.3, 0.1])
+    task = np.where(slot == "s1", "audio", "video")
+    t = rng.beta(1, 20, n)
+    y = ((rng.random(n) < t) & (slot != "s3")).astype(int)           # s3: no clicks
+    raw = np.round(np.clip(t + rng.normal(0, 0.02, n), 1e-4, 1), 3)    # ties
+    cal = np.clip(raw * 0.9, 1e-4, 1)
+    ceiling = np.where(rng.random(n) < 0.1, np.nan, np.clip(t * 1.1, 0, 1))   # some rows without one
+    masked = np.clip(raw[:, None] * rng.uniform(0.5, 1.5, (n, 2)), 1e-4, 1)
+    frame = pd.DataFrame({"slot": slot, "task": task, "label": y, "pctr_raw": raw, "pctr": cal, "true_ctr": t,
+                          "ceiling_ctr": ceiling, "masked_pctr": list(masked)})
+    scored = spark.createDataFrame(frame)
+    metrics, bins = slot_tables(scored, 5, with_oracle=True, with_ceiling=True)
+    got = {(r.level, r.slot, r.calibrated): r for r in metrics.collect()}
+    bin_rows = bins.collect()
+    base = pd.Series(t).groupby(slot).transform("mean").to_numpy()
+    segments = {("slot", s): slot == s for s in ("s1", "s2", "s3")} | {
+        ("task", k): task == k for k in ("audio", "video")} | {("all", "all"): np.ones(n, bool)}
+    assert set(got) == {(*k, c) for k in segments for c in (False, True)}
+    for (level, name), sel in segments.items():
+        for calibrated, scores in ((False, raw), (True, cal)):
+            r = got[(level, name, calibrated)]
+            rated, _ = score_metrics(y[sel], scores[sel], 5)
+            assert r.rows == sel.sum() and r.positives == y[sel].sum() and r.ece_bins == 5
+            for m in ("auc_pr", "normalized_entropy", "ece_equal_mass", "ece_equal_width"):
+                assert (getattr(r, m) is None) if np.isnan(rated[m]) else getattr(r, m) == pytest.approx(rated[m])
+            assert r.mean_pctr == pytest.approx(scores[sel].mean())
+            oracle, _ = score_metrics(y[sel], t[sel], 5, ("equal_mass",))
+            assert (r.oracle_auc_pr is None) if np.isnan(oracle["auc_pr"]) else \
+                r.oracle_auc_pr == pytest.approx(oracle["auc_pr"])
+            known = sel & ~np.isnan(ceiling)
+            assert r.excess_log_loss == pytest.approx(excess_log_loss(t[sel], scores[sel]), rel=1e-9)
+            assert r.signal_fraction_of_oracle == pytest.approx(signal_fraction(t[sel], scores[sel], t[sel], base[sel]))
+            assert r.signal_fraction_of_ceiling == pytest.approx(
+                signal_fraction(t[known], scores[known], ceiling[known], base[known]), nan_ok=True)
+            assert sorted((b.scheme, b.bin, b.rows) for b in bin_rows if (b.level, b.slot, b.calibrated) ==
+                          (level, name, calibrated)) == sorted(
+                (s, b["bin"], b["rows"]) for s in ECE_SCHEMES for b in reliability_bins(y[sel], scores[sel], 5, s))
+    assert got[("slot", "s3", True)].note == NO_POSITIVES_NOTE and got[("slot", "s1", True)].note is None
+
+    masks = {(r.level, r.slot, r.masked_expert): r for r in expert_mask_tables(scored, 2, 5).collect()}
+    sel = slot == "s1"
+    full, _ = score_metrics(y[sel], cal[sel], 5, ("equal_mass",))
+    second, _ = score_metrics(y[sel], masked[sel, 1], 5, ("equal_mass",))
+    assert masks[("slot", "s1", -1)].auc_pr == pytest.approx(full["auc_pr"])
+    assert masks[("slot", "s1", 1)].auc_pr == pytest.approx(second["auc_pr"])
+    assert masks[("slot", "s1", 1)].auc_pr_change_pct == pytest.approx(100 * (second["auc_pr"] / full["auc_pr"] - 1))
+    assert masks[("all", "all", 0)].experts == 2 and len(masks) == 6 * 3
 
 
 # ----------------------------------------------------------------------------- sample weights
