@@ -146,16 +146,19 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
 
 def validate_tables(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date,
                     run_id: str) -> tuple[list[quality.SuiteResult], dict[str, int]]:
-    """Run the raw and feature suites on [start, end]; write one ``dq_results`` row each."""
+    """Run the raw and feature suites on [start, end]; write one ``dq_results`` row each, naming
+    the suite's result page in the GX Data Docs under storage.artifacts_dir/great_expectations."""
     raw_name, feat_name = cfg.table(tables.IMPRESSIONS), cfg.table(tables.FEATURES)
     versions = {tables.IMPRESSIONS: tables.latest_version(spark, raw_name),
                 tables.FEATURES: tables.latest_version(spark, feat_name)}
     raw = tables.read_date_range(spark, raw_name, cfg.schema.date, start, end, versions[tables.IMPRESSIONS])
     feats = tables.read_date_range(spark, feat_name, "event_date", start, end, versions[tables.FEATURES])
-    results = [quality.run_suite(quality.numeric_label(raw, cfg), raw_name, quality.raw_expectations(cfg, start, end)),
-               quality.run_suite(feats, feat_name, quality.feature_expectations(cfg))]
+    project = cfg.storage.artifacts_dir / quality.GX_PROJECT          # Data Docs: data_docs_index(project)
+    results = [quality.run_suite(quality.numeric_label(raw, cfg), raw_name, quality.raw_expectations(cfg, start, end),
+                                 project, run_id),
+               quality.run_suite(feats, feat_name, quality.feature_expectations(cfg), project, run_id)]
     rows = [(run_id, o.table, o.expectation, o.column, o.success, o.observed,
-             json.dumps(o.details, default=str, sort_keys=True), start, end)
+             json.dumps(o.details, default=str, sort_keys=True), start, end, r.data_docs)
             for r in results for o in r.outcomes]
     df = spark.createDataFrame(rows, DQ_RESULTS_SCHEMA).withColumn("validated_at", F.current_timestamp())
     tables.replace_run_rows(df, cfg.table(tables.DQ_RESULTS), run_id)
@@ -164,4 +167,4 @@ def validate_tables(spark: SparkSession, cfg: Config, start: dt.date, end: dt.da
 
 DQ_RESULTS_SCHEMA = (
     "run_id string, table string, expectation string, column string, success boolean, "
-    "observed string, details string, start_date date, end_date date")
+    "observed string, details string, start_date date, end_date date, data_docs string")

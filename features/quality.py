@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
@@ -173,6 +174,7 @@ class ExpectationOutcome:
 class SuiteResult:
     table: str
     outcomes: list[ExpectationOutcome]
+    data_docs: str | None = None        # file URL of this result's Data Docs page
 
     @property
     def success(self) -> bool:
@@ -261,20 +263,46 @@ def feature_expectations(cfg: Config) -> list:
     return suite
 
 
-def run_suite(df: DataFrame, table: str, expectations: list) -> SuiteResult:
-    """Validate ``df`` against ``expectations`` with an ephemeral GX context (Spark engine)."""
-    import great_expectations as gx
+GX_PROJECT = "great_expectations"      # the file-backed GX project's folder under storage.artifacts_dir
 
+
+def data_docs_index(project_dir: Path) -> Path:
+    """The Data Docs site's front page (GX's default local site) of the project in ``project_dir``."""
+    return project_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+def run_suite(df: DataFrame, table: str, expectations: list, project_dir: Path | None = None,
+              run_name: str | None = None) -> SuiteResult:
+    """Validate ``df`` against ``expectations`` with a GX Checkpoint (Spark engine).
+
+    With ``project_dir`` the GX project is file-backed there: the suite, its validation
+    definition and checkpoint are stored as JSON (replaced each run: the suite's bounds depend
+    on the dates), every result is kept under ``run_name``, and the checkpoint's
+    UpdateDataDocsAction adds it to the Data Docs site (``data_docs_index``). Without it the
+    context is ephemeral and nothing is written.
+    """
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
+    if project_dir is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        context = gx.get_context(mode="file", project_root_dir=str(project_dir))
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     safe = table.replace(".", "_")
-    asset = context.data_sources.add_spark(name=f"{safe}_source").add_dataframe_asset(name=safe)
+    asset = context.data_sources.add_or_update_spark(name=f"{safe}_source").add_dataframe_asset(name=safe)
     batch_definition = asset.add_batch_definition_whole_dataframe(f"{safe}_batch")
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{safe}_suite", expectations=expectations))
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
-    result = batch.validate(suite, result_format="SUMMARY")
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=f"{safe}_suite", expectations=expectations))
+    validation = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{safe}_validation", data=batch_definition, suite=suite))
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name=f"{safe}_checkpoint", validation_definitions=[validation], result_format="SUMMARY",
+        actions=[] if project_dir is None else [UpdateDataDocsAction(name="update_data_docs")]))
+    run = checkpoint.run(batch_parameters={"dataframe": df},
+                         run_id=RunIdentifier(run_name=run_name) if run_name else None)
+    key, result = next(iter(run.run_results.items()))
     outcomes = []
     for r in result.results:
         cfg = r.expectation_config
@@ -286,7 +314,8 @@ def run_suite(df: DataFrame, table: str, expectations: list) -> SuiteResult:
                                             if "column_A" in kwargs else None),
             success=bool(r.success), observed=observed,
             details={k: v for k, v in kwargs.items() if k not in ("batch_id",)}))
-    return SuiteResult(table, outcomes)
+    pages = context.get_docs_sites_urls(resource_identifier=key) if project_dir is not None else []
+    return SuiteResult(table, outcomes, pages[0]["site_url"] if pages else None)
 
 
 def _describe(result: dict, exception_info: Any) -> str:

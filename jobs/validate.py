@@ -18,19 +18,23 @@ GATE_FAILED = 3
 
 def run(spark, cfg, args, record) -> int:
     from features.pipeline import validate_tables
+    from features.quality import GX_PROJECT, data_docs_index
 
     start, end = resolve_date_range(args, cfg, spark)
     results, versions = validate_tables(spark, cfg, start, end, record.run_id)
     record.inputs.update(versions)
     record.metrics["suites"] = {r.table: r.success for r in results}
+    docs = data_docs_index(cfg.storage.artifacts_dir / GX_PROJECT).as_uri()
+    record.outputs["data_docs"] = docs
     for r in results:
         log.info("%s", r.summary())
     failed = [r for r in results if not r.success]
     if failed:
-        print("QUALITY GATE FAILED\n" + "\n".join(r.summary() for r in failed), file=sys.stderr)
+        print("QUALITY GATE FAILED\n" + "\n".join(r.summary() for r in failed) + f"\nGX Data Docs: {docs}",
+              file=sys.stderr)
         return GATE_FAILED
     print(f"quality gate passed: {sum(len(r.outcomes) for r in results)} expectations on "
-          f"{', '.join(r.table for r in results)}")
+          f"{', '.join(r.table for r in results)} (GX Data Docs: {docs})")
     return 0
 
 

@@ -2,16 +2,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from pyspark.sql import functions as F
 
 from features import tables
 from features.pipeline import build_features, validate_tables
+from features.quality import GX_PROJECT, data_docs_index
 from jobs import validate as validate_job
 from tests.helpers import built_lake, generated, write_raw
 
 START, END = dt.date(2026, 1, 1), dt.date(2026, 1, 4)
+
+
+def _page_text(url: str) -> str:
+    """A Data Docs page's visible text, whitespace collapsed."""
+    markup = Path(urlparse(url).path).read_text()
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", markup)))
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +43,13 @@ def test_clean_tables_pass_every_expectation_and_results_are_recorded(spark, goo
     names = {r.expectation for r in dq.select("expectation").collect()}
     assert any("disjoint" in n for n in names)
     assert any("expect_column_pair_values_to_be_in_set" in n for n in names)
+    # GX Data Docs: each suite's result page, and an index naming both suites and the run
+    pages = {r.table: r.data_docs for r in dq.select("table", "data_docs").distinct().collect()}
+    assert set(pages) == {cfg.table(tables.IMPRESSIONS), cfg.table(tables.FEATURES)}
+    assert all("Status: Succeeded" in _page_text(page) and "Run Name q-ok" in _page_text(page)
+               for page in pages.values())
+    index = data_docs_index(cfg.storage.artifacts_dir / GX_PROJECT).read_text()
+    assert all(f"{table.replace('.', '_')}_suite" in index for table in pages) and "q-ok" in index
 
 
 def test_feature_gate_catches_modality_mismatch_leaky_splits_and_non_finite_values(spark, good_lake, fresh_db):
@@ -57,6 +75,8 @@ def test_feature_gate_catches_modality_mismatch_leaky_splits_and_non_finite_valu
     assert len(failed) == 3
     summary = feature_result.summary()
     assert "FAILED expect_column_pair_values_to_be_in_set [slot,modality]" in summary
+    page = _page_text(feature_result.data_docs)            # the Data Docs page says the same
+    assert "Status: Failed" in page and "Unsuccessful Expectations 3" in page and "Run Name q-bad" in page
 
 
 def test_validate_job_exits_non_zero_with_a_readable_summary(spark, good_lake, fresh_db, base_overrides, capsys):
