@@ -63,7 +63,9 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
     rows are rated on an executor by ``calibration.metrics.score_metrics``, the numpy
     definitions the bootstrap uses: two shuffles in all, where one aggregation per metric took
     dozens of stages. A segment's rows must fit in one Python worker's memory (about 100 bytes
-    a row: tens of millions of rows per segment). With ``with_oracle`` the true click probability is scored as a model
+    a row: tens of millions of rows per segment).
+
+    With ``with_oracle`` the true click probability is scored as a model
     too (oracle_* columns, auc_pr_oracle_fraction = auc_pr / oracle_auc_pr), and the label-free
     metrics against it are added (``truth_summary``: excess_log_loss, true_calibration_ratio,
     signal_gain and its fractions of the oracle's and the ceiling's, the base rate being each
