@@ -52,6 +52,41 @@ WRITTEN_BY = {
 }
 
 
+# constraint name -> SQL predicate every row must satisfy (Delta CHECK constraints: a write
+# with one violating row fails whole, naming the constraint)
+CONSTRAINTS: dict[str, dict[str, str]] = {
+    FEATURES: {
+        "impression_id_present": "impression_id IS NOT NULL",
+        "slot_present": "slot IS NOT NULL",
+        "split_known": "split IN ('train', 'validation', 'test')",
+        "modality_known": "modality IN ('audio', 'video')",
+        "label_binary": "label IN (0, 1)",
+        "sample_weight_positive": "sample_weight > 0",
+    },
+    PREDICTIONS: {
+        "impression_id_present": "impression_id IS NOT NULL",
+        "pctr_probability": "pctr >= 0 AND pctr <= 1",
+        "pctr_raw_probability": "pctr_raw >= 0 AND pctr_raw <= 1",
+        "label_binary_or_unknown": "label IS NULL OR label IN (0, 1)",
+    },
+}
+
+
+def ensure_constraints(spark: SparkSession, name: str) -> list[str]:
+    """Add the constraints ``name`` lacks (ADD CONSTRAINT checks the rows already there);
+    returns the names added. A no-op, one metadata read, once they exist."""
+    constraints = CONSTRAINTS.get(name.rsplit(".", 1)[-1], {})
+    if not constraints:
+        return []
+    present = {r.key for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+    added = []
+    for constraint, predicate in constraints.items():
+        if f"delta.constraints.{constraint.lower()}" not in present:
+            spark.sql(f"ALTER TABLE {name} ADD CONSTRAINT {constraint} CHECK ({predicate})")
+            added.append(constraint)
+    return added
+
+
 def table_exists(spark: SparkSession, name: str) -> bool:
     return spark.catalog.tableExists(name)
 
@@ -207,9 +242,10 @@ def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.dat
     else:
         for key, value in (properties or {}).items():
             writer = writer.option(key, value)     # delta.* options become the new table's properties
-    with conflicts_named(name, f"{date_column} {start}..{end}"):
+    with conflicts_named(name, f"{date_column} {start}..{end}"), constraints_named(name):
         writer.saveAsTable(name)
     faults.after_commit(name)
+    ensure_constraints(spark, name)           # from the table's first write on, bad rows fail at the table
     return latest_version(spark, name)
 
 
@@ -237,6 +273,24 @@ def conflicts_named(name: str, rows: str):
             f"{name}: another job committed to {rows} while this one was writing them "
             f"({type(exc).__name__}: {detail}). Nothing of this write was committed and the other job's "
             "rows stand; re-run this job if its result is still wanted") from None
+
+
+class ConstraintViolation(ValueError):
+    """Rows of a write broke one of the table's CHECK constraints; nothing was committed."""
+
+
+@contextmanager
+def constraints_named(name: str):
+    """Delta's CHECK-constraint failure as one ConstraintViolation naming the table, the
+    constraint and the offending values (Delta's own first line)."""
+    try:
+        yield
+    except Exception as exc:               # Delta's DeltaInvariantViolationException, via Py4J/Spark
+        text = str(exc)
+        if "CHECK constraint" not in text and "DELTA_VIOLATE_CONSTRAINT" not in text:
+            raise
+        line = next((ln.strip() for ln in text.splitlines() if "constraint" in ln.lower()), text[:300])
+        raise ConstraintViolation(f"{name}: a row breaks a table constraint, nothing was written: {line}") from None
 
 
 def replace_log_range(df: DataFrame, cfg: Config, start: dt.date, end: dt.date,
@@ -283,9 +337,10 @@ def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
                   .option("mergeSchema", "true"))
     else:
         writer = writer.mode("overwrite")
-    with conflicts_named(name, f"the rows of run {run_id}"):
+    with conflicts_named(name, f"the rows of run {run_id}"), constraints_named(name):
         writer.saveAsTable(name)
     faults.after_commit(name)
+    ensure_constraints(spark, name)
     return latest_version(spark, name)
 
 
