@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import uuid
 from contextlib import contextmanager
@@ -245,7 +246,6 @@ def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.dat
     with conflicts_named(name, f"{date_column} {start}..{end}"), constraints_named(name):
         writer.saveAsTable(name)
     faults.after_commit(name)
-    ensure_constraints(spark, name)           # from the table's first write on, bad rows fail at the table
     return latest_version(spark, name)
 
 
@@ -281,16 +281,19 @@ class ConstraintViolation(ValueError):
 
 @contextmanager
 def constraints_named(name: str):
-    """Delta's CHECK-constraint failure as one ConstraintViolation naming the table, the
-    constraint and the offending values (Delta's own first line)."""
+    """A write refused by one of the table's CHECK constraints (``CONSTRAINTS``) as one
+    ConstraintViolation naming the table, the constraint and the offending values. Delta's
+    other refusals (rows outside a replaceWhere range, ...) pass through unchanged."""
+    ours = {c.lower(): p for c, p in CONSTRAINTS.get(name.rsplit(".", 1)[-1], {}).items()}
     try:
         yield
-    except Exception as exc:               # Delta's DeltaInvariantViolationException, via Py4J/Spark
-        text = str(exc)
-        if "CHECK constraint" not in text and "DELTA_VIOLATE_CONSTRAINT" not in text:
+    except Exception as exc:               # Delta's AnalysisException / SparkException via Py4J
+        found = re.search(r"CHECK constraint (\w+) .*? violated by row with values:((?:\n - [^\n]*)+)", str(exc))
+        if not ours or not found or found.group(1).lower() not in ours:
             raise
-        line = next((ln.strip() for ln in text.splitlines() if "constraint" in ln.lower()), text[:300])
-        raise ConstraintViolation(f"{name}: a row breaks a table constraint, nothing was written: {line}") from None
+        values = ", ".join(v.strip(" -") for v in found.group(2).strip().splitlines())
+        raise ConstraintViolation(f"{name}: a row breaks the table's constraint {found.group(1)} "
+                                  f"({ours[found.group(1).lower()]}): {values}; nothing was written") from None
 
 
 def replace_log_range(df: DataFrame, cfg: Config, start: dt.date, end: dt.date,
@@ -340,7 +343,6 @@ def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
     with conflicts_named(name, f"the rows of run {run_id}"), constraints_named(name):
         writer.saveAsTable(name)
     faults.after_commit(name)
-    ensure_constraints(spark, name)
     return latest_version(spark, name)
 
 

@@ -90,9 +90,27 @@ def maintain_table(spark: SparkSession, name: str, retain_days: float, protected
     spark.sql(f"OPTIMIZE {name}" + (f" ZORDER BY ({', '.join(order)})" if order else ""))
     if hours < DELTA_RETENTION_FLOOR_HOURS:
         spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-    removed = spark.sql(f"VACUUM {name} RETAIN {hours} HOURS DRY RUN").count()
-    spark.sql(f"VACUUM {name} RETAIN {hours} HOURS")
+    # VACUUM lists the table's folders in parallelPartitionDiscovery.parallelism tasks (10,000
+    # by default: minutes of empty tasks on a small cluster); a few per core is enough
+    listing = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
+    previous = spark.conf.get(listing, None)
+    spark.conf.set(listing, str(max(8, 4 * spark.sparkContext.defaultParallelism)))
+    try:
+        spark.sql(f"VACUUM {name} RETAIN {hours} HOURS")
+        removed = _vacuumed_files(spark, name)
+    finally:
+        if previous is None:
+            spark.conf.unset(listing)
+        else:
+            spark.conf.set(listing, previous)
     return UpkeepResult(name, True, order, hours, tuple(sorted(protected)), removed)
+
+
+def _vacuumed_files(spark: SparkSession, name: str) -> int:
+    """Files the last VACUUM deleted, from its 'VACUUM END' history entry (Delta logs one)."""
+    ended = (spark.sql(f"DESCRIBE HISTORY {name}").where(F.col("operation") == "VACUUM END")
+             .orderBy(F.col("version").desc()).select("operationMetrics").first())
+    return int((ended.operationMetrics or {}).get("numDeletedFiles", 0)) if ended else 0
 
 
 DELTA_RETENTION_FLOOR_HOURS = 168          # VACUUM refuses less unless retentionDurationCheck is off

@@ -30,16 +30,19 @@ def test_a_row_that_breaks_a_constraint_fails_its_write_at_the_table(spark, fres
     cfg = fresh_db()
     features = cfg.table(tables.FEATURES)
     tables.replace_date_range(_features(spark), features, "event_date", DAY, DAY)
+    assert tables.ensure_constraints(spark, features) == list(tables.CONSTRAINTS[tables.FEATURES])
     assert {f"delta.constraints.{c}" for c in tables.CONSTRAINTS[tables.FEATURES]} <= set(_properties(spark, features))
+    assert tables.ensure_constraints(spark, features) == []                  # once only
     version = tables.latest_version(spark, features)
-    with pytest.raises(tables.ConstraintViolation, match=r"features: a row breaks a table constraint.*label_binary"):
+    with pytest.raises(tables.ConstraintViolation, match=r"features: a row breaks the table's constraint label_binary \(label IN \(0, 1\)\): label : 2; "):
         tables.replace_date_range(_features(spark, label=2), features, "event_date", DAY, DAY)
     assert tables.latest_version(spark, features) == version and spark.table(features).count() == 4
 
     predictions = cfg.table(tables.PREDICTIONS)
     row = "run_id string, impression_id string, pctr double, pctr_raw double, label int"
     tables.replace_run_rows(spark.createDataFrame([("r1", "i1", 0.2, 0.1, None)], row), predictions, "r1")
-    with pytest.raises(tables.ConstraintViolation, match="pctr_probability"):
+    tables.ensure_constraints(spark, predictions)
+    with pytest.raises(tables.ConstraintViolation, match=r"predictions: .* constraint pctr_probability .*: pctr : 1.5"):
         tables.replace_run_rows(spark.createDataFrame([("r2", "i1", 1.5, 0.1, 1)], row), predictions, "r2")
     assert [r.run_id for r in spark.table(predictions).collect()] == ["r1"]
 
