@@ -133,8 +133,11 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
     return metrics, bin_rows
 
 
-NO_POSITIVES_NOTE = "no clicks in this window: AUC-PR, ROC-AUC and ECE are undefined (NULL)"
-ALL_POSITIVES_NOTE = "every impression clicked in this window: AUC-PR and ROC-AUC are undefined"
+# ECE stays defined without clicks (|0 - sum of pCTR| / rows: the mean pCTR)
+NO_POSITIVES_NOTE = ("no clicks in this window: AUC-PR, ROC-AUC, normalized entropy and the calibration ratio "
+                     "are undefined (NULL)")
+ALL_POSITIVES_NOTE = ("every impression clicked in this window: ROC-AUC and normalized entropy are undefined, "
+                      "AUC-PR is trivially 1")
 
 
 def segment_note(rows: Column, positives: Column) -> Column:

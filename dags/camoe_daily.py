@@ -173,3 +173,21 @@ with DAG(
     score = CamoeJobOperator(job="score", job_args=["--train-run-id", run_id("train"),
                                                     "--start-date", WINDOW_END, "--end-date", WINDOW_END])
     chain([generate_logs, ingest], build_features, validate, train, calibrate_evaluate, score)
+
+
+# Weekly Delta upkeep (jobs/maintain.py): OPTIMIZE, VACUUM keeping storage.retain_days and every
+# version a still-existing model was trained on, constraints. With the embedded metastore it must
+# not overlap a daily run (one driver at a time); schedule it where the daily DAG is idle.
+with DAG(
+    dag_id="camoe_maintenance",
+    description="CAMoE: Delta OPTIMIZE / VACUUM / constraints on every platform table",
+    schedule="@weekly",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=5)},
+    params={"set": Param([], type="array", items={"type": "string"},
+                         description="extra KEY=VALUE config overrides, e.g. storage.retain_days=60")},
+    tags=["camoe"],
+) as maintenance:
+    CamoeJobOperator(job="maintain")

@@ -134,6 +134,8 @@ class StorageSettings:
     warehouse_dir: Path
     metastore_dir: Path
     artifacts_dir: Path
+    retain_days: float = 30.0               # Delta time travel kept by jobs/maintain.py (features.upkeep)
+    zorder_by: tuple[str, ...] = ("slot",)  # OPTIMIZE ... ZORDER BY, where a table has the column
 
 
 @dataclass(frozen=True)
@@ -499,7 +501,10 @@ def _parse_storage(s: Section, root: Path) -> StorageSettings:
     def path(name: str) -> Path:
         p = Path(s.get(name))
         return p if p.is_absolute() else (root / p)
-    out = StorageSettings(path("warehouse_dir"), path("metastore_dir"), path("artifacts_dir"))
+    out = StorageSettings(path("warehouse_dir"), path("metastore_dir"), path("artifacts_dir"),
+                          s.get("retain_days", float, default=30.0, check=lambda v: v >= 0,
+                                expect="a number of days >= 0"),
+                          s.str_list("zorder_by", default=["slot"]))
     s.done()
     return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import uuid
 from contextlib import contextmanager
@@ -50,6 +51,41 @@ WRITTEN_BY = {
     EXPERT_MASK_METRICS: "calibrate_evaluate", EXPERIMENT_RESULTS: "experiments",
     AUCTION_REPLAY: "replay_auction",
 }
+
+
+# constraint name -> SQL predicate every row must satisfy (Delta CHECK constraints: a write
+# with one violating row fails whole, naming the constraint)
+CONSTRAINTS: dict[str, dict[str, str]] = {
+    FEATURES: {
+        "impression_id_present": "impression_id IS NOT NULL",
+        "slot_present": "slot IS NOT NULL",
+        "split_known": "split IN ('train', 'validation', 'test')",
+        "modality_known": "modality IN ('audio', 'video')",
+        "label_binary": "label IN (0, 1)",
+        "sample_weight_positive": "sample_weight > 0",
+    },
+    PREDICTIONS: {
+        "impression_id_present": "impression_id IS NOT NULL",
+        "pctr_probability": "pctr >= 0 AND pctr <= 1",
+        "pctr_raw_probability": "pctr_raw >= 0 AND pctr_raw <= 1",
+        "label_binary_or_unknown": "label IS NULL OR label IN (0, 1)",
+    },
+}
+
+
+def ensure_constraints(spark: SparkSession, name: str) -> list[str]:
+    """Add the constraints ``name`` lacks (ADD CONSTRAINT checks the rows already there);
+    returns the names added. A no-op, one metadata read, once they exist."""
+    constraints = CONSTRAINTS.get(name.rsplit(".", 1)[-1], {})
+    if not constraints:
+        return []
+    present = {r.key for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+    added = []
+    for constraint, predicate in constraints.items():
+        if f"delta.constraints.{constraint.lower()}" not in present:
+            spark.sql(f"ALTER TABLE {name} ADD CONSTRAINT {constraint} CHECK ({predicate})")
+            added.append(constraint)
+    return added
 
 
 def table_exists(spark: SparkSession, name: str) -> bool:
@@ -207,7 +243,7 @@ def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.dat
     else:
         for key, value in (properties or {}).items():
             writer = writer.option(key, value)     # delta.* options become the new table's properties
-    with conflicts_named(name, f"{date_column} {start}..{end}"):
+    with conflicts_named(name, f"{date_column} {start}..{end}"), constraints_named(name):
         writer.saveAsTable(name)
     faults.after_commit(name)
     return latest_version(spark, name)
@@ -237,6 +273,27 @@ def conflicts_named(name: str, rows: str):
             f"{name}: another job committed to {rows} while this one was writing them "
             f"({type(exc).__name__}: {detail}). Nothing of this write was committed and the other job's "
             "rows stand; re-run this job if its result is still wanted") from None
+
+
+class ConstraintViolation(ValueError):
+    """Rows of a write broke one of the table's CHECK constraints; nothing was committed."""
+
+
+@contextmanager
+def constraints_named(name: str):
+    """A write refused by one of the table's CHECK constraints (``CONSTRAINTS``) as one
+    ConstraintViolation naming the table, the constraint and the offending values. Delta's
+    other refusals (rows outside a replaceWhere range, ...) pass through unchanged."""
+    ours = {c.lower(): p for c, p in CONSTRAINTS.get(name.rsplit(".", 1)[-1], {}).items()}
+    try:
+        yield
+    except Exception as exc:               # Delta's AnalysisException / SparkException via Py4J
+        found = re.search(r"CHECK constraint (\w+) .*? violated by row with values:((?:\n - [^\n]*)+)", str(exc))
+        if not ours or not found or found.group(1).lower() not in ours:
+            raise
+        values = ", ".join(v.strip(" -") for v in found.group(2).strip().splitlines())
+        raise ConstraintViolation(f"{name}: a row breaks the table's constraint {found.group(1)} "
+                                  f"({ours[found.group(1).lower()]}): {values}; nothing was written") from None
 
 
 def replace_log_range(df: DataFrame, cfg: Config, start: dt.date, end: dt.date,
@@ -283,7 +340,7 @@ def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
                   .option("mergeSchema", "true"))
     else:
         writer = writer.mode("overwrite")
-    with conflicts_named(name, f"the rows of run {run_id}"):
+    with conflicts_named(name, f"the rows of run {run_id}"), constraints_named(name):
         writer.saveAsTable(name)
     faults.after_commit(name)
     return latest_version(spark, name)

@@ -149,7 +149,7 @@ def run_recorded(spark, cfg, job: str, run: Callable, args: argparse.Namespace,
     """Run one job's ``run`` on a started session and record it in the runs table (succeeded,
     or failed with the error); a failure is one readable line on stderr and exit code 1."""
     from features import faults
-    from features.tables import RunRecord, new_run_id, record_run
+    from features.tables import CONSTRAINTS, RunRecord, ensure_constraints, new_run_id, record_run
 
     faults.enter_job(job)
     started = started or time.time()
@@ -169,6 +169,9 @@ def run_recorded(spark, cfg, job: str, run: Callable, args: argparse.Namespace,
         _try_record(spark, cfg, record, "failed")
         print(f"{job}: FAILED ({type(exc).__name__}): {exc}", file=sys.stderr)
         return 1
+    if code == 0:                       # the tables it created get their constraints from now on
+        for table in set(record.outputs) & set(CONSTRAINTS):
+            ensure_constraints(spark, cfg.table(table))
     record.metrics["wall_seconds"] = round(time.time() - started, 2)
     record_run(spark, cfg, record, "succeeded" if code == 0 else "failed")
     log.info("run %s finished in %.1fs", record.run_id, time.time() - started)

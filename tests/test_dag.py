@@ -53,8 +53,11 @@ tasks = {} if dag is None else {t.task_id: {
     "retries": t.retries, "trigger_rule": str(t.trigger_rule.value),
     "bases": [c.__name__ for c in type(t).__mro__], "args": t.application_args, "conn_id": t._conn_id}
     for t in dag.tasks}
+upkeep = bag.dags.get("camoe_maintenance")
 print(json.dumps({"errors": {str(k): v for k, v in bag.import_errors.items()}, "tasks": tasks,
-                  "schedule": None if dag is None else str(dag.schedule)}))
+                  "schedule": None if dag is None else str(dag.schedule),
+                  "maintenance": None if upkeep is None else {
+                      "schedule": str(upkeep.schedule), "tasks": {t.task_id: t.application_args for t in upkeep.tasks}}}))
 """
 
 
@@ -76,6 +79,9 @@ def test_dag_parses_into_the_spark_submit_jobs_in_order(tmp_path):
                                           "--start-date", "{{ macros.ds_add(ds, 1 - params.window_days) }}",
                                           "--end-date", "{{ ds }}"]
     assert tasks["score"]["downstream"] == []
+    # the weekly Delta upkeep: one maintain task, run id like the daily jobs'
+    assert parsed["maintenance"] == {"schedule": "@weekly", "tasks": {
+        "maintain": ["--run-id", "{{ dag.dag_id }}-{{ ds_nodash }}-maintain"]}}
     for task_id, task in tasks.items():
         assert "SparkSubmitOperator" in task["bases"] and task["conn_id"] == "spark_default"
         assert task["retries"] == 2

@@ -1,0 +1,82 @@
+"""Delta upkeep on real tables: a row that breaks a CHECK constraint fails its write at the table;
+VACUUM keeps every version a still-existing model was trained on and removes the rest; the
+retention properties follow; jobs/maintain.py runs it over the platform's tables."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from features import tables, upkeep
+from jobs import maintain
+from jobs._cli import main as job_main
+
+DAY = dt.date(2026, 2, 2)
+FEATURE_COLUMNS = ("impression_id string, slot string, split string, modality string, label int, "
+                   "sample_weight double, event_date date")
+
+
+def _features(spark, label: int = 0, rows: int = 4):
+    return spark.createDataFrame([(f"i{k}", "podcast", "train", "audio", label, 1.0, DAY) for k in range(rows)],
+                                 FEATURE_COLUMNS)
+
+
+def _properties(spark, name: str) -> dict[str, str]:
+    return {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+
+
+def test_a_row_that_breaks_a_constraint_fails_its_write_at_the_table(spark, fresh_db):
+    cfg = fresh_db()
+    features = cfg.table(tables.FEATURES)
+    tables.replace_date_range(_features(spark), features, "event_date", DAY, DAY)
+    assert tables.ensure_constraints(spark, features) == list(tables.CONSTRAINTS[tables.FEATURES])
+    assert {f"delta.constraints.{c}" for c in tables.CONSTRAINTS[tables.FEATURES]} <= set(_properties(spark, features))
+    assert tables.ensure_constraints(spark, features) == []                  # once only
+    version = tables.latest_version(spark, features)
+    with pytest.raises(tables.ConstraintViolation, match=r"features: a row breaks the table's constraint label_binary \(label IN \(0, 1\)\): label : 2; "):
+        tables.replace_date_range(_features(spark, label=2), features, "event_date", DAY, DAY)
+    assert tables.latest_version(spark, features) == version and spark.table(features).count() == 4
+
+    predictions = cfg.table(tables.PREDICTIONS)
+    row = "run_id string, impression_id string, pctr double, pctr_raw double, label int"
+    tables.replace_run_rows(spark.createDataFrame([("r1", "i1", 0.2, 0.1, None)], row), predictions, "r1")
+    tables.ensure_constraints(spark, predictions)
+    with pytest.raises(tables.ConstraintViolation, match=r"predictions: .* constraint pctr_probability .*: pctr : 1.5"):
+        tables.replace_run_rows(spark.createDataFrame([("r2", "i1", 1.5, 0.1, 1)], row), predictions, "r2")
+    assert [r.run_id for r in spark.table(predictions).collect()] == ["r1"]
+
+
+def test_vacuum_keeps_the_versions_a_model_was_trained_on_and_removes_the_rest(spark, fresh_db, base_overrides,
+                                                                                tmp_path, capsys):
+    cfg = fresh_db("storage.retain_days=0")
+    features = cfg.table(tables.FEATURES)
+    for label in (0, 1, 0):                         # versions 0, 1, 2: each rewrites the day's files
+        tables.replace_date_range(_features(spark, label), features, "event_date", DAY, DAY)
+    first = tables.latest_version(spark, features) - 2
+    model = tmp_path / "model"
+    model.mkdir()
+    run = tables.RunRecord("train-1", "train", inputs={tables.FEATURES: first},
+                           outputs={"model_artifact": str(model)})
+    tables.record_run(spark, cfg, run)
+    assert upkeep.protected_versions(spark, cfg) == {tables.FEATURES: {first}}
+
+    kept = upkeep.maintain_table(spark, features, 0, {first}, ("slot",))
+    assert kept.files_removed == 0 and kept.retain_hours >= 1 and kept.zorder_by == ("slot",)
+    assert spark.sql(f"SELECT * FROM {features} VERSION AS OF {first}").where(F.col("label") == 0).count() == 4
+    assert _properties(spark, features)["delta.logRetentionDuration"] == f"interval {kept.retain_hours} hours"
+
+    # the model is gone: its version is no longer protected, and retain_days=0 keeps nothing old
+    model.rmdir()
+    assert upkeep.protected_versions(spark, cfg) == {}
+    code = job_main("maintain", maintain.__doc__, maintain.add_arguments, maintain.run,
+                    [*(f"--set={o}" for o in base_overrides), f"--set=database={cfg.database}",
+                     "--set=storage.retain_days=0", "--tables", "features,runs"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    line = next(ln for ln in out.splitlines() if ln.startswith("features "))
+    _, retain_hours, removed = line.split()[:3]
+    assert retain_hours == "0" and int(removed) > 0
+    with pytest.raises(Exception, match="(?i)not.*found|does not exist|FileNotFound"):
+        spark.sql(f"SELECT * FROM {features} VERSION AS OF {first}").collect()
+    assert spark.table(features).count() == 4          # the latest version reads as before
