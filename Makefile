@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 AT := $(if $(V),,@)
 ANNOUNCE = $(if $(V),@true,@echo "==> $(1)")
 
-.PHONY: env demo pipeline movielens movielens-data data train evaluate score experiments test test-fast sql clean-data bench bench-features bench-calibration airflow-env airflow-demo
+.PHONY: env demo pipeline movielens movielens-data data train evaluate score experiments test test-fast sql clean-data bench bench-features bench-calibration airflow-env airflow-demo mlflow-ui
 
 env: $(STAMP)
 
@@ -124,8 +124,12 @@ $(MOVIELENS)/ml-100k.inter: | $(STAMP)
 	$(PY) -c 'import pathlib, sys, zipfile; out = pathlib.Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True); z = zipfile.ZipFile(sys.argv[1]); [out.joinpath(pathlib.PurePath(n).name).write_bytes(z.read(n)) for n in z.namelist() if pathlib.PurePath(n).parent.name == "ml-100k" and pathlib.PurePath(n).suffix in (".inter", ".item", ".user")]' \
 	    $(VENV)/downloads/recbole-$(RECBOLE)-py3-none-any.whl $(MOVIELENS)
 
+# two pytest workers (pytest-xdist): much of a Spark test's time is JVM start-up, Ivy, py4j and
+# process launches that leave the cores idle; a module stays on one worker (tests/conftest.py)
+TEST_WORKERS ?= 2
 test: env airflow-env movielens-data
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
+	    if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 test-fast: env airflow-env movielens-data
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -160,6 +164,13 @@ airflow-demo: env airflow-env
 ## sql: make sql Q="SELECT slot, COUNT(*) FROM camoe.features GROUP BY slot"
 sql: env
 	$(VENV)/bin/spark-sql $$($(PY) -m features.session --local-jars $(CONF_FLAGS)) -e "$(Q)"
+
+## mlflow-ui: the MLflow UI on the jobs' tracking store (the embedded SQLite one by default);
+## MLFLOW_UI_PORT=5000
+MLFLOW_UI_PORT ?= 5000
+mlflow-ui: env
+	$(VENV)/bin/mlflow ui --backend-store-uri "$$($(PY) -m training.tracking $(CONF_FLAGS))" \
+	    --host 127.0.0.1 --port $(MLFLOW_UI_PORT)
 
 clean-data:
 	rm -rf warehouse metastore artifacts derby.log benchmark-lake

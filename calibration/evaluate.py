@@ -309,6 +309,22 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
 
 
+def track_evaluation(spark, cfg, run_id: str, summary: dict):
+    """Log evaluation ``run_id`` (``summary``: evaluate_run's) into its training run's MLflow run
+    and register the calibrated model (training.tracking.log_evaluation); None when tracking is off."""
+    from pathlib import Path
+
+    from features import tables
+    from training.loop import artifact_description
+    from training.tracking import log_evaluation
+
+    train = tables.find_train_run(spark, cfg, summary["model_run_id"])
+    description = artifact_description(train["artifact"])
+    rows = [r.asDict() for r in spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id") == run_id).collect()]
+    return log_evaluation(cfg, run_id, train["run_id"], train["mlflow_run_id"], Path(train["artifact"]), description,
+                          downsampling_shift(spark, cfg, description), summary["temperatures"], rows, summary["plots"])
+
+
 def downsampling_shift(spark, cfg, description: dict) -> dict[str, float]:
     """Per slot, the logit shift undoing the down-sampling of the build the model trained on:
     the one its artifact recorded (zero for a loss-weighted model), else the build's rates."""

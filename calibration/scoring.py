@@ -15,17 +15,45 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from calibration.evaluate import downsampling_shift, latest_temperatures, prediction_rows
+from features import tables
 
 
 def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidates: str | None = None,
-              split: str | None = "test", start: dt.date | None = None, end: dt.date | None = None) -> dict:
-    from features import tables
-    from training.inference import RowSelection, score_table
-    from training.loop import load_artifact, model_slots
+              split: str | None = "test", start: dt.date | None = None, end: dt.date | None = None,
+              model_uri: str | None = None) -> dict:
+    """Score with a training run's model (``train_run_id``, default the latest) and its latest
+    temperatures, or with the MLflow model ``model_uri`` (e.g. ``models:/camoe@champion``: the
+    correction and temperatures it was registered with)."""
+    import tempfile
+    from pathlib import Path
 
-    train = tables.find_train_run(spark, cfg, train_run_id)
-    _, description = load_artifact(train["artifact"])
-    calibration_run, temperatures = latest_temperatures(spark, cfg, train["run_id"])
+    from training.loop import artifact_description
+
+    if model_uri and train_run_id:
+        raise ValueError("give --model-uri or --train-run-id, not both")
+    if not model_uri:
+        train = tables.find_train_run(spark, cfg, train_run_id)
+        description = artifact_description(train["artifact"])
+        calibration_run, temperatures = latest_temperatures(spark, cfg, train["run_id"])
+        return _score(spark, cfg, run_id, Path(train["artifact"]), description,
+                      downsampling_shift(spark, cfg, description), temperatures, train["run_id"], calibration_run,
+                      candidates, split, start, end)
+    from training.tracking import resolve_model
+
+    with tempfile.TemporaryDirectory(prefix="camoe-model-") as scratch:
+        model = resolve_model(cfg, model_uri, Path(scratch))
+        description = artifact_description(model.artifact_dir)
+        summary = _score(spark, cfg, run_id, model.artifact_dir, description, model.scoring.slot_logit_shift,
+                         model.scoring.temperatures, model.scoring.train_run_id, model.scoring.calibration_run_id,
+                         candidates, split, start, end)
+    return {**summary, "model_uri": model_uri}
+
+
+def _score(spark, cfg, run_id: str, artifact_dir, description: dict, shift, temperatures, train_run_id: str,
+           calibration_run_id: str | None, candidates: str | None, split: str | None, start, end) -> dict:
+    from training.inference import RowSelection, score_table
+    from training.loop import model_slots
+
     name = candidates or description["features_table"]
     if not tables.table_exists(spark, name):
         raise tables.TableNotFound(f"candidates table {name} does not exist")
@@ -40,15 +68,15 @@ def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidat
                              f"trained on build {description['build_run_id']}: their category ids differ")
     keep = ["impression_id", "event_date", "slot"] + [c for c in ("label", "true_ctr") if c in rows.columns]
     # a uni-modal model serves its own slots
-    scored = score_table(spark, table, train["artifact"], downsampling_shift(spark, cfg, description),
-                         temperatures, keep, dataclasses.replace(selection, slots=tuple(model_slots(description))))
+    scored = score_table(spark, table, artifact_dir, shift, temperatures, keep,
+                         dataclasses.replace(selection, slots=tuple(model_slots(description))))
     version = tables.replace_run_rows(
-        prediction_rows(scored, run_id, description["model"]["name"], train["run_id"],
+        prediction_rows(scored, run_id, description["model"]["name"], train_run_id,
                         int(description["features_version"])), cfg.table(tables.PREDICTIONS), run_id)
     written = spark.table(cfg.table(tables.PREDICTIONS)).where(F.col("run_id") == run_id)
     count = written.count()
     if count == 0:
         raise ValueError(f"no candidate rows in {name} (split={split}, dates {start}..{end})")
-    return {"model": description["model"]["name"], "model_run_id": train["run_id"],
-            "calibration_run_id": calibration_run, "candidates": name, "rows": count,
+    return {"model": description["model"]["name"], "model_run_id": train_run_id,
+            "calibration_run_id": calibration_run_id, "candidates": name, "rows": count,
             "predictions_version": version, "temperatures": temperatures}

@@ -8,6 +8,7 @@ validates every section into frozen dataclasses. Unknown keys and bad values rai
 from __future__ import annotations
 
 import copy
+import re
 import datetime as dt
 import os
 from dataclasses import dataclass, field, replace
@@ -139,6 +140,16 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class MlflowSettings:
+    """MLflow tracking and registry (training/tracking.py); conf/base.yaml's ``mlflow:``."""
+    enabled: bool = True
+    tracking_uri: str | None = None         # None: sqlite under artifacts_dir/mlflow (MLFLOW_TRACKING_URI wins)
+    experiment: str = "camoe"
+    registered_model: str = "camoe"         # calibrate_evaluate registers the calibrated model under it
+    alias: str = "champion"                 # ... and moves this alias to the version it registered
+
+
+@dataclass(frozen=True)
 class SparkSettings:
     app_name: str
     master: str
@@ -258,6 +269,9 @@ class IngestSettings:
 
 MODEL_ARCHITECTURES = ("moe", "wide_deep")
 TRAINING_BACKENDS = ("horovod", "torch_distributor")
+# where TorchDistributor runs the worker processes: on the driver (local_mode=True), as barrier
+# tasks on the executors (local_mode=False), or auto: the driver on a local[*] master, else executors
+TORCH_DISTRIBUTOR_PLACES = ("auto", "driver", "executors")
 ALM_NORMALIZATIONS = ("paper", "per_task")
 SELECTION_METRICS = ("log_loss", "mean_slot_auc_pr")
 
@@ -299,6 +313,8 @@ class TrainingSettings:
     mixed_precision: bool
     use_sample_weight: bool
     selection_metric: str = "log_loss"   # best epoch / early stopping on corrected validation scores
+    use_gpu: bool = False                 # one GPU per worker process (TorchDistributor's use_gpu)
+    torch_distributor_on: str = "auto"    # driver (local_mode=True), executors, or auto (by the master)
 
 
 @dataclass(frozen=True)
@@ -369,6 +385,7 @@ class Config:
     experiments: ExperimentSettings | None   # only jobs/experiments.py needs it
     auction: AuctionSettings | None          # only jobs/replay_auction.py needs it
     ingest: IngestSettings                   # empty unless the raw log needs lookups/derived columns
+    mlflow: MlflowSettings                   # defaults (the embedded store) unless conf has ``mlflow:``
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     def require(self, section: str, job: str, why: str) -> Any:
@@ -457,7 +474,7 @@ def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_
     allowed = {"database", "storage", "spark", "schema", "slots", "groupings", "default_grouping",
                "generator", "splits", "sampling", "features", "quality", "models",
                "model_defaults", "default_model", "training", "evaluation", "experiments", "auction",
-               "ingest"}
+               "ingest", "mlflow"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
         where = "; ".join(f"'{k}' in {sources.get(k, '?')}" for k in unknown)
@@ -492,9 +509,28 @@ def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_
         _parse_auction(Section(merged["auction"], "auction", src("auction")), taxonomy, models)
     ingest = IngestSettings() if merged.get("ingest") is None else \
         _parse_ingest(Section(merged["ingest"], "ingest", src("ingest")), schema, project_root)
+    mlflow = MlflowSettings() if merged.get("mlflow") is None else \
+        _parse_mlflow(Section(merged["mlflow"], "mlflow", src("mlflow")))
     return Config(project_root, database, storage, spark, schema, taxonomy, generator, splits,
                   sampling, features, quality, models, default_model, training, evaluation, experiments,
-                  auction, ingest, raw=merged)
+                  auction, ingest, mlflow, raw=merged)
+
+
+def _alias_name(value: str) -> bool:
+    """MLflow's rule: an alias is not a version reference (v1, latest)."""
+    return re.fullmatch(r"[A-Za-z_][\w-]*", value) is not None and value.lower() != "latest" and \
+        re.fullmatch(r"[vV]\d+", value) is None
+
+
+def _parse_mlflow(s: Section) -> MlflowSettings:
+    def name(key: str, default):
+        return s.get(key, default=default, check=lambda v: bool(v.strip()), expect="a non-empty name")
+    out = MlflowSettings(s.get("enabled", bool, default=True), s.get("tracking_uri", default=None),
+                         name("experiment", "camoe"), name("registered_model", "camoe"),
+                         s.get("alias", default="champion", check=_alias_name,
+                               expect="an alias name (letters, digits, _ or -; not 'latest' or a version like v1)"))
+    s.done()
+    return out
 
 
 def _parse_storage(s: Section, root: Path) -> StorageSettings:
@@ -738,7 +774,11 @@ def _parse_training(s: Section) -> TrainingSettings:
         mixed_precision=s.get("mixed_precision", bool),
         use_sample_weight=s.get("use_sample_weight", bool),
         selection_metric=s.get("selection_metric", default="log_loss", check=lambda v: v in SELECTION_METRICS,
-                               expect=f"one of {list(SELECTION_METRICS)}"))
+                               expect=f"one of {list(SELECTION_METRICS)}"),
+        use_gpu=s.get("use_gpu", bool, default=False),
+        torch_distributor_on=s.get("torch_distributor_on", default="auto",
+                                   check=lambda v: v in TORCH_DISTRIBUTOR_PLACES,
+                                   expect=f"one of {list(TORCH_DISTRIBUTOR_PLACES)}"))
     s.done()
     return out
 

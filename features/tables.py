@@ -405,6 +405,7 @@ RUNS_SCHEMA = T.StructType([
     T.StructField("inputs", T.StringType(), False),
     T.StructField("outputs", T.StringType(), False),
     T.StructField("metrics", T.StringType(), False),
+    T.StructField("mlflow_run_id", T.StringType(), True),   # the MLflow run it logged to (train, calibrate_evaluate)
 ])
 
 
@@ -417,6 +418,7 @@ class RunRecord:
     inputs: dict[str, Any] = field(default_factory=dict)    # table -> Delta version read
     outputs: dict[str, Any] = field(default_factory=dict)   # table -> Delta version written
     metrics: dict[str, Any] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
 
@@ -424,7 +426,7 @@ def record_run(spark: SparkSession, cfg: Config, run: RunRecord, status: str = "
     finished = dt.datetime.now(dt.timezone.utc)
     row = (run.run_id, run.job, run.started_at.replace(tzinfo=None), finished.replace(tzinfo=None),
            status, code_version(), json.dumps(cfg.raw, default=str, sort_keys=True),
-           _json(run.params), _json(run.inputs), _json(run.outputs), _json(run.metrics))
+           _json(run.params), _json(run.inputs), _json(run.outputs), _json(run.metrics), run.mlflow_run_id)
     df = spark.createDataFrame([row], RUNS_SCHEMA)
     return replace_run_rows(df, cfg.table(RUNS), run.run_id)
 
@@ -437,7 +439,8 @@ def find_train_run(spark: SparkSession, cfg: Config, run_id: str | None = None,
                    model: str | None = None) -> dict[str, Any]:
     """A succeeded training run: the given one, else the latest (of ``model`` if named).
 
-    Returns run_id, model, artifact (the model folder) and finished_at.
+    Returns run_id, model, artifact (the model folder), finished_at and mlflow_run_id (None when
+    the run was not tracked).
     """
     name = cfg.table(RUNS)
     if not table_exists(spark, name):
@@ -451,7 +454,7 @@ def find_train_run(spark: SparkSession, cfg: Config, run_id: str | None = None,
         if model and metrics.get("model") != model:
             continue
         runs.append({"run_id": r.run_id, "model": metrics.get("model"), "artifact": outputs.get("model_artifact"),
-                     "finished_at": r.finished_at})
+                     "finished_at": r.finished_at, "mlflow_run_id": r.asDict().get("mlflow_run_id")})
     if not runs:
         what = f"training run {run_id!r}" if run_id else "a training run" + (f" of model {model!r}" if model else "")
         raise LookupError(f"no succeeded {what} in {name}; run jobs/train.py first")

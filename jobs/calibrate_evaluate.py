@@ -4,6 +4,8 @@ Scores the validation split (temperatures: NLL over log T per task, on logits co
 the train-time down-sampling) and the test split before/after temperature, then writes
 camoe.temperatures, slot_metrics, calibration_bins, expert_mask_metrics and predictions, plus
 PNG plots under artifacts/evaluation/<run_id>/, and prints the per-slot table read back with SQL.
+With MLflow on (conf mlflow:), the metrics and plots go to the training run's MLflow run and the
+calibrated model is registered (mlflow.registered_model), its alias (mlflow.alias) moved to it.
 
     spark-submit jobs/calibrate_evaluate.py [--train-run-id RUN] [--baseline-run-id EVAL_RUN]
 """
@@ -24,7 +26,7 @@ def add_arguments(parser) -> None:
 
 
 def run(spark, cfg, args, record) -> int:
-    from calibration.evaluate import evaluate_run
+    from calibration.evaluate import evaluate_run, track_evaluation
     from features import tables
     from features.reports import slot_metrics_sql
 
@@ -32,12 +34,18 @@ def run(spark, cfg, args, record) -> int:
     record.inputs.update({"model_run_id": summary["model_run_id"], "features": summary["features_version"]})
     record.outputs.update(summary.pop("outputs"))
     record.metrics.update(summary)
+    tracked = track_evaluation(spark, cfg, record.run_id, summary)
+    if tracked:
+        record.mlflow_run_id, registered = tracked
+        record.outputs["registered_model"] = registered.uri
+        record.metrics["registered_model_version"] = registered.version
     if summary["plots"]:
         log.info("plots in %s: %s", os.path.dirname(summary["plots"][0]),
                  ", ".join(os.path.basename(p) for p in summary["plots"]))
     sql = slot_metrics_sql(cfg, record.run_id, spark.table(cfg.table(tables.SLOT_METRICS)).columns)
     print(f"model {summary['model']} (training run {summary['model_run_id']}), temperatures "
-          + ", ".join(f"{t}={v:.3f}" for t, v in summary["temperatures"].items()))
+          + ", ".join(f"{t}={v:.3f}" for t, v in summary["temperatures"].items())
+          + (f"; registered as {registered.name} version {registered.version}, {registered.uri}" if tracked else ""))
     print(sql if args.show_sql else f"per-slot metrics of {record.run_id} from {cfg.table(tables.SLOT_METRICS)} "
           "(--show-sql prints the query):")
     spark.sql(sql).show(50, truncate=False)

@@ -5,7 +5,8 @@ once, batched inference); the down-sampling correction and the per-task temperat
 model's latest calibration are applied; rows go to camoe.predictions
 (impression_id, slot, task, pctr, model_run_id, ...).
 
-    spark-submit jobs/score.py [--train-run-id RUN] [--candidates TABLE] [--split test] [--start-date D]
+    spark-submit jobs/score.py [--train-run-id RUN | --model-uri models:/camoe@champion]
+        [--candidates TABLE] [--split test] [--start-date D]
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from jobs._cli import iso_date, main
 
 def add_arguments(parser) -> None:
     parser.add_argument("--train-run-id", help="model to use (default: the latest succeeded training run)")
+    parser.add_argument("--model-uri", help="an MLflow model instead, e.g. models:/camoe@champion (the "
+                                            "correction and temperatures it was registered with)")
     parser.add_argument("--candidates", help="table of rows to score (default: the model's features table)")
     parser.add_argument("--split", default="test",
                         help="only rows of this split, when the table has one (default: test; '' for all)")
@@ -27,9 +30,10 @@ def run(spark, cfg, args, record) -> int:
     from calibration.scoring import score_run
 
     summary = score_run(spark, cfg, record.run_id, args.train_run_id, args.candidates, args.split or None,
-                        args.start_date, args.end_date)
+                        args.start_date, args.end_date, model_uri=args.model_uri)
     record.inputs.update({"model_run_id": summary["model_run_id"], "candidates": summary["candidates"],
-                          "calibration_run_id": summary["calibration_run_id"]})
+                          "calibration_run_id": summary["calibration_run_id"],
+                          **({"model_uri": args.model_uri} if args.model_uri else {})})
     record.outputs["predictions"] = summary["predictions_version"]
     record.metrics.update({"rows": summary["rows"], "model": summary["model"]})
     print(f"scored {summary['rows']} rows of {summary['candidates']} with model {summary['model']} "

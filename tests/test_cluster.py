@@ -4,7 +4,9 @@ one core each, started with the pyspark distribution's own ``spark-class``).
 generate_logs + build_features (one jobs/pipeline.py driver) run with spark-submit against ``spark://127.0.0.1:<port>`` and
 against ``local[2]``, each into its own temporary warehouse; the tables must hold the same rows.
 Then the Horovod training job (2 processes = 2 Spark tasks, one per worker core) runs against
-the cluster and against local[2] on the same features snapshot: the weights must be equal.
+the cluster and against local[2] on the same features snapshot: the weights must be equal. So
+must TorchDistributor's: on the cluster its processes are barrier tasks on the executors
+(local_mode=False), on local[2] torchrun processes on the driver (local_mode=True).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SPARK_HOME = next((BIN.parent / "lib").glob("python3.*/site-packages/pyspark"))
 COMMON = ["--set=spark.shuffle_partitions=4", "--set=generator.days=5", "--set=generator.rows_per_day=3000"]
-TRAIN = ["--backend", "horovod", "--num-proc", "2", "--epochs", "1", "--set=training.batch_size=512"]
+TRAIN = ["--num-proc", "2", "--epochs", "1", "--set=training.batch_size=512"]
 
 
 def _free_port() -> int:
@@ -216,22 +218,25 @@ def test_standalone_cluster_matches_local(standalone_cluster, tmp_path, request)
         ("feature_stats", ("feature",), ("run_id",)))]
     assert not any(problems), "\n".join(p for p in problems if p)
 
-    # Horovod training of the same snapshot: each process is a task on one worker's core
-    trained = {}
-    for name, master in (("cluster", cluster.url), ("local", "local[2]")):
-        run_id = f"train-on-{name}"
-        done = _submit(on_cluster, master, "train", *TRAIN, "--run-id", run_id)
-        assert "(horovod, 2 workers)" in done.stdout, done.stdout[-2000:]
-        trained[name] = torch.load(on_cluster / "artifacts" / "models" / run_id / "model.pt", weights_only=True)
-    # Bit-equal: both runs read the same snapshot files in the same seeded order, set torch to
-    # one thread per process (2 cores / 2 processes either way) and average with the same Gloo
-    # allreduce, so nothing depends on where the tasks ran.
-    assert trained["cluster"].keys() == trained["local"].keys()
-    unequal = [k for k in trained["cluster"] if not torch.equal(trained["cluster"][k], trained["local"][k])]
-    assert not unequal, f"weights differ between cluster and local[2]: {unequal[:10]}"
+    # Horovod, then TorchDistributor, training of the same snapshot: on the cluster each process
+    # is a task on one worker's core
+    for backend, launched in (("horovod", {"cluster": "", "local": ""}),
+                              ("torch_distributor", {"cluster": " on the executors", "local": " on the driver"})):
+        trained = {}
+        for name, master in (("cluster", cluster.url), ("local", "local[2]")):
+            run_id = f"{backend}-on-{name}"
+            done = _submit(on_cluster, master, "train", *TRAIN, "--backend", backend, "--run-id", run_id)
+            assert f"({backend}{launched[name]}, 2 workers)" in done.stdout, done.stdout[-2000:]
+            trained[name] = torch.load(on_cluster / "artifacts" / "models" / run_id / "model.pt", weights_only=True)
+        # Bit-equal: both runs read the same snapshot files in the same seeded order, set torch to
+        # one thread per process (2 cores / 2 processes either way) and average with the same Gloo
+        # allreduce, so nothing depends on where the processes ran.
+        assert trained["cluster"].keys() == trained["local"].keys()
+        unequal = [k for k in trained["cluster"] if not torch.equal(trained["cluster"][k], trained["local"][k])]
+        assert not unequal, f"{backend}: weights differ between cluster and local[2]: {unequal[:10]}"
 
-    # the cluster really ran them: two applications, each with an executor on both workers
+    # the cluster really ran them: three applications, each with an executor on both workers
     apps = sorted(app["name"] for app in cluster.state()["completedapps"])
-    assert apps == ["camoe-pipeline", "camoe-train"], apps
+    assert apps == ["camoe-pipeline", "camoe-train", "camoe-train"], apps
     for worker in sorted(p for p in cluster.root.glob("worker*") if p.is_dir()):
-        assert len(list(worker.glob("app-*/*/stderr"))) == 2, f"{worker.name} did not run an executor of every app"
+        assert len(list(worker.glob("app-*/*/stderr"))) == 3, f"{worker.name} did not run an executor of every app"

@@ -62,8 +62,10 @@ def test_pipeline_job_runs_every_step_in_one_driver_and_spark_sql_sees_the_table
     submit = [str(BIN / "spark-submit"), *flags]
 
     # the demo's steps in one spark-submit; training is 2 Horovod processes launched from the job
+    # the demo's steps in one spark-submit; score takes the model calibrate_evaluate registered
     done = _run([*submit, str(ROOT / "jobs" / "pipeline.py"), *overrides, "--step-args",
-                 "train=--num-proc 2 --backend horovod --epochs 2 --set=training.batch_size=512"], tmp_path)
+                 "train=--num-proc 2 --backend horovod --epochs 2 --set=training.batch_size=512",
+                 "--step-args", "score=--model-uri models:/camoe@champion"], tmp_path, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
     out = _sections(done.stdout)
     assert list(out) == ["generate_logs", "build_features", "validate", "summarize", "train",
@@ -79,7 +81,7 @@ def test_pipeline_job_runs_every_step_in_one_driver_and_spark_sql_sees_the_table
     assert list((tmp_path / "artifacts" / "evaluation").glob("*/reliability.png"))
     assert out["score"].startswith("scored ")
 
-    burn_in, history, runs, metrics, predicted, train_run = _sql(
+    burn_in, history, runs, metrics, predicted, train_run, tracked = _sql(
         flags, tmp_path,
         "SELECT MIN(event_date), COUNT(DISTINCT event_date) FROM camoe.impressions",
         "SELECT event_date, AVG(dense_hist_ad_impressions_7d) FROM camoe.features "
@@ -89,7 +91,9 @@ def test_pipeline_job_runs_every_step_in_one_driver_and_spark_sql_sees_the_table
         "ORDER BY rows DESC",
         "SELECT COUNT(*) FROM camoe.predictions p JOIN camoe.runs r ON p.run_id = r.run_id "
         "WHERE r.job = 'score' AND p.pctr > 0 AND p.pctr < 1",
-        "SELECT inputs, metrics FROM camoe.runs WHERE job = 'train'")
+        "SELECT inputs, metrics FROM camoe.runs WHERE job = 'train'",
+        "SELECT job, mlflow_run_id, inputs FROM camoe.runs WHERE job IN ('train', 'calibrate_evaluate', 'score') "
+        "ORDER BY started_at")
     # generate_logs wrote features.history_days of burn-in before the first featurised day, and
     # the build read them: the first day's history is as full as the last day's
     assert burn_in == [["2025-12-25", "12"]]
@@ -104,6 +108,19 @@ def test_pipeline_job_runs_every_step_in_one_driver_and_spark_sql_sees_the_table
     inputs, train_metrics = train_run[0]
     assert json.loads(inputs)["features"] >= 0
     assert json.loads(train_metrics)["examples_per_second_total"] > 0
+
+    # MLflow: train and calibrate_evaluate logged to one run, whose calibrated model the alias
+    # names; score ran the model the alias named
+    from mlflow import MlflowClient
+    (_, train_mlflow, _), (_, evaluate_mlflow, _), (_, score_mlflow, score_inputs) = tracked
+    assert train_mlflow == evaluate_mlflow and len(train_mlflow) == 32 and score_mlflow == "NULL"
+    assert json.loads(score_inputs)["model_uri"] == "models:/camoe@champion"
+    client = MlflowClient(f"sqlite:///{tmp_path}/artifacts/mlflow/mlflow.db")
+    champion = client.get_model_version_by_alias("camoe", "champion")
+    assert champion.run_id == train_mlflow
+    run = client.get_run(train_mlflow)
+    assert run.data.params["model.name"] == "camoe" and "test_auc_pr.stream_audio" in run.data.metrics
+    assert [m.step for m in client.get_metric_history(train_mlflow, "log_loss")] == [0, 1]
 
     # a bad flag is a readable error and a non-zero exit, before Spark starts
     bad = _run([sys.executable, str(ROOT / "jobs" / "build_features.py"), "--start-date", "yesterday"], tmp_path)

@@ -134,7 +134,7 @@ def communicator(backend: str) -> Communicator:
 
 
 # ----------------------------------------------------------------------------- launchers
-def run_horovod(worker: Callable[..., Any], args: tuple, num_proc: int, use_gpu: bool = False) -> Any:
+def run_horovod(worker: Callable[..., Any], args: tuple, num_proc: int) -> Any:
     """Run ``worker(*args)`` on ``num_proc`` Spark tasks with Horovod; rank 0's return value."""
     import horovod.spark
 
@@ -145,20 +145,35 @@ def run_horovod(worker: Callable[..., Any], args: tuple, num_proc: int, use_gpu:
     return results[0]
 
 
-def run_torch_distributor(worker: Callable[..., Any], args: tuple, num_proc: int, use_gpu: bool = False) -> Any:
-    """Run ``worker(*args)`` with PySpark's TorchDistributor (torch.distributed, gloo/NCCL).
+def run_torch_distributor(worker: Callable[..., Any], args: tuple, num_proc: int, use_gpu: bool = False,
+                          local_mode: bool = True) -> Any:
+    """Run ``worker(*args)`` with PySpark's TorchDistributor (torch.distributed, gloo/NCCL); rank
+    0's return value (the worker returns its result from rank 0 only, None elsewhere).
 
-    ``.run()`` returns whichever rank finished last, so the worker returns its result from
-    rank 0 only and the others return None; rank 0's value is read back from a file."""
+    ``local_mode=False``: one barrier task per process on the executors (each runs torchrun with
+    one process, node rank = partition id); TorchDistributor returns partition 0's value, which
+    is rank 0's. ``local_mode=True``: torchrun on the driver, whose ``.run()`` returns whichever
+    rank finished last, so rank 0's value is read back from a file."""
     import tempfile
 
     from pyspark.ml.torch.distributor import TorchDistributor
 
+    if not local_mode:
+        return TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=use_gpu).run(worker, *args)
     with tempfile.TemporaryDirectory(prefix="camoe-td-") as tmp:
         result_path = os.path.join(tmp, "rank0.pt")
         TorchDistributor(num_processes=num_proc, local_mode=True, use_gpu=use_gpu).run(
             _rank0_result_to_file, worker, args, result_path)
         return torch.load(result_path, weights_only=False)
+
+
+def torch_distributor_on_driver(place: str, master: str) -> bool:
+    """TorchDistributor's ``local_mode`` for ``training.torch_distributor_on`` and the Spark master:
+    ``auto`` runs on the driver only where there are no executors apart from it (``local``,
+    ``local[N]``; ``local-cluster[...]`` has real ones)."""
+    if place not in ("auto", "driver", "executors"):
+        raise ValueError(f"torch_distributor_on must be auto, driver or executors, got {place!r}")
+    return place == "driver" or (place == "auto" and (master == "local" or master.startswith("local[")))
 
 
 def _rank0_result_to_file(worker, args, path):
@@ -167,5 +182,3 @@ def _rank0_result_to_file(worker, args, path):
         torch.save(result, path)
     return None
 
-
-LAUNCHERS = {"horovod": run_horovod, "torch_distributor": run_torch_distributor}

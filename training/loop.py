@@ -369,13 +369,18 @@ def save_artifact(out_dir: Path, job: TrainJob, result: dict, meta: dict) -> Pat
 
 
 
-def load_artifact(out_dir: str | Path) -> tuple[nn.Module, dict]:
-    """(model in eval mode, its model.json description) from an artifact folder."""
+def artifact_description(out_dir: str | Path) -> dict:
+    """The model.json of an artifact folder (what the model is, how it was trained, its result)."""
     out_dir = Path(out_dir)
     if not (out_dir / "model.json").is_file():
         raise FileNotFoundError(f"{out_dir} holds no model artifact (model.json); was the training run finished?")
-    description = json.loads((out_dir / "model.json").read_text())
-    return model_from_state(description, torch.load(out_dir / "model.pt", weights_only=True)), description
+    return json.loads((out_dir / "model.json").read_text())
+
+
+def load_artifact(out_dir: str | Path) -> tuple[nn.Module, dict]:
+    """(model in eval mode, its model.json description) from an artifact folder."""
+    description = artifact_description(out_dir)
+    return model_from_state(description, torch.load(Path(out_dir) / "model.pt", weights_only=True)), description
 
 
 def model_from_state(description: dict, state_dict: dict) -> nn.Module:

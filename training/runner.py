@@ -55,22 +55,30 @@ def prepare(spark, cfg: Config, run_id: str, model_name: str | None = None, grou
     return job, meta
 
 
-def launch(job: TrainJob, num_proc: int) -> dict | None:
-    """Run the workers: in this process (local), under Horovod or under TorchDistributor."""
-    from training.distributed import LAUNCHERS
+def launch(job: TrainJob, num_proc: int, master: str = "local[*]") -> dict | None:
+    """Run the workers: in this process (local), under Horovod or under TorchDistributor
+    (on the driver or the executors, ``training.torch_distributor_on``; auto by ``master``)."""
+    from training.distributed import run_horovod, run_torch_distributor, torch_distributor_on_driver
 
     if job.backend == "local":
         if num_proc != 1:
             raise ValueError("the local backend runs one process; use horovod or torch_distributor")
         return train_worker(job)
-    return LAUNCHERS[job.backend](train_worker, (job,), num_proc)
+    if job.backend == "horovod":
+        return run_horovod(train_worker, (job,), num_proc)
+    on_driver = torch_distributor_on_driver(job.training.torch_distributor_on, master)
+    result = run_torch_distributor(train_worker, (job,), num_proc, use_gpu=job.training.use_gpu,
+                                   local_mode=on_driver)
+    if result is not None:
+        result["launched_on"] = "driver" if on_driver else "executors"
+    return result
 
 
 def train(spark, cfg: Config, run_id: str, **kwargs) -> tuple[dict, dict, Path]:
     """Prepare, launch, save the artifact; returns (result, meta, artifact_dir)."""
     job, meta = prepare(spark, cfg, run_id, **kwargs)
     started = time.time()
-    result = launch(job, meta["num_proc"])
+    result = launch(job, meta["num_proc"], spark.sparkContext.master)
     meta["wall_seconds"] = round(time.time() - started, 2)
     if result is None:
         raise RuntimeError(f"training run {run_id} stopped before finishing (checkpoint kept in {job.output_dir})")

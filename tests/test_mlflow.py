@@ -1,0 +1,165 @@
+"""MLflow on the real components: a SQLite tracking store and registry, the CAMoE pyfunc loaded
+back, ``mlflow.pyfunc.spark_udf`` against the project's own batch scoring. The model is the
+evaluation suite's trained and calibrated camoe (tests/conftest.py ``experiment``); the jobs'
+wiring (train -> calibrate_evaluate -> alias -> score --model-uri) runs in tests/test_pipeline_e2e.py."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from calibration.evaluate import downsampling_shift, latest_temperatures
+from calibration.scoring import score_run
+from features import tables
+from features.config import ConfigError
+from training import tracking
+from training.loop import artifact_description
+from training.mlflow_model import input_columns
+
+TRAIN_RUN = "exp1-train-camoe-seed17"
+
+
+@pytest.fixture(scope="module")
+def tracked(spark, experiment, tmp_path_factory):
+    """The camoe run logged and its evaluation registered in a fresh embedded store."""
+    import mlflow
+
+    cfg, _ = experiment
+    cfg = dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage,
+                                                               artifacts_dir=tmp_path_factory.mktemp("artifacts")))
+    train = tables.find_train_run(spark, cfg, TRAIN_RUN)
+    description = artifact_description(train["artifact"])
+    mlflow_run = tracking.log_training(cfg, TRAIN_RUN, train["artifact"], description)
+    evaluation_run, temperatures = latest_temperatures(spark, cfg, TRAIN_RUN)
+    rows = [r.asDict() for r in spark.table(cfg.table(tables.SLOT_METRICS))
+            .where(F.col("run_id") == evaluation_run).collect()]
+    logged_to, registered = tracking.log_evaluation(
+        cfg, evaluation_run, TRAIN_RUN, mlflow_run, train["artifact"], description,
+        downsampling_shift(spark, cfg, description), temperatures, rows, plots=[])
+    yield cfg, description, mlflow_run, logged_to, registered, evaluation_run, temperatures
+    mlflow.set_tracking_uri(None)
+
+
+def tracked_rows(cfg, evaluation_run):
+    from pyspark.sql import SparkSession
+
+    return [r.asDict() for r in SparkSession.getActiveSession().table(cfg.table(tables.SLOT_METRICS))
+            .where(F.col("run_id") == evaluation_run).where("calibrated").collect()]
+
+
+def test_a_training_run_is_logged_with_its_settings_epochs_delta_input_and_model(tracked):
+    from mlflow import MlflowClient
+
+    cfg, description, mlflow_run, *_ = tracked
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    assert tracking.tracking_uri(cfg) == f"sqlite:///{cfg.storage.artifacts_dir.resolve()}/mlflow/mlflow.db"
+    run = client.get_run(mlflow_run)
+    assert run.info.run_name == TRAIN_RUN and run.data.tags[tracking.RUN_ID_TAG] == TRAIN_RUN
+    assert run.data.tags["camoe.code_version"] == tables.code_version()
+    params = run.data.params
+    assert params["model.name"] == "camoe" and params["model.alm"] == "True"
+    assert params["training.batch_size"] == "256"
+    assert params["features_version"] == str(description["features_version"])
+    history = description["result"]["history"]
+    assert [m.step for m in client.get_metric_history(mlflow_run, "log_loss")] == list(range(len(history)))
+    assert [m.value for m in client.get_metric_history(mlflow_run, "auc_pr")] == \
+        pytest.approx([h["auc_pr"] for h in history])
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.source_type == "delta_table"
+    source = json.loads(dataset.dataset.source)
+    assert source["delta_table_name"] == "spark_catalog." + description["features_table"]
+    assert source["delta_table_version"] == description["features_version"]
+    assert {t.value for t in dataset.tags} == {"training"}
+    # the artifacts folder holds the uncalibrated pyfunc of the run
+    assert (cfg.storage.artifacts_dir / "mlflow" / "artifacts").is_dir()
+    logged = {m.name for m in client.search_logged_models(experiment_ids=[run.info.experiment_id])}
+    assert logged == {tracking.TRAINED_MODEL, tracking.CALIBRATED_MODEL}
+
+
+def test_the_evaluation_lands_in_the_same_run_and_the_alias_names_its_calibrated_model(tracked):
+    from mlflow import MlflowClient
+
+    cfg, description, mlflow_run, logged_to, registered, evaluation_run, temperatures = tracked
+    assert logged_to == mlflow_run
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    run = client.get_run(mlflow_run)
+    for task, t in temperatures.items():
+        assert run.data.metrics[f"temperature.{task}"] == pytest.approx(t)
+    assert 0 < run.data.metrics["test_auc_pr"] < 1
+    # every slot with clicks in the test window (AUC-PR is undefined without)
+    with_clicks = {r["slot"] for r in tracked_rows(cfg, evaluation_run) if r["level"] == "slot" and r["positives"]}
+    assert with_clicks and {f"test_auc_pr.{slot}" for slot in with_clicks} <= set(run.data.metrics)
+    assert run.data.tags["camoe.evaluation_run_id"] == evaluation_run
+    assert registered.uri == "models:/camoe@champion"
+    version = client.get_model_version_by_alias("camoe", "champion")
+    assert (str(version.version), version.run_id) == (registered.version, mlflow_run)
+    assert version.tags[tracking.RUN_ID_TAG] == TRAIN_RUN
+
+
+def test_scoring_by_model_uri_and_spark_udf_give_the_projects_own_pctr(spark, tracked):
+    import mlflow
+
+    cfg, description, *_ = tracked
+    own = score_run(spark, cfg, "mlflow-own", train_run_id=TRAIN_RUN)
+    by_uri = score_run(spark, cfg, "mlflow-uri", model_uri="models:/camoe@champion")
+    assert by_uri["model_run_id"] == TRAIN_RUN and by_uri["temperatures"] == pytest.approx(own["temperatures"])
+    predictions = spark.table(cfg.table(tables.PREDICTIONS))
+    own_rows = predictions.where(F.col("run_id") == "mlflow-own").select("impression_id", "pctr")
+    uri_rows = predictions.where(F.col("run_id") == "mlflow-uri").select("impression_id", F.col("pctr").alias("uri"))
+    joined = own_rows.join(uri_rows, "impression_id").toPandas()
+    assert len(joined) == own["rows"] == by_uri["rows"] > 1000
+    assert np.array_equal(joined["pctr"], joined["uri"])            # the same scorer, the same numbers
+
+    # MLflow's own batch path: the pyfunc as a Spark UDF over the same test rows
+    udf = mlflow.pyfunc.spark_udf(spark, "models:/camoe@champion", env_manager="local", result_type="double")
+    columns = [name for name, _ in input_columns(description)]
+    features = (tables.read_table(spark, description["features_table"], description["features_version"])
+                .where(F.col("split") == "test").select("impression_id", *columns))
+    via_udf = features.select("impression_id", udf(*[F.col(c) for c in columns]).alias("udf"))
+    compared = own_rows.join(via_udf, "impression_id").toPandas()
+    assert len(compared) == own["rows"]
+    np.testing.assert_allclose(compared["udf"], compared["pctr"], rtol=1e-6, atol=1e-9)
+
+    # and loaded in pandas: a slot_id the model does not know is refused by row
+    model = mlflow.pyfunc.load_model("models:/camoe@champion")
+    sample = features.limit(50).toPandas()
+    np.testing.assert_allclose(model.predict(sample[columns])["pctr"],
+                               compared.set_index("impression_id").loc[sample["impression_id"], "pctr"],
+                               rtol=1e-6, atol=1e-9)
+    sample.loc[3, "slot_id"] = 99
+    with pytest.raises(ValueError, match="row 3: slot_id 99"):
+        model.predict(sample[columns])
+
+
+def test_a_missing_model_uri_is_named_with_the_store(spark, tracked):
+    cfg = tracked[0]
+    with pytest.raises(LookupError, match="models:/camoe@nobody not found in the MLflow store sqlite:///"):
+        score_run(spark, cfg, "mlflow-missing", model_uri="models:/camoe@nobody")
+
+
+def test_mlflow_settings_are_validated_with_the_key_and_file(make_config):
+    cfg = make_config()
+    assert (cfg.mlflow.enabled, cfg.mlflow.experiment, cfg.mlflow.registered_model, cfg.mlflow.alias) == \
+        (True, "camoe", "camoe", "champion")
+    for value, expect in (("v2", "not 'latest' or a version"), ("latest", "not 'latest'"), ("'a b'", "got 'a b'")):
+        with pytest.raises(ConfigError, match=rf"base.yaml.*'mlflow.alias' must be an alias name.*{expect}"):
+            make_config(f"mlflow.alias={value}")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'mlflow.uri'"):
+        make_config("mlflow.uri=sqlite:///x.db")
+
+
+def test_params_and_metrics_flatten_as_mlflow_takes_them():
+    assert tracking.flat_params({"model": {"expert_hidden": (128, 64), "alm": True}, "workers": 2}) == \
+        {"model.expert_hidden": "[128, 64]", "model.alm": "True", "workers": "2"}
+    assert tracking.epoch_metrics([{"epoch": 0, "log_loss": 0.5, "stopped": True, "auc_pr": float("nan")},
+                                   {"epoch": 1, "log_loss": 0.4, "note": "x"}]) == \
+        [(0, {"log_loss": 0.5}), (1, {"log_loss": 0.4})]
+    rows = [{"level": "all", "slot": "all", "calibrated": True, "auc_pr": 0.1, "log_loss": None},
+            {"level": "slot", "slot": "podcast", "calibrated": True, "auc_pr": 0.2},
+            {"level": "task", "slot": "audio", "calibrated": True, "auc_pr": 0.3},
+            {"level": "slot", "slot": "podcast", "calibrated": False, "auc_pr": 0.9}]
+    assert tracking.evaluation_metrics(rows, metrics=("auc_pr", "log_loss")) == \
+        {"test_auc_pr": 0.1, "test_auc_pr.podcast": 0.2, "test_auc_pr.task.audio": 0.3}
