@@ -124,12 +124,8 @@ $(MOVIELENS)/ml-100k.inter: | $(STAMP)
 	$(PY) -c 'import pathlib, sys, zipfile; out = pathlib.Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True); z = zipfile.ZipFile(sys.argv[1]); [out.joinpath(pathlib.PurePath(n).name).write_bytes(z.read(n)) for n in z.namelist() if pathlib.PurePath(n).parent.name == "ml-100k" and pathlib.PurePath(n).suffix in (".inter", ".item", ".user")]' \
 	    $(VENV)/downloads/recbole-$(RECBOLE)-py3-none-any.whl $(MOVIELENS)
 
-# two pytest workers (pytest-xdist): much of a Spark test's time is JVM start-up, Ivy, py4j and
-# process launches that leave the cores idle; a module stays on one worker (tests/conftest.py)
-TEST_WORKERS ?= 2
 test: env airflow-env movielens-data
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
-	    if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 test-fast: env airflow-env movielens-data
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -64,27 +64,3 @@ def fresh_db(spark, make_config, request):
 
 def days(start: dt.date, n: int) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range(n)]
-
-
-# Modules that take minutes (spark-submit chains, clusters, Airflow runs, the shared trained
-# models): scheduled first, so the two workers of `make test` do not end on one long module.
-LONG_MODULES = ("test_kill", "test_dag", "test_evaluate", "test_inference", "test_mlflow", "test_cluster",
-                "test_pipeline_e2e", "test_package", "test_movielens", "test_own_log")
-
-
-def pytest_collection_modifyitems(config, items):
-    """For pytest-xdist's ``--dist loadgroup`` (make test runs ``-n 2``): a module's tests run on
-    one worker, so its module-scoped fixtures (a built lake, a DAG run) are built once; the
-    modules that use the session's ``experiment`` (trained and evaluated models) form one group,
-    so it is built once too. Without xdist the marks do nothing; the order is the same either way."""
-    def module(item) -> str:
-        return getattr(getattr(item, "module", None), "__name__", item.nodeid.split("::")[0])
-
-    shares = {module(item) for item in items if "experiment" in getattr(item, "fixturenames", ())}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("experiment" if module(item) in shares else module(item)))
-
-    def rank(item) -> int:
-        name = module(item).rsplit(".", 1)[-1]
-        return LONG_MODULES.index(name) if name in LONG_MODULES else len(LONG_MODULES)
-    items.sort(key=rank)
