@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 AT := $(if $(V),,@)
 ANNOUNCE = $(if $(V),@true,@echo "==> $(1)")
 
-.PHONY: env demo pipeline movielens movielens-data data train evaluate score experiments test test-fast sql clean-data bench bench-features bench-calibration airflow-env airflow-demo mlflow-ui
+.PHONY: env demo pipeline movielens movielens-data data train evaluate score experiments test test-unit test-fast sql clean-data bench bench-features bench-calibration airflow-env airflow-demo mlflow-ui
 
 env: $(STAMP)
 
@@ -127,6 +127,10 @@ $(MOVIELENS)/ml-100k.inter: | $(STAMP)
 test: env airflow-env movielens-data
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
+## test-unit: the inner loop, tests/unit only (no Spark, no JVM; under a minute)
+test-unit: env
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
 test-fast: env airflow-env movielens-data
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
@@ -193,4 +197,4 @@ package: env
 ## cluster-test: standalone Spark cluster on loopback (master + 2 workers); build_features and
 ## Horovod training there must equal local[2]
 cluster-test: env
-	$(PY) -m pytest tests/test_cluster.py $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration/test_cluster.py $(PYTEST_ARGS)

@@ -58,7 +58,8 @@ def main() -> None:
     for metric, seeds in cases:
         base = baseline if seeds == 1 else [scorer(1.0, 10 + s) for s in range(seeds)]
         cand = candidate if seeds == 1 else [scorer(0.8, 20 + s) for s in range(seeds)]
-        change, wall, cpu = timed(lambda: paired_bootstrap(metric, base, cand, labels=y, true_ctr=t, resamples=b))
+        change, wall, cpu = timed(lambda metric=metric, base=base, cand=cand: paired_bootstrap(
+            metric, base, cand, labels=y, true_ctr=t, resamples=b))
         rows.append({"case": f"{metric}, {seeds} seed(s) per model", "wall_s": wall, "cpu_s": cpu,
                      "relative_change": round(change.relative.estimate, 4),
                      "relative_ci": [round(change.relative.lo, 4), round(change.relative.hi, 4)]})

@@ -71,7 +71,7 @@ def main() -> None:
     report = {"sizes": [small, large], "marginal": marginal, "days": args.days, "burn_in_days": burn_in,
               "cores": os.cpu_count(), "master": cfg0.spark.master,
               "shuffle_partitions": cfg0.spark.shuffle_partitions,
-              "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+              "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "features.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["| log rows | generate s | generate rows/s | build s | build rows/s | load before/after |",

@@ -20,8 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -97,7 +97,7 @@ def main() -> None:
         if len(set(hashes.values())) != 1:
             raise SystemExit(f"the generators disagree: {hashes}")
     results = []
-    for name, gen in variants.items():
+    for gen in variants.values():
         for sink in args.sinks:
             time_generate(spark, cfg, 40_000, gen, args.days, f"warmup_{sink}", sink)   # JIT + codegen
     for rows in sorted(args.rows):

@@ -92,7 +92,7 @@ def main() -> None:
               "batch_size": args.batch_size, "petastorm_workers": args.workers, "repeats": args.repeats,
               "rows_per_second": rates, "all_runs": timings,
               "ratio_petastorm_over_pyarrow": rates["petastorm"] / rates["pyarrow"], "target": 0.9,
-              "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+              "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "loader.json").write_text(json.dumps(report, indent=2))
     (RESULTS / "loader.md").write_text(

@@ -21,7 +21,8 @@ score_over_scan = median score rows/s / median scan rows/s (the design's bar: >=
 job also pays fixed costs (planning, the file list, the model broadcast, task start-up) that
 weigh on a table this small, so (a) and (b) are also timed on the first day alone: the marginal
 rows/s between the two sizes (fixed costs cancel) and their ratio, marginal_score_over_scan,
-are what a large table would see. The 1-minute load average is recorded before and after: on a shared machine the ratio moves with it.
+are what a large table would see. The 1-minute load average is recorded before and after: on a shared
+machine the ratio moves with it.
 Results: bench/results/score.json / .md.
 """
 from __future__ import annotations
@@ -80,7 +81,8 @@ def main() -> None:
 
     keep = ["impression_id", "event_date", "slot"]
 
-    def scored(selection=RowSelection()):
+    def scored(selection: RowSelection | None = None):
+        selection = RowSelection() if selection is None else selection
         table = tables.table_files(spark, cfg.table(tables.FEATURES), meta["features_version"])
         return score_table(spark, table, artifact, shift, temperatures, keep, selection)
 
@@ -161,7 +163,7 @@ def main() -> None:
               "marginal_score_over_scan": marginal["score"] / marginal["scan"],
               "forward_only_over_marginal_scan": rates["forward_only"] / marginal["scan"],
               "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0],
-              "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+              "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "score.json").write_text(json.dumps(report, indent=2))
     (RESULTS / "score.md").write_text(

@@ -46,7 +46,8 @@ A bid whose b is 0 (prior 0 and an ad without clicks) is capped at o, the limit 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F

@@ -43,8 +43,8 @@ rows (a pooled interval then lets slot sizes vary, as they do from one test wind
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import numpy as np
 

@@ -10,7 +10,7 @@ of the model's grouping and ``all``; the ``level`` column says which.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from pyspark.sql import Column, DataFrame

@@ -165,7 +165,8 @@ def power_markdown(power: dict, baseline: str, slots: list[str], seeds: dict[str
             continue
         columns = [s for s in [*slots, "all"] if s in set(comparisons["segment"])]
         what = "Sampling ablation, " if key == "sampling" else ""
-        for metric, title in (("auc_pr", "AUC-PR"), ("excess_log_loss", "excess log loss vs true_ctr (lower is better)"),
+        for metric, title in (("auc_pr", "AUC-PR"),
+                              ("excess_log_loss", "excess log loss vs true_ctr (lower is better)"),
                               ("true_calibration_ratio", "calibration ratio vs true_ctr")):
             part = comparisons[comparisons["metric"] == metric]
             if part.empty or (metric == "true_calibration_ratio" and key != "sampling"):

@@ -17,8 +17,8 @@ label noise that dominates AUC-PR on a few hundred clicks is absent from them.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from statistics import NormalDist
-from typing import Sequence
 
 import numpy as np
 

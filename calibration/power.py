@@ -10,8 +10,8 @@ resampled rows, and each model's seeds are resampled too. Everything here is num
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd

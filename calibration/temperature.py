@@ -39,7 +39,7 @@ def fit_temperatures(logits: np.ndarray, labels: np.ndarray, tasks: np.ndarray, 
         optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
                                       tolerance_grad=1e-10, tolerance_change=1e-12)
 
-        def closure():
+        def closure(optimizer=optimizer, zt=zt, yt=yt, log_t=log_t):
             optimizer.zero_grad()
             loss = torch.nn.functional.binary_cross_entropy_with_logits(zt / log_t.exp(), yt)
             loss.backward()

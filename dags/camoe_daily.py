@@ -132,7 +132,7 @@ with DAG(
     dag_id=DAG_ID,
     description="CAMoE: logs -> features -> quality gate -> train -> calibrate/evaluate -> score",
     schedule="@daily",
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,          # one embedded metastore / one warehouse writer at a time
     default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=5)},   # conn_id: spark_default
@@ -182,7 +182,7 @@ with DAG(
     dag_id="camoe_maintenance",
     description="CAMoE: Delta OPTIMIZE / VACUUM / constraints on every platform table",
     schedule="@weekly",
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=5)},

@@ -1,7 +1,8 @@
 """Column-expression helpers shared by the Spark library (one definition each)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F

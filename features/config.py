@@ -8,12 +8,13 @@ validates every section into frozen dataclasses. Unknown keys and bad values rai
 from __future__ import annotations
 
 import copy
-import re
 import datetime as dt
 import os
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -59,7 +60,7 @@ class Section:
             raise self.fail(name, f"must be {expect or 'valid'}, got {raw!r}")
         return value
 
-    def sub(self, name: str, default: Any = _MISSING) -> "Section":
+    def sub(self, name: str, default: Any = _MISSING) -> Section:
         self._seen.add(name)
         if name not in self.data or self.data[name] is None:
             if default is _MISSING:
@@ -341,7 +342,7 @@ class ExperimentSettings:
     # the model the report's per-slot targets, expert-masking claims and sampling ablation are about
     target_model: str = "camoe"
 
-    def quick(self) -> "ExperimentSettings":
+    def quick(self) -> ExperimentSettings:
         """``--quick``: the same models and report from two seeds, two epochs and 50 resamples
         (a smoke run of the whole suite; its intervals are wide and say so)."""
         return replace(self, seeds=self.seeds[:2], epochs=2, bootstrap_resamples=min(self.bootstrap_resamples, 50))

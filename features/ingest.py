@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -143,7 +143,7 @@ def reshape(spark: SparkSession, raw: DataFrame, cfg: Config) -> DataFrame:
     for column, expression in settings.derived.items():
         try:
             shaped = shaped.withColumn(column, F.expr(expression))
-            shaped.schema                               # analyse now: a bad name fails here
+            _ = shaped.schema                           # analyse now: a bad name fails here
         except Exception as exc:                        # ParseException / AnalysisException
             first_line = str(exc).strip().splitlines()[0]
             raise IngestConfigError(f"{settings.source}: ingest.derived.{column}: {expression!r} does not "

@@ -1,7 +1,7 @@
 """SQL the platform's users run against its tables (printed by jobs, shown in the README)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from features import tables
 from features.config import Config

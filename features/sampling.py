@@ -7,7 +7,7 @@ the same rows. Kept rows carry ``sample_weight = 1 / rate``; the rates are recor
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F

@@ -10,8 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from features.config import Config, ConfigError
 

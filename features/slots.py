@@ -5,8 +5,9 @@ the slot by a grouping at training time, so one feature table serves every exper
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 SLOT_ATTRIBUTES = ("format", "modality", "content")
 GROUP_BY = SLOT_ATTRIBUTES + ("slot", "all")

@@ -28,8 +28,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.columns import lookup
-from features.columns import uniform
+from features.columns import lookup, uniform
 from features.config import GeneratorSettings
 from features.slots import Taxonomy
 

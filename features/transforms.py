@@ -6,7 +6,7 @@ the train window only and applied to every split, so validation and test never l
 from __future__ import annotations
 
 import datetime as dt
-from typing import Mapping
+from collections.abc import Mapping
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -92,7 +92,7 @@ def with_history(df: DataFrame, cfg: Config, last_day: dt.date | None = None,
     span = cfg.features.history_days * 86400
     # a day after last_day's UTC end: the session time zone may put last_day's rows up to ~a day later
     horizon = None if last_day is None else \
-        int(dt.datetime.combine(last_day + dt.timedelta(days=2), dt.time(), dt.timezone.utc).timestamp())
+        int(dt.datetime.combine(last_day + dt.timedelta(days=2), dt.time(), dt.UTC).timestamp())
     earlier = None
     if first_day is not None:
         keep = F.coalesce(F.col(s.date) >= F.lit(first_day), F.lit(False))
@@ -102,7 +102,8 @@ def with_history(df: DataFrame, cfg: Config, last_day: dt.date | None = None,
     out = _window_counts(out, earlier, [s.ad], s.timestamp, s.label, span, horizon,
                          n["ad_impressions"], n["ad_clicks"])
     return (out
-            .withColumn(n["user_modality_ctr"], _smoothed_ctr(n["user_modality_clicks"], n["user_modality_impressions"]))
+            .withColumn(n["user_modality_ctr"],
+                        _smoothed_ctr(n["user_modality_clicks"], n["user_modality_impressions"]))
             .withColumn(n["ad_ctr"], _smoothed_ctr(n["ad_clicks"], n["ad_impressions"])))
 
 

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from features import tables
 from features.config import Config
 
+
 def retention_properties(days: float) -> dict[str, str]:
     """Delta's log and deleted-file retention, both ``days`` (in whole hours)."""
     hours = math.ceil(days * 24)

@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from features.config import ConfigError, load_config
 

@@ -23,8 +23,8 @@ import importlib
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from jobs._cli import job_parser, load_job_config, run_recorded, setup_logging, start_spark
 

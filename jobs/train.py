@@ -43,13 +43,15 @@ def run(spark, cfg, args, record) -> int:
         "workers": result["workers"], "best_epoch": result["best_epoch"],
         "selection_metric": result["selection_metric"], "selection_value": result["best_value"],
         "global_batch_size": result["global_batch_size"], "steps_per_epoch": result["steps_per_epoch"],
-        "validation": {k: v for k, v in best.items() if k.startswith("auc_pr") or k in ("log_loss", "mean_slot_auc_pr")},
+        "validation": {k: v for k, v in best.items()
+                       if k.startswith("auc_pr") or k in ("log_loss", "mean_slot_auc_pr")},
         "examples_per_second_per_worker": round(result["examples_per_second_rank0"], 1),
         "examples_per_second_total": round(result["examples_per_second_rank0"] * result["workers"], 1),
         "train_wall_seconds": meta["wall_seconds"], "train_rows": meta["train_rows"]})
     where = f" on the {result['launched_on']}" if "launched_on" in result else ""
     print(f"model {args.model or cfg.default_model} ({result['backend']}{where}, {result['workers']} workers), "
-          f"{result['worker_batch_size']} rows per worker-step, best epoch {result['best_epoch']} by corrected validation "
+          f"{result['worker_batch_size']} rows per worker-step, best epoch {result['best_epoch']} "
+          f"by corrected validation "
           f"{result['selection_metric']} {result['best_value']:.5f}; validation AUC-PR "
           + ", ".join(f"{k.removeprefix('auc_pr_') if k != 'auc_pr' else 'all'}={v:.4f}"
                       for k, v in best.items() if k.startswith("auc_pr")))

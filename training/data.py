@@ -6,14 +6,15 @@ split. Files are assigned to workers by a deterministic row-balanced plan, so sh
 disjoint, their union is the split, and every worker runs the same number of steps.
 
 Batches arrive as torch tensors built column-wise (no per-row Python work): categorical
-int64 (B, F + S) (the feature table's ids, then the slot inputs), dense float32 (B, D), label, slot index, task index, sample weight (B,).
+int64 (B, F + S) (the feature table's ids, then the slot inputs), dense float32 (B, D), label, slot index,
+task index, sample weight (B,).
 """
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ class FeatureLayout:
         return np.stack(parts, axis=1)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureLayout":
+    def from_dict(cls, d: dict) -> FeatureLayout:
         """From ``asdict`` output (model.json); artifacts older than the slot inputs load too."""
         return cls(tuple(d["categorical"]), tuple(d["dense"]), tuple(d["cardinalities"]), tuple(d["slots"]),
                    tuple(d.get("slot_features", ())), tuple(tuple(i) for i in d.get("slot_feature_ids", ())))
@@ -210,11 +211,11 @@ class Batch:
     def __len__(self) -> int:
         return self.label.shape[0]
 
-    def to(self, device, non_blocking: bool = False) -> "Batch":
+    def to(self, device, non_blocking: bool = False) -> Batch:
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in
                        (self.categorical, self.dense, self.label, self.slot, self.task, self.weight)))
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         return Batch(*(t.pin_memory() for t in
                        (self.categorical, self.dense, self.label, self.slot, self.task, self.weight)))
 

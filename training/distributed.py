@@ -10,7 +10,8 @@ longer released, so ``run_torch_distributor`` runs the same worker on TorchDistr
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

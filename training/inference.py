@@ -31,8 +31,8 @@ import io
 import logging
 import math
 import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
 from urllib.parse import unquote
 
 import numpy as np
@@ -119,7 +119,7 @@ class Scorer:
 
     @classmethod
     def build(cls, model, description: Mapping, slot_shift: Sequence[float],
-              temperatures: Sequence[float] | None, rows_per_batch: int = 4096) -> "Scorer":
+              temperatures: Sequence[float] | None, rows_per_batch: int = 4096) -> Scorer:
         tasks = tuple(description["tasks"])
         return cls(model, FeatureLayout.from_dict(description["layout"]), tasks,
                    np.asarray(description["slot_to_task"], dtype=np.int64),
@@ -538,7 +538,7 @@ def score_parquet_file(open_file: Callable[[], object], source: str, partition: 
                 if column_of(name).null_count:
                     raise ValueError(f"feature column {name} holds null(s) in {source}; ids must be set")
 
-            def column(name: str, dtype) -> np.ndarray:
+            def column(name: str, dtype, column_of=column_of) -> np.ndarray:
                 return column_of(name).to_numpy(zero_copy_only=False).astype(dtype, copy=False)  # nulls -> NaN
 
             scored = scorer.score(column("slot_id", np.int64), column, batch.num_rows, masked_experts)

@@ -26,8 +26,8 @@ loss of the global batch, whatever the number of workers.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor

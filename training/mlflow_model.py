@@ -15,9 +15,9 @@ is wherever the jobs run: the checkout, or the wheel/zip spark-submit ships).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import mlflow.pyfunc
 import numpy as np
@@ -42,7 +42,7 @@ class Scoring:
                           indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Scoring":
+    def from_json(cls, text: str) -> Scoring:
         raw = json.loads(text)
         return cls({k: float(v) for k, v in raw["slot_logit_shift"].items()},
                    {k: float(v) for k, v in raw["temperatures"].items()},

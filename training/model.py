@@ -13,8 +13,8 @@ width of x0, K experts, T tasks, L cross layers, r cross rank.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn

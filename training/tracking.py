@@ -23,9 +23,10 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from training.mlflow_model import MODEL_ARTIFACT, SCORING_ARTIFACT, SCORING_FILE, Scoring
 

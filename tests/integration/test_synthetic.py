@@ -134,6 +134,7 @@ def _content_digest(df) -> str:
     """sha256 of every column of every row (sorted by impression_id), doubles by their exact bits
     (``float.hex``), timestamps as epoch microseconds, dates as ISO strings, plus the schema."""
     import hashlib
+
     from pyspark.sql import types as T
 
     cols = []

@@ -77,7 +77,7 @@ def test_movielens_from_its_own_files_by_conf_alone(spark, fresh_db, base_overri
     assert len(want) == 10                                          # every slot of slots.yaml has ratings
     first = known.sort_values(["ts", "user_id", "item_id"]).iloc[0]
     row = impressions.where(F.col("impression_id") == f"{first.user_id}-{first.item_id}").first()
-    assert (row.event_ts.replace(tzinfo=dt.timezone.utc) if row.event_ts.tzinfo is None else row.event_ts) \
+    assert (row.event_ts.replace(tzinfo=dt.UTC) if row.event_ts.tzinfo is None else row.event_ts) \
         .timestamp() == first.ts.timestamp()
     assert (row.event_date, row.clicked, row.gender, row.occupation, row.release_year) == (
         first.ts.date(), first.clicked, first.gender, first.occupation, float(first.release_year))
@@ -96,7 +96,8 @@ def test_movielens_from_its_own_files_by_conf_alone(spark, fresh_db, base_overri
     out = capsys.readouterr()
     assert code == 0, out.err[-3000:]
     metrics = spark.table(cfg.table(tables.SLOT_METRICS)).where("level = 'slot' AND calibrated")
-    per_model = {r.model: r.slots for r in metrics.groupBy("model").agg(F.countDistinct("slot").alias("slots")).collect()}
+    per_model = {r.model: r.slots
+                 for r in metrics.groupBy("model").agg(F.countDistinct("slot").alias("slots")).collect()}
     assert per_model == {m: 10 for m in models}
     assert metrics.where("auc_pr IS NULL OR ece_equal_mass IS NULL").count() == 0
     report = (tmp_path / "report.md").read_text()

@@ -10,10 +10,9 @@ import torch
 
 from calibration.metrics import average_precision
 from features import tables
-from tests.helpers import built_lake
 from training.data import load_snapshot
 from training.loop import load_artifact, score
-from training.runner import launch, prepare, train
+from training.runner import prepare, train
 
 START, END = dt.date(2026, 1, 1), dt.date(2026, 1, 6)
 # one reader thread: with more, Petastorm's row-group order follows thread timing (not
@@ -23,10 +22,9 @@ SMALL = {"batch_size": 256, "learning_rate": 0.01, "shuffle_buffer": 0, "warmup_
 
 
 @pytest.fixture(scope="module")
-def train_lake(spark, make_config):
-    cfg = make_config("spark.shuffle_partitions=4", database="train_suite")
-    built_lake(spark, cfg, START, 6, 8000, "train-build")
-    return cfg
+def train_lake(eval_lake):
+    """The evaluation suite's snapshot (tests/integration/conftest.py): START..END, 8000 a day."""
+    return eval_lake
 
 
 def test_local_training_learns_and_the_artifact_scores_like_training(spark, train_lake, tmp_path):

@@ -13,8 +13,7 @@ import torch
 from features import tables
 from features.pipeline import build_features
 from tests.helpers import built_lake
-from training.data import (DataFile, feature_layout, iterate_batches, load_snapshot, make_reader,
-                           plan_shards)
+from training.data import DataFile, feature_layout, iterate_batches, load_snapshot, make_reader, plan_shards
 
 START, END = dt.date(2026, 1, 1), dt.date(2026, 1, 5)
 

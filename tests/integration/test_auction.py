@@ -244,7 +244,8 @@ def test_replay_job_writes_table_6_rows_and_names_a_model_without_predictions(sp
     cfg = fresh_db("generator.num_ads=40")
     start = dt.date(2026, 1, 1)
     write_raw(generated(spark, cfg, start, 2, 3000), cfg, start, start + dt.timedelta(days=1))
-    test_day = spark.table(cfg.table(tables.IMPRESSIONS)).where(F.col("event_date") == F.lit(start + dt.timedelta(days=1)))
+    test_day = spark.table(cfg.table(tables.IMPRESSIONS)) \
+        .where(F.col("event_date") == F.lit(start + dt.timedelta(days=1)))
     columns = [F.lit("train-x").alias("model_run_id"), F.current_timestamp().alias("scored_at"), "impression_id",
                "event_date", "slot", F.lit("audio").alias("task"), F.lit(0.0).alias("logit")]
     oracle = test_day.select(F.lit("eval-c").alias("run_id"), F.lit("camoe").alias("model"), *columns,

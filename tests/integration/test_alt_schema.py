@@ -11,7 +11,7 @@ from features import tables
 from features.pipeline import build_features, validate_tables
 from tests.helpers import write_raw
 
-ALT = Path(__file__).parent / "data" / "alt_log.yaml"
+ALT = Path(__file__).resolve().parents[1] / "data" / "alt_log.yaml"
 START, END = dt.date(2026, 5, 1), dt.date(2026, 5, 4)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 JOBS = sorted(p for p in (ROOT / "jobs").glob("*.py") if not p.name.startswith("_"))
 SHARED_FLAGS = ("--conf-dir", "--conf", "--set", "--run-id")
@@ -32,42 +32,7 @@ finally:
 """
 
 
-def _probe(script: Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", _PROBE, str(script), *argv], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
 
-
-def test_every_job_is_found():
-    names = {p.stem for p in JOBS}
-    assert {"generate_logs", "build_features", "validate", "summarize", "train"} <= names
-
-
-@pytest.mark.parametrize("script", JOBS, ids=lambda p: p.stem)
-def test_job_help_lists_the_shared_flags_without_starting_spark(script):
-    done = _probe(script, "--help")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith(f"usage: {script.stem}.py"), done.stdout[:300]
-    for flag in SHARED_FLAGS:
-        assert f"{flag} " in done.stdout, f"{script.name} --help does not list {flag}"
-    assert "NO-SPARK" in done.stderr, f"{script.name} --help started Spark"
-
-
-@pytest.mark.parametrize("script", JOBS, ids=lambda p: p.stem)
-def test_job_rejects_an_unknown_flag_readably(script):
-    done = _probe(script, "--no-such-flag")
-    assert done.returncode == 2
-    assert "unrecognized arguments: --no-such-flag" in done.stderr
-    assert "Traceback" not in done.stderr and "NO-SPARK" in done.stderr
-
-
-def test_missing_conf_dir_is_a_readable_error(tmp_path):
-    done = _probe(ROOT / "jobs" / "generate_logs.py", "--conf-dir", str(tmp_path / "nowhere"))
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert f"generate_logs: configuration error: config folder {tmp_path / 'nowhere'} does not exist" in done.stderr
-    assert "Traceback" not in done.stderr and "NO-SPARK" in done.stderr
-
-
-# ----------------------------------------------------------------------------- make package
 def _isolated_python(tmp_path: Path) -> Path:
     """A venv that sees the project venv's dependencies but not the project itself.
 
@@ -152,3 +117,5 @@ def test_packaged_jobs_run_from_dist_alone_in_another_directory(tmp_path):
     assert "summarize: FAILED (TableNotFound): table camoe_empty.features does not exist: run build_features first" \
         in said, failed.stdout[-3000:]
     assert "TABLE_OR_VIEW_NOT_FOUND" not in said
+
+

@@ -114,8 +114,13 @@ def test_slot_metrics_hold_every_segment_with_oracle_and_change_vs_baseline(spar
 
 
 def test_label_free_and_ceiling_columns_equal_the_numpy_metrics_of_the_predictions(spark, experiment):
-    from calibration.metrics import (excess_log_loss, normalized_entropy, signal_fraction, signal_gain,
-                                     true_calibration_ratio)
+    from calibration.metrics import (
+        excess_log_loss,
+        normalized_entropy,
+        signal_fraction,
+        signal_gain,
+        true_calibration_ratio,
+    )
 
     cfg, result = experiment
     run = result["evaluations"]["camoe"]
@@ -186,7 +191,8 @@ def test_experiments_train_every_seed_and_report_paired_intervals_and_claims(spa
     cfg, result = experiment
     entries = {"wide_deep": [17, 18], "camoe": [17, 18]}
     assert {m: sorted(s) for m, s in result["seed_evaluations"].items()} == entries
-    results = spark.table(cfg.table(tables.EXPERIMENT_RESULTS)).where("run_id = 'exp1' AND level = 'all' AND calibrated")
+    results = spark.table(cfg.table(tables.EXPERIMENT_RESULTS)) \
+        .where("run_id = 'exp1' AND level = 'all' AND calibrated")
     assert sorted((r.model, r.seed, r.eval_run_id) for r in results.collect()) == [
         ("camoe", 17, "exp1-eval-camoe-seed17"), ("camoe", 18, "exp1-eval-camoe-seed18"),
         ("wide_deep", 17, "exp1-eval-wide_deep-seed17"), ("wide_deep", 18, "exp1-eval-wide_deep-seed18")]

@@ -34,7 +34,8 @@ def test_a_row_that_breaks_a_constraint_fails_its_write_at_the_table(spark, fres
     assert {f"delta.constraints.{c}" for c in tables.CONSTRAINTS[tables.FEATURES]} <= set(_properties(spark, features))
     assert tables.ensure_constraints(spark, features) == []                  # once only
     version = tables.latest_version(spark, features)
-    with pytest.raises(tables.ConstraintViolation, match=r"features: a row breaks the table's constraint label_binary \(label IN \(0, 1\)\): label : 2; "):
+    broken = r"features: a row breaks the table's constraint label_binary \(label IN \(0, 1\)\): label : 2; "
+    with pytest.raises(tables.ConstraintViolation, match=broken):
         tables.replace_date_range(_features(spark, label=2), features, "event_date", DAY, DAY)
     assert tables.latest_version(spark, features) == version and spark.table(features).count() == 4
 

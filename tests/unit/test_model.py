@@ -6,8 +6,17 @@ import torch
 
 from features.config import load_config
 from training.loss import combine, loss_terms, multitask_bce, own_task_logit, task_weights
-from training.model import (Experts, FeatureSpec, MultiTaskMoE, SharedBottom, StackedLowRankCross,
-                            StackedMLP, TaskGates, WideAndDeep, build_model)
+from training.model import (
+    Experts,
+    FeatureSpec,
+    MultiTaskMoE,
+    SharedBottom,
+    StackedLowRankCross,
+    StackedMLP,
+    TaskGates,
+    WideAndDeep,
+    build_model,
+)
 
 SPEC = FeatureSpec(cardinalities=(11, 7, 5), num_dense=4)
 
@@ -143,7 +152,8 @@ def test_alm_per_task_normalisation_is_the_weighted_mean_of_task_means_by_hand()
     torch.testing.assert_close(per_task, torch.stack([t0, t1]))
     torch.testing.assert_close(loss, 0.25 * t0 + 0.75 * t1)
     no_alm, _ = multitask_bce(ALM_LOGITS, ALM_LABELS, ALM_TASK, lambdas, alm=False, normalization="per_task")
-    torch.testing.assert_close(no_alm, 0.25 * _bce(ALM_LOGITS[:, 0], ALM_LABELS) + 0.75 * _bce(ALM_LOGITS[:, 1], ALM_LABELS))
+    torch.testing.assert_close(no_alm, 0.25 * _bce(ALM_LOGITS[:, 0], ALM_LABELS)
+                               + 0.75 * _bce(ALM_LOGITS[:, 1], ALM_LABELS))
     torch.testing.assert_close(own_task_logit(ALM_LOGITS, ALM_TASK), torch.tensor([0.5, 0.1, 0.7]))
     with pytest.raises(ValueError, match="task weights must be 2"):
         task_weights(2, [1.0])

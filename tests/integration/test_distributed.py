@@ -13,7 +13,8 @@ from tests.workers.global_batch_step import GLOBAL_BATCH, context, global_batch,
 from training.distributed import Communicator
 from training.loop import train_step
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+
 
 
 @pytest.mark.slow
@@ -39,13 +40,3 @@ def test_two_horovod_workers_step_like_one_process_on_the_global_batch(tmp_path)
                                initial_model().state_dict()["towers.layers.0.weight"])
 
 
-def test_torch_distributor_runs_on_the_executors_unless_there_are_none():
-    from training.distributed import torch_distributor_on_driver
-
-    assert torch_distributor_on_driver("auto", "local[2]") and torch_distributor_on_driver("auto", "local")
-    assert not torch_distributor_on_driver("auto", "spark://127.0.0.1:7077")
-    assert not torch_distributor_on_driver("auto", "local-cluster[2,1,1024]")     # real executors
-    assert not torch_distributor_on_driver("auto", "yarn")
-    assert torch_distributor_on_driver("driver", "yarn") and not torch_distributor_on_driver("executors", "local[2]")
-    with pytest.raises(ValueError, match="auto, driver or executors, got 'gpu'"):
-        torch_distributor_on_driver("gpu", "local[2]")

@@ -13,8 +13,15 @@ from calibration.metrics import average_precision
 from features.config import load_config
 from training.data import Batch, FeatureLayout
 from training.distributed import Communicator
-from training.loop import (CORRECTION_LOSS_WEIGHT, StepContext, logit_shift_of, model_slots, train_step,
-                           validation_metrics, worker_batch_size)
+from training.loop import (
+    CORRECTION_LOSS_WEIGHT,
+    StepContext,
+    logit_shift_of,
+    model_slots,
+    train_step,
+    validation_metrics,
+    worker_batch_size,
+)
 from training.loss import task_weights
 from training.model import FeatureSpec, MultiTaskMoE, WideAndDeep
 

@@ -1,4 +1,7 @@
-"""The Airflow DAG dags/camoe_daily.py, parsed and run by Airflow from its own environment.
+"""The Airflow DAG dags/camoe_daily.py, parsed and run by Airflow from its own environment: every
+job in its own spark-submit, as users schedule them, then the tables read by the spark-sql CLI (a
+JVM of its own that sees them through the metastore) and the MLflow store the jobs logged to.
+(jobs/pipeline.py, every step in one spark-submit driver: tests/test_kill.py.)
 
 Airflow is not importable from the project's .venv (its Spark provider's pyspark-client would
 overwrite pyspark there), so every check runs .venv-airflow's python or CLI in a subprocess;
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
 CHAIN = ["generate_logs", "build_features", "validate", "train", "calibrate_evaluate", "score"]
 DAY = "2026-01-05"                      # the run's window: 2026-01-01 .. 2026-01-05 (5 days)
@@ -57,7 +60,8 @@ upkeep = bag.dags.get("camoe_maintenance")
 print(json.dumps({"errors": {str(k): v for k, v in bag.import_errors.items()}, "tasks": tasks,
                   "schedule": None if dag is None else str(dag.schedule),
                   "maintenance": None if upkeep is None else {
-                      "schedule": str(upkeep.schedule), "tasks": {t.task_id: t.application_args for t in upkeep.tasks}}}))
+                      "schedule": str(upkeep.schedule),
+                      "tasks": {t.task_id: t.application_args for t in upkeep.tasks}}}))
 """
 
 
@@ -147,16 +151,26 @@ def daily_run(dag_lake):
     query = " UNION ALL ".join([
         "SELECT 'features' k, CAST(COUNT(*) AS STRING) v FROM camoe.features",
         f"SELECT 'dq_results', CAST(COUNT(*) AS STRING) FROM camoe.dq_results WHERE run_id = '{RUN}-validate'",
-        f"SELECT 'dq_failed', CAST(COUNT(*) AS STRING) FROM camoe.dq_results WHERE run_id = '{RUN}-validate' AND NOT success",
+        f"SELECT 'dq_failed', CAST(COUNT(*) AS STRING) FROM camoe.dq_results "
+        f"WHERE run_id = '{RUN}-validate' AND NOT success",
         f"SELECT 'temperatures', CAST(COUNT(*) AS STRING) FROM camoe.temperatures WHERE model_run_id = '{RUN}-train'",
-        f"SELECT 'slot_metrics', CAST(COUNT(*) AS STRING) FROM camoe.slot_metrics WHERE run_id = '{RUN}-calibrate_evaluate'",
+        f"SELECT 'slot_metrics', CAST(COUNT(*) AS STRING) FROM camoe.slot_metrics "
+        f"WHERE run_id = '{RUN}-calibrate_evaluate'",
         f"SELECT 'predictions', CAST(COUNT(*) AS STRING) FROM camoe.predictions WHERE run_id = '{RUN}-score' "
         "AND pctr > 0 AND pctr < 1",
-        "SELECT concat('run ', run_id), concat(job, ' ', status) FROM camoe.runs"])
+        "SELECT concat('run ', run_id), concat(job, ' ', status) FROM camoe.runs",
+        # generate_logs wrote features.history_days of burn-in before the window; the build read them
+        "SELECT 'burn_in', concat(MIN(event_date), ' ', COUNT(DISTINCT event_date)) FROM camoe.impressions",
+        "SELECT concat('history ', event_date), CAST(AVG(dense_hist_ad_impressions_7d) AS STRING) "
+        "FROM camoe.features GROUP BY event_date",
+        "SELECT concat('inputs ', job), inputs FROM camoe.runs WHERE job = 'train'",
+        "SELECT concat('metrics ', job), metrics FROM camoe.runs WHERE job = 'train'",
+        "SELECT concat('mlflow ', job), coalesce(mlflow_run_id, 'NULL') FROM camoe.runs "
+        "WHERE job IN ('train', 'calibrate_evaluate', 'score')"])
     sql = subprocess.run([str(Path(sys.executable).parent / "spark-sql"), *flags, "-e", query], cwd=base,
                          env=python_env, capture_output=True, text=True, timeout=600)
     assert sql.returncode == 0, sql.stderr[-3000:]
-    tables = dict(line.split("\t") for line in sql.stdout.strip().splitlines())
+    tables = dict(line.split("\t", 1) for line in sql.stdout.strip().splitlines())
     return done, states, tables
 
 
@@ -183,6 +197,31 @@ def test_dag_run_writes_every_table_with_its_run_ids(daily_run):
     assert int(tables["temperatures"]) > 0          # one per task of the model's grouping
     assert int(tables["slot_metrics"]) > 0
     assert int(tables["predictions"]) > 0           # scored rows of the window's last (test) day
+
+
+@pytest.mark.slow
+def test_dag_run_reads_its_burn_in_and_records_lineage_spark_sql_and_mlflow_agree_on(daily_run, dag_lake):
+    from mlflow import MlflowClient
+
+    _, _, tables = daily_run
+    # features.history_days (7) of burn-in before the 5-day window, and the first day's history is
+    # as full as the last day's
+    assert tables["burn_in"] == "2025-12-25 12"
+    per_day = [float(v) for k, v in sorted(tables.items()) if k.startswith("history ")]
+    assert len(per_day) == 5 and abs(per_day[0] - per_day[-1]) < 0.3, per_day
+    assert json.loads(tables["inputs train"])["features"] >= 0
+    assert json.loads(tables["metrics train"])["examples_per_second_total"] > 0
+
+    # MLflow: train and calibrate_evaluate logged to one run, whose calibrated model the alias names
+    train_run, evaluate_run = tables["mlflow train"], tables["mlflow calibrate_evaluate"]
+    assert train_run == evaluate_run and len(train_run) == 32 and tables["mlflow score"] == "NULL"
+    base, _, _ = dag_lake
+    client = MlflowClient(f"sqlite:///{base}/artifacts/mlflow/mlflow.db")
+    assert client.get_model_version_by_alias("camoe", "champion").run_id == train_run
+    run = client.get_run(train_run)
+    assert run.data.params["model.name"] == "camoe" and "test_auc_pr.stream_audio" in run.data.metrics
+    assert run.data.tags["camoe.run_id"] == f"{RUN}-train"
+    assert [m.step for m in client.get_metric_history(train_run, "log_loss")] == [0]     # epochs=1
 
 
 @pytest.mark.slow

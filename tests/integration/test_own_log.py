@@ -37,7 +37,7 @@ def test_a_teams_log_runs_every_job_from_its_conf_folder_alone(spark, fresh_db, 
     assert "no column event_date: each row's day is the date of its event_ts" in out.err
     assert f"ingested {START}..{LAST}" in out.err and "1 quarantined" in out.err
     assert "|slot |stream_audio" in out.out and "auc_pr_of_oracle" not in out.out
-    assert f"slot embedded_music" in out.err and NO_POSITIVES_NOTE in out.err
+    assert "slot embedded_music" in out.err and NO_POSITIVES_NOTE in out.err
     # the jobs that created features and predictions gave them their CHECK constraints
     for table in (tables.FEATURES, tables.PREDICTIONS):
         assert tables.ensure_constraints(spark, cfg.table(table)) == [], table

@@ -189,7 +189,8 @@ def test_every_auc_pr_claim_is_also_judged_label_free_where_the_log_has_true_ctr
     claim = Claim("good beats noisy", "test", "good", "noisy", ("all",))
     rows = scored_rows(_frame(n=3000))
     verdicts = judge_claims(rows, [claim, *label_free([claim])], resamples=30)
-    assert [(v.claim.metric, v.verdict) for v in verdicts] == [("auc_pr", "confirmed"), ("excess_log_loss", "confirmed")]
+    assert [(v.claim.metric, v.verdict) for v in verdicts] == [
+        ("auc_pr", "confirmed"), ("excess_log_loss", "confirmed")]
     blind = scored_rows(_frame(n=3000).drop(columns="true_ctr"))                 # a real log: label metrics only
     assert [v.claim.metric for v in judge_claims(blind, [claim, *label_free([claim])], resamples=30)] == ["auc_pr"]
     power = power_analysis(rows, "noisy", ["stream_audio"], resamples=20)

@@ -120,11 +120,14 @@ def test_the_ingest_section_joins_lookups_and_derives_schema_columns_only():
     cfg = load_config(MOVIELENS)
     assert load_config().ingest.lookups == () and not load_config().ingest.reshapes
     movies, users = cfg.ingest.lookups
-    assert (movies.name, movies.format, movies.key, movies.options["sep"]) == ("movies", "csv", ("item_id:token",), "\t")
+    assert (movies.name, movies.format, movies.key, movies.options["sep"]) == (
+        "movies", "csv", ("item_id:token",), "\t")
     assert movies.location == str(PROJECT_ROOT / "conf" / "examples" / "../../data/movielens/ml-100k.item")
     assert list(cfg.ingest.derived)[:3] == ["impression_id", "event_ts", "clicked"]    # order kept
     assert cfg.ingest.source.endswith("movielens/schema.yaml") and cfg.taxonomy.grouping().num_tasks == 2
-    with pytest.raises(ConfigError, match=r"schema\.yaml \(\+ --set ingest\.derived\.rating\): 'ingest\.derived\.rating' is not a column of the schema"):
+    unknown = (r"schema\.yaml \(\+ --set ingest\.derived\.rating\): "
+               r"'ingest\.derived\.rating' is not a column of the schema")
+    with pytest.raises(ConfigError, match=unknown):
         load_config(MOVIELENS, overrides=["ingest.derived.rating='`rating:float`'"])
     with pytest.raises(ConfigError, match=r"override 'ingest.derived.rating=`r`': the value is not valid YAML"):
         load_config(MOVIELENS, overrides=["ingest.derived.rating=`r`"])

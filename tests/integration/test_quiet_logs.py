@@ -1,0 +1,40 @@
+"""Jobs are quiet by default: Spark logs warnings only (conf/log4j2.properties), Ivy's report is
+not printed for make's jobs, and the project's own INFO lines read ``HH:MM:SS job: message``."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from features.session import SPARK_LOG_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+
+@pytest.mark.slow
+def test_generate_logs_through_spark_submit_prints_no_spark_info_ivy_report_or_traceback(tmp_path):
+    overrides = [f"--set=storage.warehouse_dir={tmp_path}/warehouse",
+                 f"--set=storage.metastore_dir={tmp_path}/metastore",
+                 f"--set=storage.artifacts_dir={tmp_path}/artifacts", "--set=spark.master=local[1]",
+                 "--set=generator.days=1", "--set=generator.rows_per_day=200"]
+    env = {k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV}
+    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    flags = subprocess.run([sys.executable, "-m", "features.session", "--local-jars", *overrides], cwd=ROOT,
+                           env=env, capture_output=True, text=True, check=True, timeout=900).stdout.split()
+    done = subprocess.run([str(BIN / "spark-submit"), *flags, str(ROOT / "jobs" / "generate_logs.py"),
+                           "--burn-in-days=0", *overrides], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert not re.search(r" INFO [\w$.]+: ", output), output[-3000:]           # log4j INFO lines
+    assert ":: resolution report ::" not in output and "Traceback" not in output, output[-3000:]
+    assert re.search(r"^\d\d:\d\d:\d\d generate_logs: wrote 200 rows ", output, re.M), output[-3000:]
+    assert len(output.splitlines()) <= 8, output
+
+
