@@ -7,11 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
-SPARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session --local-jars $(CONF_FLAGS))
+SPARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m core.session --local-jars $(CONF_FLAGS))
 CONF_FLAGS ?=
 MOVIELENS := data/movielens
 RECBOLE := 1.2.1
-MOVIELENS_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session --local-jars --conf-dir conf/examples/movielens)
+MOVIELENS_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m core.session --local-jars --conf-dir conf/examples/movielens)
 PYTEST_ARGS ?=
 # Jobs are announced by name; `make V=1 ...` echoes the full spark-submit command lines instead.
 # Spark's own INFO lines: CAMOE_SPARK_LOG=info make ... (conf/log4j2.properties)
@@ -76,7 +76,7 @@ BENCHMARK_FLAGS ?= --set storage.warehouse_dir=benchmark-lake/warehouse \
     --set generator.days=20 --set generator.rows_per_day=120000 \
     --set splits.validation_days=3 --set splits.test_days=3
 EXPERIMENT_FLAGS ?=
-BENCHMARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m features.session --local-jars $(BENCHMARK_FLAGS) $(CONF_FLAGS))
+BENCHMARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m core.session --local-jars $(BENCHMARK_FLAGS) $(CONF_FLAGS))
 experiments: env
 	$(call ANNOUNCE,generate_logs + build_features + validate (benchmark-lake/))
 	$(AT)$(BENCHMARK_SUBMIT) jobs/generate_logs.py $(BENCHMARK_FLAGS) $(CONF_FLAGS)
@@ -163,7 +163,7 @@ airflow-demo: env airflow-env
 
 ## sql: make sql Q="SELECT slot, COUNT(*) FROM camoe.features GROUP BY slot"
 sql: env
-	$(VENV)/bin/spark-sql $$($(PY) -m features.session --local-jars $(CONF_FLAGS)) -e "$(Q)"
+	$(VENV)/bin/spark-sql $$($(PY) -m core.session --local-jars $(CONF_FLAGS)) -e "$(Q)"
 
 ## mlflow-ui: the MLflow UI on the jobs' tracking store (the embedded SQLite one by default);
 ## MLFLOW_UI_PORT=5000
@@ -187,7 +187,7 @@ package: env
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(DIST) .
 	rm -rf build
 	$(PY) -m zipfile -e $(DIST)/camoe-*.whl $(DIST)/.zip
-	cd $(DIST)/.zip && $(abspath $(PY)) -m zipfile -c ../camoe-jobs.zip features training calibration jobs camoe-*.dist-info
+	cd $(DIST)/.zip && $(abspath $(PY)) -m zipfile -c ../camoe-jobs.zip core features training calibration jobs camoe-*.dist-info
 	rm -rf $(DIST)/.zip
 	mkdir -p $(DIST)/conf $(DIST)/jobs
 	cp conf/*.yaml conf/log4j2.properties $(DIST)/conf/

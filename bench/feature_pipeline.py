@@ -29,10 +29,10 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=10, help="featurised days (burn-in comes on top)")
     args = parser.parse_args()
 
-    from features import tables
-    from features.config import load_config
+    from core import tables
+    from core.config import load_config
+    from core.session import build_spark
     from features.pipeline import build_features
-    from features.session import build_spark
     from features.synthetic import generate_impressions
 
     tmp = Path(tempfile.mkdtemp(prefix="camoe-bench-features-"))

@@ -3,7 +3,7 @@
     python bench/generator.py [--rows 400000 4000000] [--baseline-rev REV] [--days 4]
 
 In one process, after Spark is up, for each size: (a) compute only (Spark's noop sink) and
-(b) compute + Delta write through features.tables.replace_date_range, as jobs/generate_logs.py
+(b) compute + Delta write through core.tables.replace_date_range, as jobs/generate_logs.py
 does. With --baseline-rev, the generator as of that git revision is timed in the same run and
 its rows are checked equal to the current one's (a hash over every column of every row).
 Each timing is preceded by a warm-up on a small size (JIT, codegen cache). Results:
@@ -31,7 +31,7 @@ def time_generate(spark, cfg, rows: int, generate: Callable | None = None, days:
                   table: str = "impressions", sink: str = "delta") -> dict:
     """Seconds and rows/s to generate ``rows`` rows over ``days`` days into ``sink``: "delta" (a
     replace_date_range of the table, as the generate job writes it) or "noop" (compute only)."""
-    from features import tables
+    from core import tables
     from features.synthetic import generate_impressions
 
     generate = generate or generate_impressions
@@ -78,8 +78,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "generator.json"))
     args = parser.parse_args()
 
-    from features.config import load_config
-    from features.session import build_spark
+    from core.config import load_config
+    from core.session import build_spark
     from features.synthetic import generate_impressions
 
     tmp = Path(tempfile.mkdtemp(prefix="camoe-bench-gen-"))

@@ -55,10 +55,10 @@ def main() -> None:
     parser.add_argument("--lake", help="reuse this folder's warehouse when it already holds the table")
     args = parser.parse_args()
 
-    from features import tables
-    from features.config import load_config
+    from core import tables
+    from core.config import load_config
+    from core.session import build_spark
     from features.pipeline import build_features
-    from features.session import build_spark
     from features.synthetic import generate_impressions
     from training.data import feature_layout, load_snapshot
 

@@ -47,10 +47,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from calibration.evaluate import prediction_rows
-    from features import tables
-    from features.config import load_config
+    from core import tables
+    from core.config import load_config
+    from core.session import build_spark
     from features.pipeline import build_features
-    from features.session import build_spark
     from features.synthetic import generate_impressions
     from training.inference import RowSelection, Scorer, _settle_worker, model_inputs, score_dataframe, score_table
     from training.runner import train

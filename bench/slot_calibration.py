@@ -38,7 +38,7 @@ def _latest_evaluation(spark, cfg, model: str, version: int) -> tuple[str, str] 
     """(training run id, evaluation run id) of the model's latest evaluation on ``version``."""
     from pyspark.sql import functions as F
 
-    from features import tables
+    from core import tables
 
     name = cfg.table(tables.SLOT_METRICS)
     if not tables.table_exists(spark, name):
@@ -50,23 +50,23 @@ def _latest_evaluation(spark, cfg, model: str, version: int) -> tuple[str, str] 
 
 def _train_and_evaluate(spark, cfg, model: str, version: int, args, run_id: str) -> tuple[str, str]:
     from calibration.evaluate import evaluate_run
-    from features import tables
+    from core import lineage
     from training.runner import train
 
     model_settings = cfg.model(model)
-    train_run = tables.RunRecord(run_id=f"{run_id}-train-{model}", job="train", params={"model": model})
+    train_run = lineage.RunRecord(run_id=f"{run_id}-train-{model}", job="train", params={"model": model})
     result, meta, artifact = train(spark, cfg, train_run.run_id, model_name=model, features_version=version,
                                    num_proc=args.num_proc, backend=args.backend)
     train_run.inputs["features"] = version
     train_run.outputs["model_artifact"] = str(artifact)
     train_run.metrics.update({"model": model, "grouping": model_settings.grouping,
                               "best_epoch": result["best_epoch"]})
-    tables.record_run(spark, cfg, train_run)
-    eval_run = tables.RunRecord(run_id=f"{run_id}-eval-{model}", job="calibrate_evaluate", params={"model": model})
+    lineage.record_run(spark, cfg, train_run)
+    eval_run = lineage.RunRecord(run_id=f"{run_id}-eval-{model}", job="calibrate_evaluate", params={"model": model})
     summary = evaluate_run(spark, cfg, eval_run.run_id, train_run.run_id)
     eval_run.outputs.update(summary.pop("outputs"))
     eval_run.metrics.update(summary)
-    tables.record_run(spark, cfg, eval_run)
+    lineage.record_run(spark, cfg, eval_run)
     return train_run.run_id, eval_run.run_id
 
 
@@ -74,7 +74,7 @@ def slot_calibration(spark, cfg, eval_run_id: str):
     """Per slot (and all): counts, calibration ratios before/after T vs clicks and vs true_ctr."""
     from pyspark.sql import functions as F
 
-    from features import tables
+    from core import tables
 
     predictions = spark.table(cfg.table(tables.PREDICTIONS)).where(F.col("run_id") == eval_run_id)
     aggregates = [F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives"),
@@ -128,7 +128,7 @@ def markdown(results: dict) -> str:
 def run(spark, cfg, args, record) -> int:
     import os
 
-    from features import tables
+    from core import tables
 
     version = args.features_version if args.features_version is not None else \
         tables.latest_version(spark, cfg.table(tables.FEATURES))

@@ -52,8 +52,8 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from features.columns import lookup, uniform
-from features.config import AuctionSettings, RawLogSchema
+from core.columns import lookup, uniform
+from core.config import AuctionSettings, RawLogSchema
 from features.synthetic import standard_normal
 
 SUMMARY_COLUMNS = ("model", "modality", "breaks", "served", "clicks", "ctr", "spend", "ecpc",

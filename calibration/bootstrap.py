@@ -5,7 +5,7 @@ Method (both functions):
 - Examples are resampled with replacement: each resample draws n row indices uniformly and
   turns them into a count vector c (n,) (multinomial(n, 1/n)); the metric of the resample is
   the metric with ``sample_weight = c``, which equals the metric of the resampled rows
-  (``calibration.metrics`` defines every metric with weights). No row is ever copied.
+  (``core.metrics`` defines every metric with weights). No row is ever copied.
 - Paired: in a paired comparison both models are scored on the *same* count vector in every
   resample, so what the two models share (which rows are hard, how many clicks the day had)
   cancels in the difference. That is what makes a difference resolvable when each model's
@@ -33,7 +33,7 @@ Method (both functions):
   (``bench/bootstrap.py``, ``bench/results/bootstrap.md``).
 
 A metric is a name from ``METRICS`` ("auc_pr", "excess_log_loss", ...), one of the
-``calibration.metrics`` functions those names stand for (``average_precision`` ...), or any
+``core.metrics`` functions those names stand for (``average_precision`` ...), or any
 callable ``metric(labels, true_ctr, scores, sample_weight, **aligned) -> float``: labels and
 true_ctr are (n,) or None when not given, ``aligned`` the extra per-row arrays passed to the
 bootstrap (e.g. ``base_rate`` for ``signal_gain``), all in the same row order as scores.
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibration import metrics as m
+from core import metrics as m
 
 Metric = Callable[..., float]
 

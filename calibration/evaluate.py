@@ -16,7 +16,7 @@ import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from calibration.metrics import ECE_SCHEMES
+from core.metrics import ECE_SCHEMES
 
 log = logging.getLogger(__name__)
 SEGMENT_KEYS = ("level", "slot")
@@ -35,13 +35,13 @@ def with_segments(scored: DataFrame) -> DataFrame:
             .drop("_seg", "slot").withColumnRenamed("_slot", "slot"))
 
 
-# slot_metrics' label metrics, in the table's column order (calibration.metrics.score_metrics)
+# slot_metrics' label metrics, in the table's column order (core.metrics.score_metrics)
 LABEL_METRICS = (("rows", "long"), ("positives", "long"), ("ctr", "double"), ("mean_pred", "double"),
                  ("auc_pr", "double"), ("roc_auc", "double"), ("log_loss", "double"),
                  ("normalized_entropy", "double"), ("calibration_ratio", "double"))
 REFERENCE_METRICS = ("auc_pr", "roc_auc", "log_loss", "ece_equal_mass")      # of the oracle and the ceiling
 TRUTH_METRICS = ("excess_log_loss", "true_calibration_ratio", "signal_gain", "signal_fraction_of_oracle",
-                 "signal_fraction_of_ceiling")                                # calibration.metrics.truth_summary
+                 "signal_fraction_of_ceiling")                                # core.metrics.truth_summary
 BIN_COLUMNS = (("scheme", "string"), ("bin", "int"), ("rows", "long"), ("sum_pred", "double"),
                ("sum_label", "double"), ("min_pred", "double"), ("max_pred", "double"))
 VARIANTS = ((False, "pctr_raw"), (True, "pctr"))           # calibrated flag -> the score it rates
@@ -60,7 +60,7 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
     """(slot_metrics rows, calibration_bins rows) without run columns.
 
     ``scored``: slot, task, label, pctr_raw, pctr (and true_ctr, ceiling_ctr). Each segment's
-    rows are rated on an executor by ``calibration.metrics.score_metrics``, the numpy
+    rows are rated on an executor by ``core.metrics.score_metrics``, the numpy
     definitions the bootstrap uses: two shuffles in all, where one aggregation per metric took
     dozens of stages. A segment's rows must fit in one Python worker's memory (about 100 bytes
     a row: tens of millions of rows per segment).
@@ -74,7 +74,7 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
     """
     import pandas as pd
 
-    from calibration.metrics import reliability_bins, score_metrics, truth_summary
+    from core.metrics import reliability_bins, score_metrics, truth_summary
 
     references = ([("oracle", "true_ctr")] + ([("ceiling", "ceiling_ctr")] if with_ceiling else [])
                   if with_oracle else [])
@@ -169,7 +169,7 @@ def expert_mask_tables(scored: DataFrame, experts: int, bins: int) -> DataFrame:
     """
     import pandas as pd
 
-    from calibration.metrics import score_metrics
+    from core.metrics import score_metrics
 
     keys = [("level", "string"), ("slot", "string"), ("masked_expert", "int")]
     columns = [*keys, *LABEL_METRICS, *_ece_columns(("equal_mass",)), ("auc_pr_change_pct", "double")]
@@ -215,11 +215,11 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
 
     from calibration import plots
     from calibration.temperature import fit_temperatures
-    from features import tables
+    from core import lineage, tables
     from training.inference import RowSelection, score_table
     from training.loop import load_artifact, model_slots
 
-    train = tables.find_train_run(spark, cfg, train_run_id)
+    train = lineage.find_train_run(spark, cfg, train_run_id)
     _, description = load_artifact(train["artifact"])
     model_name = description["model"]["name"]
     version = int(description["features_version"])
@@ -314,11 +314,11 @@ def track_evaluation(spark, cfg, run_id: str, summary: dict):
     and register the calibrated model (training.tracking.log_evaluation); None when tracking is off."""
     from pathlib import Path
 
-    from features import tables
+    from core import lineage, tables
     from training.loop import artifact_description
     from training.tracking import log_evaluation
 
-    train = tables.find_train_run(spark, cfg, summary["model_run_id"])
+    train = lineage.find_train_run(spark, cfg, summary["model_run_id"])
     description = artifact_description(train["artifact"])
     rows = [r.asDict() for r in spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id") == run_id).collect()]
     return log_evaluation(cfg, run_id, train["run_id"], train["mlflow_run_id"], Path(train["artifact"]), description,
@@ -328,7 +328,7 @@ def track_evaluation(spark, cfg, run_id: str, summary: dict):
 def downsampling_shift(spark, cfg, description: dict) -> dict[str, float]:
     """Per slot, the logit shift undoing the down-sampling of the build the model trained on:
     the one its artifact recorded (zero for a loss-weighted model), else the build's rates."""
-    from features import tables
+    from core import tables
     from features.sampling import build_logit_shift
     from training.loop import logit_shift_of
 
@@ -341,7 +341,7 @@ def downsampling_shift(spark, cfg, description: dict) -> dict[str, float]:
 
 def latest_temperatures(spark, cfg, model_run_id: str) -> tuple[str, dict[str, float]]:
     """(evaluation run id, task -> T) of the latest calibration of a training run."""
-    from features import tables
+    from core import tables
 
     name = cfg.table(tables.TEMPERATURES)
     rows = [] if not tables.table_exists(spark, name) else \
@@ -367,7 +367,7 @@ def prediction_rows(scored: DataFrame, run_id: str, model: str, model_run_id: st
 
 
 def _baseline(spark, cfg, model_name: str, version: int, baseline_run_id: str | None):
-    from features import tables
+    from core import tables
 
     name = cfg.table(tables.SLOT_METRICS)
     if not tables.table_exists(spark, name):

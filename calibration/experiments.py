@@ -215,7 +215,7 @@ def sampling_entry(model: str, floor: float) -> str:
 
 
 def sampling_variant(sampling, floor: float):
-    """``sampling`` (features.config.SamplingSettings) with every slot keeping at least ``floor``
+    """``sampling`` (core.config.SamplingSettings) with every slot keeping at least ``floor``
     of its negatives; positives as configured. floor = 1.0 keeps every train row."""
     return replace(sampling, rates={(slot, label): max(rate, floor) if label == 0 else rate
                                     for (slot, label), rate in sampling.rates.items()})
@@ -280,7 +280,7 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
 
     from calibration import plots
     from calibration.evaluate import evaluate_run
-    from features import tables
+    from core import lineage, tables
     from training.runner import train
 
     settings = cfg.require("experiments", "experiments", "the models, seeds and baseline of the ablation set")
@@ -305,7 +305,7 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
         for seed in seeds:
             suffix = f"-seed{seed}" if len(seeds) > 1 else ""
             slug = entry.replace(SAMPLING_ENTRY, "-negatives-")
-            train_run = tables.RunRecord(run_id=f"{run_id}-train-{slug}{suffix}", job="train",
+            train_run = lineage.RunRecord(run_id=f"{run_id}-train-{slug}{suffix}", job="train",
                                          params={"experiment": run_id, "model": model, "seed": seed})
             result, meta, artifact = train(spark, run_cfg, train_run.run_id, model_name=model,
                                            features_version=features_version, num_proc=settings.num_proc,
@@ -315,8 +315,8 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
             train_run.outputs["model_artifact"] = str(artifact)
             train_run.metrics.update({"model": model, "seed": seed, "best_epoch": result["best_epoch"],
                                       "examples_per_second_per_worker": result["examples_per_second_rank0"]})
-            tables.record_run(spark, cfg, train_run)
-            eval_run = tables.RunRecord(run_id=f"{run_id}-eval-{slug}{suffix}", job="calibrate_evaluate",
+            lineage.record_run(spark, cfg, train_run)
+            eval_run = lineage.RunRecord(run_id=f"{run_id}-eval-{slug}{suffix}", job="calibrate_evaluate",
                                         params={"experiment": run_id, "model": model, "seed": seed})
             # % changes in slot_metrics are vs the baseline trained with the same seed
             baseline_run = seed_evaluations.get(settings.baseline, {}).get(seed)
@@ -326,7 +326,7 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
                                    expert_masking=entry == target)
             eval_run.outputs.update(summary.pop("outputs"))
             eval_run.metrics.update(summary)
-            tables.record_run(spark, cfg, eval_run)
+            lineage.record_run(spark, cfg, eval_run)
             seed_evaluations.setdefault(entry, {})[seed] = eval_run.run_id
             evaluations.setdefault(entry, eval_run.run_id)
             if log:
@@ -448,7 +448,7 @@ def _recorded_evaluations(spark, cfg, run_id: str) -> dict:
 
     from pyspark.sql import functions as F
 
-    from features import tables
+    from core import tables
 
     name = cfg.table(tables.EXPERIMENT_RESULTS)
     if not tables.table_exists(spark, name):
@@ -478,7 +478,7 @@ def _scored_rows(spark, cfg, seed_evaluations: dict[str, dict[int, str]], versio
     from pyspark.sql import functions as F
 
     from calibration.power import scored_rows
-    from features import tables
+    from core import tables
 
     runs = _run_seeds(spark, seed_evaluations)          # names each run's entry
     table = spark.table(cfg.table(tables.PREDICTIONS)).drop("model")

@@ -9,7 +9,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 
-from calibration.metrics import wilson_interval  # noqa: E402
+from core.metrics import wilson_interval  # noqa: E402
 
 
 def reliability_diagrams(bins, out: Path, scheme: str = "equal_mass", confidence: float = 0.95) -> Path:

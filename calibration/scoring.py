@@ -15,7 +15,7 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from calibration.evaluate import downsampling_shift, latest_temperatures, prediction_rows
-from features import tables
+from core import lineage, tables
 
 
 def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidates: str | None = None,
@@ -32,7 +32,7 @@ def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidat
     if model_uri and train_run_id:
         raise ValueError("give --model-uri or --train-run-id, not both")
     if not model_uri:
-        train = tables.find_train_run(spark, cfg, train_run_id)
+        train = lineage.find_train_run(spark, cfg, train_run_id)
         description = artifact_description(train["artifact"])
         calibration_run, temperatures = latest_temperatures(spark, cfg, train["run_id"])
         return _score(spark, cfg, run_id, Path(train["artifact"]), description,

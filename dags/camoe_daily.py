@@ -7,7 +7,7 @@ PROJECT's ``.venv/bin/spark-submit`` and ``.venv/bin/python`` (PYSPARK_PYTHON an
 PYSPARK_DRIVER_PYTHON). Airflow itself lives in another environment (``.venv-airflow``):
 its Spark provider installs ``pyspark-client``, whose files overwrite pyspark's, so the two
 never share an interpreter (see README, "Airflow"). The ``--packages``/``--conf`` flags come
-from ``python -m features.session`` of the project (the one place that defines them), run with
+from ``python -m core.session`` of the project (the one place that defines them), run with
 the same ``--set`` overrides the job gets. The master is the ``spark_default`` connection's host.
 
 Where things come from:
@@ -61,11 +61,11 @@ def run_id(job: str) -> str:
 
 
 def session_flags(python: str, project: str, settings: list[str]) -> tuple[str | None, dict[str, str]]:
-    """``--packages`` and ``--conf`` of ``python -m features.session`` for these overrides."""
-    done = subprocess.run([python, "-m", "features.session", *(f"--set={s}" for s in settings)],
+    """``--packages`` and ``--conf`` of ``python -m core.session`` for these overrides."""
+    done = subprocess.run([python, "-m", "core.session", *(f"--set={s}" for s in settings)],
                           cwd=project, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        raise AirflowFailException(f"features.session failed (exit {done.returncode}): {done.stderr.strip()}")
+        raise AirflowFailException(f"core.session failed (exit {done.returncode}): {done.stderr.strip()}")
     args = shlex.split(done.stdout)
     packages, conf = None, {}
     for flag, value in zip(args[::2], args[1::2]):
@@ -75,7 +75,7 @@ def session_flags(python: str, project: str, settings: list[str]) -> tuple[str |
             key, _, val = value.partition("=")
             conf[key] = val
         else:
-            raise AirflowFailException(f"unexpected flag {flag!r} from features.session")
+            raise AirflowFailException(f"unexpected flag {flag!r} from core.session")
     return packages, conf
 
 

@@ -28,9 +28,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from features import quality, tables
-from features.config import RAW_SOURCE_FORMATS as SOURCE_FORMATS
-from features.config import Config, ConfigError, IngestSettings, Lookup, RawLogSchema
+from core import tables
+from core.config import Config, ConfigError, IngestSettings, RawLogSchema
+from core.config_data import RAW_SOURCE_FORMATS as SOURCE_FORMATS
+from core.config_data import Lookup
+from features import quality
 
 log = logging.getLogger(__name__)
 

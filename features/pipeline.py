@@ -16,8 +16,10 @@ from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from features import quality, sampling, tables, transforms
-from features.config import Config
+from core import tables
+from core.config import Config
+from core.feature_table import dense_feature_names, feature_columns
+from features import quality, sampling, transforms
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +41,6 @@ class BuildResult:
         return {"input_rows": self.input_rows, "accepted_rows": self.accepted_rows,
                 "quarantined_rows": self.quarantined_rows, "feature_rows": self.feature_rows,
                 "splits": {d.isoformat(): s for d, s in self.day_split.items()}}
-
-
-def feature_columns(cfg: Config, present: list[str]) -> list[str]:
-    """The features table's column order (the contract read by training)."""
-    cats = [f"cat_{c}" for c in cfg.schema.categorical]
-    dense = [f"dense_{c}" for c in transforms.dense_feature_names(cfg)]
-    passthrough = [c for c in cfg.schema.passthrough if c in present]
-    return (["impression_id", "event_ts", "split", "slot", "slot_id", "modality", "label"] + cats + dense
-            + ["sample_weight"] + passthrough + ["build_run_id", "event_date"])
 
 
 def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date,
@@ -89,7 +82,7 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     train = with_hist.where(F.col("split") == "train")
     vocab = transforms.build_vocabularies(train, s.categorical, cfg.features.min_count)
     vocab = vocab.withColumn("run_id", F.lit(run_id)).persist(StorageLevel.MEMORY_AND_DISK)
-    dense_names = transforms.dense_feature_names(cfg)
+    dense_names = dense_feature_names(cfg)
     log1p = transforms.log1p_feature_names(cfg)
     stats = transforms.dense_statistics(train, dense_names, log1p)
 
@@ -109,7 +102,7 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
              *transforms.train_window(day_split))
 
     # The two date-range writes run together, then the three run tables, then the two counts:
-    # each pair or trio overlaps its Delta commits' driver-side waits (features.tables.concurrently).
+    # each pair or trio overlaps its Delta commits' driver-side waits (core.tables.concurrently).
     written = tables.concurrently({
         tables.QUARANTINE: lambda: tables.replace_date_range(
             quarantined, cfg.table(tables.QUARANTINE), "event_date", start, end, ["event_date"],

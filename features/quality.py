@@ -16,7 +16,8 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from features.config import Config, RawLogSchema
+from core.config import Config, RawLogSchema
+from core.feature_table import SPLITS, dense_column
 
 REASONS = "_reasons"
 RAW_ROW = "_raw_row"        # the row as read from a raw source, before type coercion (JSON)
@@ -223,13 +224,13 @@ def feature_expectations(cfg: Config) -> list:
 
     q, tax = cfg.quality, cfg.taxonomy
     modality_pairs = [(slot, m) for slot, m in tax.modality_of().items()]
-    dense_cols = [f"dense_{c}" for c in cfg.schema.dense]
+    dense_cols = [dense_column(c) for c in cfg.schema.dense]
     suite = [
         gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
         gx.expectations.ExpectColumnValuesToNotBeNull(column="impression_id"),
         gx.expectations.ExpectColumnValuesToBeUnique(column="impression_id"),
         gx.expectations.ExpectColumnValuesToNotBeNull(column="event_date"),
-        gx.expectations.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "validation", "test"]),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
         gx.expectations.ExpectColumnValuesToBeInSet(column="slot", value_set=list(tax.slot_names)),
         gx.expectations.ExpectColumnPairValuesToBeInSet(column_A="slot", column_B="modality",
                                                         value_pairs_set=modality_pairs,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from features import tables
-from features.config import Config
+from core import tables
+from core.config import Config
 
 
 def latest_run_sql(cfg: Config, job: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from features.columns import uniform
+from core.columns import uniform
 
 
 def stratum_rate(slot: Column, label: Column, rates: Mapping[tuple[str, int], float]) -> Column:

@@ -28,9 +28,9 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.columns import lookup, uniform
-from features.config import GeneratorSettings
-from features.slots import Taxonomy
+from core.columns import lookup, uniform
+from core.config import GeneratorSettings
+from core.slots import Taxonomy
 
 PLATFORMS = ("ios", "android", "web", "desktop", "tv")
 DEVICES = {"ios": "phone", "android": "phone", "web": "laptop", "desktop": "desktop", "tv": "tv"}

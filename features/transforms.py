@@ -11,27 +11,23 @@ from collections.abc import Mapping
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from features.columns import lookup
-from features.config import Config, SplitSettings
+from core.columns import lookup
+from core.config import Config, SplitSettings
+from core.feature_table import (
+    HISTORY_FEATURES,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    categorical_column,
+    dense_column,
+    history_feature_names,
+)
 
-SPLITS = ("train", "validation", "test")
 OOV_INDEX = 0
-# Point-in-time aggregates: (entity role, per modality?) -> dense feature stems.
-HISTORY_FEATURES = ("user_modality_impressions", "user_modality_clicks", "user_modality_ctr",
-                    "ad_impressions", "ad_clicks", "ad_ctr")
 _CTR_PRIOR_IMPRESSIONS = 20.0   # smoothing: ctr = (clicks + prior_ctr * k) / (impressions + k)
 _CTR_PRIOR = 0.01
 # Vocabularies up to this many values are broadcast to every task (~100 bytes a value).
 BROADCAST_MAX_VALUES = 2_000_000
-
-
-def history_feature_names(cfg: Config) -> tuple[str, ...]:
-    return tuple(f"hist_{stem}_{cfg.features.history_days}d" for stem in HISTORY_FEATURES)
-
-
-def dense_feature_names(cfg: Config) -> tuple[str, ...]:
-    """Every dense input of the model, in column order (raw dense first, then history)."""
-    return cfg.schema.dense + history_feature_names(cfg)
 
 
 def log1p_feature_names(cfg: Config) -> tuple[str, ...]:
@@ -50,7 +46,7 @@ def assign_splits(start: dt.date, end: dt.date, splits: SplitSettings) -> dict[d
             f"date range {start}..{end} has {len(days)} day(s); it needs more than "
             f"splits.validation_days + splits.test_days = {held_out} to leave a train day")
     n_train = len(days) - held_out
-    labels = ["train"] * n_train + ["validation"] * splits.validation_days + ["test"] * splits.test_days
+    labels = [TRAIN] * n_train + [VALIDATION] * splits.validation_days + [TEST] * splits.test_days
     return dict(zip(days, labels))
 
 
@@ -182,12 +178,12 @@ def encode_categoricals(df: DataFrame, vocabularies: DataFrame, columns: tuple[s
     out = df
     for c in columns:
         vocab = vocabularies.where(F.col("feature") == c).select(
-            F.col("value").alias(f"_v_{c}"), F.col("index").alias(f"cat_{c}"))
+            F.col("value").alias(f"_v_{c}"), F.col("index").alias(categorical_column(c)))
         if sizes.get(c, 0) <= BROADCAST_MAX_VALUES:
             vocab = F.broadcast(vocab)
         out = (out.join(vocab, F.col(c).cast("string") == F.col(f"_v_{c}"), "left")
                .drop(f"_v_{c}")
-               .withColumn(f"cat_{c}", F.coalesce(F.col(f"cat_{c}"), F.lit(OOV_INDEX))))
+               .withColumn(categorical_column(c), F.coalesce(F.col(categorical_column(c)), F.lit(OOV_INDEX))))
     return out
 
 
@@ -216,5 +212,5 @@ def scale_dense(df: DataFrame, stats: DataFrame, log1p: tuple[str, ...]) -> Data
     for r in stats.collect():
         std = r["std"] if r["std"] and r["std"] > 1e-9 else 1.0
         scaled = (_pre_scale(r["feature"], log1p) - F.lit(r["mean"])) / F.lit(std)
-        out = out.withColumn(f"dense_{r['feature']}", scaled.cast("float"))
+        out = out.withColumn(dense_column(r["feature"]), scaled.cast("float"))
     return out

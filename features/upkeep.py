@@ -18,8 +18,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from features import tables
-from features.config import Config
+from core import tables
+from core.config import Config
 
 
 def retention_properties(days: float) -> dict[str, str]:

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from features.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 
 log = logging.getLogger("camoe")
 # the project's own loggers print INFO (build steps, counts); every other library WARNING and up
@@ -84,7 +84,7 @@ def resolve_date_range(args: argparse.Namespace, cfg, spark=None) -> tuple[dt.da
         start = start or cfg.generator.start_date
         end = end or (start + dt.timedelta(days=cfg.generator.days - 1))
     elif start is None or end is None:
-        from features import tables
+        from core import tables
         first, last = tables.log_date_range(spark, cfg)
         start, end = start or first, end or last
     if end < start:
@@ -133,8 +133,8 @@ def load_job_config(job: str, args: argparse.Namespace):
 def start_spark(job: str, cfg):
     """The platform's SparkSession for ``job``; None, after one readable line on stderr, when it
     cannot start (the caller exits 1)."""
-    from features import faults
-    from features.session import build_spark
+    from core import faults
+    from core.session import build_spark
 
     try:
         faults.claim_job()                   # the reliability tests' kill points (off unless armed)
@@ -148,8 +148,9 @@ def run_recorded(spark, cfg, job: str, run: Callable, args: argparse.Namespace,
                  started: float | None = None) -> int:
     """Run one job's ``run`` on a started session and record it in the runs table (succeeded,
     or failed with the error); a failure is one readable line on stderr and exit code 1."""
-    from features import faults
-    from features.tables import CONSTRAINTS, RunRecord, ensure_constraints, new_run_id, record_run
+    from core import faults
+    from core.lineage import RunRecord, new_run_id, record_run
+    from core.tables import CONSTRAINTS, ensure_constraints
 
     faults.enter_job(job)
     started = started or time.time()
@@ -179,7 +180,7 @@ def run_recorded(spark, cfg, job: str, run: Callable, args: argparse.Namespace,
 
 
 def _try_record(spark, cfg, record, status: str) -> None:
-    from features.tables import record_run
+    from core.lineage import record_run
     try:
         record_run(spark, cfg, record, status)
     except Exception:  # noqa: BLE001 - recording must not hide the original error

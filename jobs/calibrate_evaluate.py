@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
 
 def run(spark, cfg, args, record) -> int:
     from calibration.evaluate import evaluate_run, track_evaluation
-    from features import tables
+    from core import tables
     from features.reports import slot_metrics_sql
 
     summary = evaluate_run(spark, cfg, record.run_id, args.train_run_id, args.baseline_run_id)

@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
 
 
 def run(spark, cfg, args, record) -> int:
-    from features import tables
+    from core import tables
     from features.synthetic import generate_impressions
 
     for flag in ("days", "rows_per_day"):

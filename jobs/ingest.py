@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from features.config import RAW_SOURCE_FORMATS
+from core.config_data import RAW_SOURCE_FORMATS
 from jobs._cli import UsageError, date_range_arguments, log, main
 
 

@@ -18,7 +18,8 @@ def add_arguments(parser) -> None:
 
 
 def run(spark, cfg, args, record) -> int:
-    from features import tables, upkeep
+    from core import tables
+    from features import upkeep
 
     names = args.tables.split(",") if args.tables else list(tables.WRITTEN_BY)
     unknown = sorted(set(names) - set(tables.WRITTEN_BY))

@@ -30,8 +30,8 @@ def run(spark, cfg, args, record) -> int:
     from pyspark.sql import functions as F
 
     from calibration import auction
-    from features import tables
-    from features.columns import lookup
+    from core import tables
+    from core.columns import lookup
 
     settings = cfg.require("auction", "replay_auction", "the replayed auctions' bids, pacing, pods and the raw "
                            "log's focus and campaign columns")

@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 
 
 def run(spark, cfg, args, record) -> int:
-    from features import tables
+    from core import tables
     from features.reports import slot_summary_sql
 
     tables.require_table(spark, cfg.table(tables.FEATURES))  # else Spark's TABLE_OR_VIEW_NOT_FOUND dump

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from features import tables
-from features.config import Config
+from core import tables
+from core.config import Config
 from features.synthetic import generate_impressions
 
 
@@ -54,7 +54,7 @@ STARTER_COLUMNS = ("impression_id", "event_ts", "slot", "clicked", "user_id", "a
 
 def own_log(spark: SparkSession, start: dt.date, days: int, rows_per_day: int) -> DataFrame:
     """A generated log cut to the starter conf's columns: what a team's own log looks like."""
-    from features.config import load_config
+    from core.config import load_config
 
     default = load_config()
     return generate_impressions(spark, default.generator, default.taxonomy, start_date=start, days=days,

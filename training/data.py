@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SPLITS = ("train", "validation", "test")
+from core.feature_table import SPLITS, model_input_columns
 
 
 # ----------------------------------------------------------------------------- snapshot
@@ -110,10 +110,8 @@ def load_snapshot(spark, table: str, version: int, split: str) -> Snapshot:
 def feature_layout(spark, cfg, snapshot: Snapshot, slot_features: Sequence[str] = ("slot",)) -> FeatureLayout:
     """Column order from conf; vocabulary sizes from the build that wrote the snapshot; the
     slot inputs from the taxonomy the build stored as ``slot_id``."""
-    from features import tables, transforms
-
-    categorical = tuple(f"cat_{c}" for c in cfg.schema.categorical)
-    dense = tuple(f"dense_{c}" for c in transforms.dense_feature_names(cfg))
+    from core import tables
+    categorical, dense = model_input_columns(cfg)
     sizes = {r.feature: int(r.size) for r in spark.sql(
         f"SELECT feature, MAX(index) + 1 AS size FROM {cfg.table(tables.VOCABULARIES)} "
         f"WHERE run_id = '{snapshot.build_run_id}' GROUP BY feature").collect()}

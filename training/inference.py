@@ -417,7 +417,7 @@ def partition_values(path: str, location: str) -> dict[str, str | None] | None:
 
 
 def raw_files_untrusted(table) -> str | None:
-    """Why ``table`` (``features.tables.TableFiles``) must be read through Spark, not from its
+    """Why ``table`` (``core.tables.TableFiles``) must be read through Spark, not from its
     Parquet files by pyarrow; None when its files can be trusted."""
     if table.format != "delta":
         kind = "a view (or a table DESCRIBE DETAIL refuses)" if table.format is None else f"a {table.format} table"
@@ -600,14 +600,14 @@ def score_table(spark, table, artifact_dir, slot_shift: Mapping[str, float],
                 temperatures: Mapping[str, float] | None, keep: Sequence[str],
                 selection: RowSelection = RowSelection(), masked_experts: bool = False,
                 rows_per_batch: int = 4096):
-    """The selected rows of ``table`` (``features.tables.table_files``: one Delta snapshot's files, or
+    """The selected rows of ``table`` (``core.tables.table_files``: one Delta snapshot's files, or
     whatever else the name holds), scored: their ``keep`` columns plus task, logit, pctr_raw, pctr
     (+ masked_pctr), as ``score_dataframe`` gives them.
 
     Read from the snapshot's Parquet files by the Python tasks (``score_files``) when the files
     can be trusted; otherwise (``raw_files_untrusted`` says why, in one warning) through Spark's
     reader and ``score_dataframe``, which applies deletion vectors, column mapping and views."""
-    from features import tables
+    from core import tables
 
     reason = raw_files_untrusted(table)
     if reason is None:

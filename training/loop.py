@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from calibration.metrics import average_precision
-from features import faults
+from core import faults
+from core.metrics import average_precision
 from training import checkpoints
 from training.data import Batch, DataFile, FeatureLayout, ShardPlan, iterate_batches
 from training.loss import combine, loss_terms, own_task_logit, task_weights
@@ -47,8 +47,8 @@ CORRECTION_LOSS_WEIGHT = "loss_weight"      # trained with 1/rate example weight
 class TrainJob:
     """Everything a worker needs; pickled to Spark tasks / torchrun processes."""
     run_id: str
-    model: Any                        # features.config.ModelSettings
-    training: Any                     # features.config.TrainingSettings
+    model: Any                        # core.config.ModelSettings
+    training: Any                     # core.config.TrainingSettings
     layout: FeatureLayout
     tasks: tuple[str, ...]
     slot_to_task: tuple[int, ...]     # slot index -> task index under the model's grouping
@@ -384,7 +384,7 @@ def load_artifact(out_dir: str | Path) -> tuple[nn.Module, dict]:
 
 
 def model_from_state(description: dict, state_dict: dict) -> nn.Module:
-    from features.config import ModelSettings
+    from core.config import ModelSettings
 
     m = description["model"]
     settings = ModelSettings(**{**m, "expert_hidden": tuple(m["expert_hidden"]),

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from features.config import ALM_NORMALIZATIONS
+from core.config_models import ALM_NORMALIZATIONS
 
 
 def task_weights(num_tasks: int, weights: Sequence[float] | None = None) -> Tensor:

@@ -230,7 +230,7 @@ class WideAndDeep(nn.Module):
 
 
 def build_model(settings, spec: FeatureSpec, num_tasks: int) -> nn.Module:
-    """The model a conf/models.yaml entry describes (``settings``: features.config.ModelSettings)."""
+    """The model a conf/models.yaml entry describes (``settings``: core.config.ModelSettings)."""
     if settings.architecture == "wide_deep":
         if num_tasks != 1:
             raise ValueError(f"model {settings.name!r}: wide_deep is single-task; use a grouping "

@@ -5,8 +5,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from features import tables
-from features.config import Config
+from core import tables
+from core.config import Config
 from features.sampling import build_logit_shift
 from training.data import feature_layout, load_snapshot, plan_shards
 from training.loop import TrainJob, save_artifact, train_worker, worker_batch_size

@@ -112,7 +112,7 @@ def delta_source(table: str, version: int):
 
 
 def _code_tags() -> dict[str, str]:
-    from features.tables import code_version
+    from core.lineage import code_version
 
     version = code_version()
     tags = {"camoe.code_version": version}
@@ -270,7 +270,7 @@ def resolve_model(cfg, model_uri: str, download_dir: Path) -> ResolvedModel:
 if __name__ == "__main__":      # `python -m training.tracking [--conf-dir DIR] [--set k=v]`: the store's URI
     import argparse
 
-    from features.config import load_config
+    from core.config import load_config
 
     parser = argparse.ArgumentParser(description="print the MLflow tracking URI the jobs use")
     parser.add_argument("--conf-dir")

@@ -12,7 +12,7 @@ from tests.helpers import built_lake, recreate_database
 
 @pytest.fixture(scope="session")
 def spark(make_config):
-    from features.session import build_spark
+    from core.session import build_spark
     session = build_spark(make_config(), app_name="camoe-tests")
     yield session
     session.stop()

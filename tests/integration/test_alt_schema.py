@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from features import tables
+from core import tables
 from features.pipeline import build_features, validate_tables
 from tests.helpers import write_raw
 

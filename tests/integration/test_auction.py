@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from calibration import auction
-from features.columns import uniform
+from core.columns import uniform
 
 T0 = dt.datetime(2026, 1, 10, 12, 0, 0)          # on a 15-minute boundary
 CANDIDATE = ("impression_id string, event_ts timestamp, slot string, modality string, focus_state string, "
@@ -236,8 +236,8 @@ def test_missing_predictions_name_the_model_and_the_job_to_run(spark):
 def test_replay_job_writes_table_6_rows_and_names_a_model_without_predictions(spark, fresh_db):
     import argparse
 
-    from features import tables
-    from features.tables import RunRecord
+    from core import tables
+    from core.lineage import RunRecord
     from jobs import replay_auction
     from tests.helpers import generated, write_raw
 

@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from features import tables
+from core import tables
 from features.pipeline import build_features
 from features.quality import EmptyInputError, SchemaDriftError
 from tests.helpers import generated, write_raw

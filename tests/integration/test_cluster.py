@@ -131,7 +131,7 @@ def _stores(lake: Path) -> list[str]:
 def _submit(lake: Path, master: str, job: str, *args: str) -> subprocess.CompletedProcess:
     """spark-submit one job the way the README shows, against `master`, into `lake`."""
     conf = [*_stores(lake), *COMMON]
-    flags = subprocess.run([sys.executable, "-m", "features.session", *conf], cwd=ROOT, env=_env(),
+    flags = subprocess.run([sys.executable, "-m", "core.session", *conf], cwd=ROOT, env=_env(),
                            capture_output=True, text=True, timeout=120, check=True).stdout.split()
     resources = ["--executor-memory", "1g", "--total-executor-cores", "2"] if master.startswith("spark://") else []
     cmd = [str(BIN / "spark-submit"), "--master", master, *flags, "--driver-memory", "1g", *resources,

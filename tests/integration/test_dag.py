@@ -146,7 +146,7 @@ def daily_run(dag_lake):
     done, states = _dags_test(dag_lake, PARAMS)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     python_env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    flags = subprocess.run([sys.executable, "-m", "features.session", *(f"--set={s}" for s in settings)],
+    flags = subprocess.run([sys.executable, "-m", "core.session", *(f"--set={s}" for s in settings)],
                            cwd=ROOT, env=python_env, capture_output=True, text=True, check=True).stdout.split()
     query = " UNION ALL ".join([
         "SELECT 'features' k, CAST(COUNT(*) AS STRING) v FROM camoe.features",

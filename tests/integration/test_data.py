@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import pytest
 import torch
 
-from features import tables
+from core import tables
 from features.pipeline import build_features
 from tests.helpers import built_lake
 from training.data import DataFile, feature_layout, iterate_batches, load_snapshot, make_reader, plan_shards

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from features import tables
+from core import tables
 
 
 def test_delta_round_trip_time_travel_and_idempotent_date_replace(spark, fresh_db):

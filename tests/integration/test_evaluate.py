@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from features import tables
+from core import lineage, tables
 from features.reports import slot_metrics_sql
 from tests.helpers import built_lake
 from training.data import FeatureLayout, load_snapshot
@@ -27,7 +27,7 @@ def _metrics(spark, cfg, result, model):
 
 def test_spark_inference_scores_exactly_like_the_training_loop(spark, experiment):
     cfg, result = experiment
-    artifact = tables.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"]
+    artifact = lineage.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"]
     model, description = load_artifact(artifact)
     layout = FeatureLayout.from_dict(description["layout"])
     validation = load_snapshot(spark, cfg.table(tables.FEATURES), description["features_version"], "validation")
@@ -48,7 +48,7 @@ def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, mod
     agree to float32 rounding: MKL's float32 logits can move by an ulp or two with the number of
     rows per model call, and Spark's Arrow batches slice the rows differently from one frame."""
     cfg, _ = experiment
-    artifact = tables.find_train_run(spark, cfg, f"exp1-train-{model_name}-seed17")["artifact"]
+    artifact = lineage.find_train_run(spark, cfg, f"exp1-train-{model_name}-seed17")["artifact"]
     model, description = load_artifact(artifact)
     layout = FeatureLayout.from_dict(description["layout"])
     shift = {s: 0.25 * i - 1.0 for i, s in enumerate(layout.slots)}
@@ -114,7 +114,7 @@ def test_slot_metrics_hold_every_segment_with_oracle_and_change_vs_baseline(spar
 
 
 def test_label_free_and_ceiling_columns_equal_the_numpy_metrics_of_the_predictions(spark, experiment):
-    from calibration.metrics import (
+    from core.metrics import (
         excess_log_loss,
         normalized_entropy,
         signal_fraction,
@@ -267,7 +267,7 @@ def test_the_sampling_ablation_trains_on_every_train_row_and_restores_the_config
 def test_an_unknown_training_run_is_a_readable_error(spark, experiment):
     cfg, _ = experiment
     with pytest.raises(LookupError, match="no succeeded training run 'nope'.*run jobs/train.py first"):
-        tables.find_train_run(spark, cfg, "nope")
+        lineage.find_train_run(spark, cfg, "nope")
 
 
 def test_batch_scoring_serves_the_pctr_that_was_evaluated(spark, experiment):
@@ -290,10 +290,10 @@ def test_scoring_an_uncalibrated_model_says_what_to_run(spark, experiment):
     from calibration.scoring import score_run
 
     cfg, _ = experiment
-    record = tables.RunRecord(run_id="uncalibrated", job="train",
-                              outputs={"model_artifact": tables.find_train_run(spark, cfg, "exp1-train-camoe-seed17")
+    record = lineage.RunRecord(run_id="uncalibrated", job="train",
+                              outputs={"model_artifact": lineage.find_train_run(spark, cfg, "exp1-train-camoe-seed17")
                                        ["artifact"]}, metrics={"model": "camoe"})
-    tables.record_run(spark, cfg, record)
+    lineage.record_run(spark, cfg, record)
     with pytest.raises(LookupError, match="uncalibrated has no temperatures.*calibrate_evaluate.py"):
         score_run(spark, cfg, "score-2", "uncalibrated")
 
@@ -305,7 +305,7 @@ def test_a_unimodal_model_is_validated_calibrated_and_evaluated_on_its_own_slots
     cfg, _ = experiment
     _, _, artifact = train(spark, cfg, "uni-train", model_name="unimodal_video", backend="local", num_proc=1,
                            epochs=1)
-    tables.record_run(spark, cfg, tables.RunRecord(run_id="uni-train", job="train",
+    lineage.record_run(spark, cfg, lineage.RunRecord(run_id="uni-train", job="train",
                                                    outputs={"model_artifact": str(artifact)},
                                                    metrics={"model": "unimodal_video"}))
     evaluate_run(spark, cfg, "uni-eval", "uni-train")

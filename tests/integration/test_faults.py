@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from features import tables
+from core import tables
 from tests.helpers import built_lake
 from training.runner import prepare
 

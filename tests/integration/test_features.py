@@ -8,7 +8,8 @@ import pytest
 from pyspark.sql import Row, Window
 from pyspark.sql import functions as F
 
-from features import tables, transforms
+from core import feature_table, tables
+from features import transforms
 from features.pipeline import build_features
 from tests.helpers import built_lake, generated, write_raw
 
@@ -158,7 +159,7 @@ def _sliding_window_history(df, cfg):
     label = F.col(s.label).cast("double")
     user_w = Window.partitionBy(s.user, "modality").orderBy(seconds).rangeBetween(-days * 86400, -1)
     ad_w = Window.partitionBy(s.ad).orderBy(seconds).rangeBetween(-days * 86400, -1)
-    n = dict(zip(transforms.HISTORY_FEATURES, transforms.history_feature_names(cfg)))
+    n = dict(zip(feature_table.HISTORY_FEATURES, feature_table.history_feature_names(cfg)))
     return (df
             .withColumn(n["user_modality_impressions"], F.count(F.lit(1)).over(user_w).cast("double"))
             .withColumn(n["user_modality_clicks"], F.coalesce(F.sum(label).over(user_w), F.lit(0.0)))
@@ -186,7 +187,7 @@ def test_history_equals_the_sliding_window_definition_at_every_edge(spark, make_
              for i, o in enumerate(offsets)]
     df = transforms.with_modality(logs.unionByName(spark.createDataFrame(edges, logs.schema)), cfg,
                                   cfg.schema.slot).cache()
-    columns = ["impression_id", *transforms.history_feature_names(cfg)]
+    columns = ["impression_id", *feature_table.history_feature_names(cfg)]
     new = transforms.with_history(df, cfg).select(columns).cache()
     old = _sliding_window_history(df, cfg).select(columns)
     assert new.count() == df.count() == 20_000 + len(edges)

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from features import tables
+from core import lineage, tables
 from training.inference import RowSelection, raw_files_untrusted, score_dataframe, score_table, selected_files
 from training.loop import load_artifact
 
@@ -18,7 +18,7 @@ KEEP = ["impression_id", "event_date", "slot", "label"]
 def trained(spark, experiment):
     """The evaluation suite's camoe (tests/conftest.py ``experiment``): (cfg, artifact, description)."""
     cfg, _ = experiment
-    artifact = tables.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"]
+    artifact = lineage.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"]
     _, description = load_artifact(artifact)
     return cfg, artifact, description
 

@@ -9,7 +9,7 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from features import tables
+from core import tables
 from features.ingest import RawSource, SourceError, ingest
 from features.quality import SchemaDriftError
 from tests.helpers import STARTER_COLUMNS, STARTER_CONF, own_log

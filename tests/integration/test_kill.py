@@ -4,7 +4,7 @@ writes (build_features, calibrate_evaluate), right after a commit, and in the mi
 training epoch, then re-run: no partial version is ever read, training resumes from its last
 readable checkpoint, and the re-runs' tables and weights equal an uninterrupted run's. The re-run
 of the build is two builds of the same days started at once: one commits, the other is refused by
-name. The kill points are features/faults.py's hooks. MLflow is off here (tests/test_dag.py and
+name. The kill points are core/faults.py's hooks. MLflow is off here (tests/test_dag.py and
 tests/test_mlflow.py cover it): each job would only pay its import."""
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
-from features.config import load_config
-from features.faults import KILL_ENV
+from core.config import load_config
+from core.faults import KILL_ENV
 from features.synthetic import generate_impressions
 from training.checkpoints import checkpoints
 from training.loop import load_artifact
@@ -43,7 +43,7 @@ class Lake:
                      f"--set=storage.artifacts_dir={root}/artifacts", "--set=spark.master=local[2]",
                      "--set=spark.shuffle_partitions=4", "--set=mlflow.enabled=false"]
         self.env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-        self.flags = subprocess.run([sys.executable, "-m", "features.session", "--local-jars", *self.sets], cwd=ROOT,
+        self.flags = subprocess.run([sys.executable, "-m", "core.session", "--local-jars", *self.sets], cwd=ROOT,
                                     env=self.env, capture_output=True, text=True, check=True).stdout.split()
 
     def submit(self, job: str, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from features.session import _derby_locked_elsewhere
+from core.session import _derby_locked_elsewhere
 
 HOLD = """
 import fcntl, sys, time

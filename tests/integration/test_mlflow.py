@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from calibration.evaluate import downsampling_shift, latest_temperatures
 from calibration.scoring import score_run
-from features import tables
+from core import lineage, tables
 from training import tracking
 from training.loop import artifact_description
 from training.mlflow_model import input_columns
@@ -29,7 +29,7 @@ def tracked(spark, experiment, tmp_path_factory):
     cfg, _ = experiment
     cfg = dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage,
                                                                artifacts_dir=tmp_path_factory.mktemp("artifacts")))
-    train = tables.find_train_run(spark, cfg, TRAIN_RUN)
+    train = lineage.find_train_run(spark, cfg, TRAIN_RUN)
     description = artifact_description(train["artifact"])
     mlflow_run = tracking.log_training(cfg, TRAIN_RUN, train["artifact"], description)
     evaluation_run, temperatures = latest_temperatures(spark, cfg, TRAIN_RUN)
@@ -57,7 +57,7 @@ def test_a_training_run_is_logged_with_its_settings_epochs_delta_input_and_model
     assert tracking.tracking_uri(cfg) == f"sqlite:///{cfg.storage.artifacts_dir.resolve()}/mlflow/mlflow.db"
     run = client.get_run(mlflow_run)
     assert run.info.run_name == TRAIN_RUN and run.data.tags[tracking.RUN_ID_TAG] == TRAIN_RUN
-    assert run.data.tags["camoe.code_version"] == tables.code_version()
+    assert run.data.tags["camoe.code_version"] == lineage.code_version()
     params = run.data.params
     assert params["model.name"] == "camoe" and params["model.alm"] == "True"
     assert params["training.batch_size"] == "256"

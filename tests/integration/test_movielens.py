@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from features import tables
+from core import tables
 from jobs import experiments, ingest, pipeline
 from jobs._cli import main as job_main
 from tests.helpers import MOVIELENS_CONF, MOVIELENS_DATA

@@ -8,7 +8,7 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from calibration.evaluate import NO_POSITIVES_NOTE
-from features import tables
+from core import tables
 from jobs import experiments, generate_logs, ingest, pipeline, replay_auction
 from jobs._cli import main as job_main
 from tests.helpers import STARTER_CONF, own_log

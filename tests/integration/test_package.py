@@ -58,7 +58,7 @@ def test_packaged_jobs_run_from_dist_alone_in_another_directory(tmp_path):
     assert {p.name for p in (dist / "jobs").glob("*.py")} == {p.name for p in JOBS}
     bundle = dist / "camoe-jobs.zip"
     names = set(zipfile.ZipFile(bundle).namelist())
-    sources = {str(p.relative_to(ROOT)) for pkg in ("features", "training", "calibration", "jobs")
+    sources = {str(p.relative_to(ROOT)) for pkg in ("core", "features", "training", "calibration", "jobs")
                for p in (ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts}
     assert sources <= names, f"missing from the zip: {sorted(sources - names)}"
 
@@ -89,7 +89,7 @@ def test_packaged_jobs_run_from_dist_alone_in_another_directory(tmp_path):
     # dist/conf are relative, so the tables land beside it (dist/warehouse, dist/metastore)
     sets = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=4",
             "--set", "generator.days=5", "--set", "generator.rows_per_day=3000"]
-    flags = subprocess.run([str(python), "-m", "features.session", "--conf-dir", "../dist/conf", *sets],
+    flags = subprocess.run([str(python), "-m", "core.session", "--conf-dir", "../dist/conf", *sets],
                            env={**env, "PYTHONPATH": "../dist/camoe-jobs.zip"}, cwd=cwd, capture_output=True,
                            text=True, timeout=120)
     assert flags.returncode == 0, flags.stderr[-2000:]

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import pytest
 from pyspark.sql import functions as F
 
-from features import tables
+from core import tables
 from features.pipeline import build_features, validate_tables
 from features.quality import GX_PROJECT, data_docs_index
 from jobs import validate as validate_job

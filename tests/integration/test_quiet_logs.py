@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from features.session import SPARK_LOG_ENV
+from core.session import SPARK_LOG_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -25,7 +25,7 @@ def test_generate_logs_through_spark_submit_prints_no_spark_info_ivy_report_or_t
                  "--set=generator.days=1", "--set=generator.rows_per_day=200"]
     env = {k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV}
     env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
-    flags = subprocess.run([sys.executable, "-m", "features.session", "--local-jars", *overrides], cwd=ROOT,
+    flags = subprocess.run([sys.executable, "-m", "core.session", "--local-jars", *overrides], cwd=ROOT,
                            env=env, capture_output=True, text=True, check=True, timeout=900).stdout.split()
     done = subprocess.run([str(BIN / "spark-submit"), *flags, str(ROOT / "jobs" / "generate_logs.py"),
                            "--burn-in-days=0", *overrides], cwd=tmp_path, env=env, capture_output=True,

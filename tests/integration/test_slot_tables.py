@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calibration.metrics import ECE_SCHEMES, excess_log_loss, reliability_bins, score_metrics, signal_fraction
+from core.metrics import ECE_SCHEMES, excess_log_loss, reliability_bins, score_metrics, signal_fraction
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

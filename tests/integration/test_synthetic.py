@@ -212,7 +212,7 @@ def _fit_logistic(index: np.ndarray, dense: np.ndarray, labels: np.ndarray, size
 
 @pytest.mark.slow
 def test_a_learner_given_the_true_structure_reaches_the_ceiling(spark, make_config):
-    from calibration.metrics import signal_gain
+    from core.metrics import signal_gain
 
     cfg = make_config()
     train, names = _design(generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=dt.date(2026, 2, 2),

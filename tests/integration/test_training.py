@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.metrics import average_precision
-from features import tables
+from core import tables
+from core.metrics import average_precision
 from training.data import load_snapshot
 from training.loop import load_artifact, score
 from training.runner import prepare, train

@@ -8,7 +8,8 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from features import tables, upkeep
+from core import lineage, tables
+from features import upkeep
 from jobs import maintain
 from jobs._cli import main as job_main
 
@@ -57,9 +58,9 @@ def test_vacuum_keeps_the_versions_a_model_was_trained_on_and_removes_the_rest(s
     first = tables.latest_version(spark, features) - 2
     model = tmp_path / "model"
     model.mkdir()
-    run = tables.RunRecord("train-1", "train", inputs={tables.FEATURES: first},
+    run = lineage.RunRecord("train-1", "train", inputs={tables.FEATURES: first},
                            outputs={"model_artifact": str(model)})
-    tables.record_run(spark, cfg, run)
+    lineage.record_run(spark, cfg, run)
     assert upkeep.protected_versions(spark, cfg) == {tables.FEATURES: {first}}
 
     kept = upkeep.maintain_table(spark, features, 0, {first}, ("slot",))

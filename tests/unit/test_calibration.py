@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from calibration.metrics import average_precision, expected_calibration_error
 from calibration.temperature import apply_temperatures, downsampling_logit_shift, fit_temperatures
+from core.metrics import average_precision, expected_calibration_error
 
 
 def _logits_with_temperature(temperatures, n=150_000, seed=0):

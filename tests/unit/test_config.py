@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from features.config import PROJECT_ROOT, ConfigError, load_config
+from core.config import PROJECT_ROOT, ConfigError, load_config
 
 
 def test_default_config_loads_with_the_papers_taxonomy():

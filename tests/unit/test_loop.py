@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.metrics import average_precision
-from features.config import load_config
+from core.config import load_config
+from core.metrics import average_precision
 from training.data import Batch, FeatureLayout
 from training.distributed import Communicator
 from training.loop import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calibration.bootstrap import BootstrapInterval, bootstrap_metric, paired_bootstrap
-from calibration.metrics import (
+from core.metrics import (
     ECE_SCHEMES,
     average_precision,
     bin_edges,

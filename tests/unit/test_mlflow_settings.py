@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from features.config import ConfigError
+from core.config import ConfigError
 from training import tracking
 
 TRAIN_RUN = "exp1-train-camoe-seed17"

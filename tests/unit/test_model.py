@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from features.config import load_config
+from core.config import load_config
 from training.loss import combine, loss_terms, multitask_bce, own_task_logit, task_weights
 from training.model import (
     Experts,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from calibration.metrics import reliability_bins, wilson_interval
 from calibration.plots import bin_intervals, reliability_diagrams
+from core.metrics import reliability_bins, wilson_interval
 
 
 def _calibration_bins(seed: int = 0) -> pd.DataFrame:

@@ -169,7 +169,7 @@ def test_masked_expert_scores_become_variants_judged_only_by_the_masking_claims(
 
 def test_a_sampling_variant_raises_negative_rates_to_the_floor_and_keeps_positives():
     from calibration.experiments import sampling_entry, sampling_variant
-    from features.config import SamplingSettings
+    from core.config import SamplingSettings
 
     configured = SamplingSettings(seed=11, rates={("stream_audio", 0): 0.1, ("stream_audio", 1): 1.0,
                                                   ("stream_video", 0): 1.0, ("stream_video", 1): 0.8})

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from features.config import load_config
-from features.session import SPARK_LOG_ENV, package_jars, spark_conf, spark_submit_args
+from core.config import load_config
+from core.session import SPARK_LOG_ENV, package_jars, spark_conf, spark_submit_args
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -40,7 +40,7 @@ def test_every_spark_submit_flag_is_one_shell_word():
 
 
 def test_local_jars_come_from_a_cached_resolution_when_its_files_exist(tmp_path, monkeypatch):
-    import features.session as session
+    import core.session as session
 
     cfg = load_config()
     jars = [tmp_path / "a.jar", tmp_path / "b.jar"]

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from features.config import Config, ConfigError
+from core.config import Config, ConfigError
 
 
 def spark_conf(cfg: Config) -> dict[str, str]:
@@ -65,7 +65,7 @@ def _logging_conf(cfg: Config) -> dict[str, str]:
     """Point driver and executor JVMs at conf/log4j2.properties (read at JVM launch).
 
     Every value is one shell word: the Makefile, the DAG and the tests split
-    ``python -m features.session``'s output on spaces, and the driver's extraJavaOptions already
+    ``python -m core.session``'s output on spaces, and the driver's extraJavaOptions already
     holds derby.system.home, so the driver's option goes into ``spark.driver.defaultJavaOptions``
     (Spark prepends it to extraJavaOptions). The file reads CAMOE_SPARK_LOG from the
     environment; executors on a cluster get it through spark.executorEnv."""
@@ -159,7 +159,7 @@ def check_metastore(spark, cfg: Config) -> None:
     """Refuse a driver whose embedded metastore is not this configuration's.
 
     Derby's home is a JVM option, fixed when spark-submit starts the driver: a job launched with
-    another conf folder's flags (``features.session --local-jars`` without the job's
+    another conf folder's flags (``core.session --local-jars`` without the job's
     ``--conf-dir``) would write its Delta files under this conf's warehouse but register the
     tables in the other conf's metastore, where the next job would not find them."""
     if any(key in cfg.spark.conf for key in _EXTERNAL_METASTORE_KEYS):
@@ -170,7 +170,7 @@ def check_metastore(spark, cfg: Config) -> None:
         raise ConfigError(
             f"this Spark driver's metastore is {Path(home).resolve()}, but the configuration read "
             f"says storage.metastore_dir {expected}: launch the job with the same conf flags, e.g. "
-            "spark-submit $(python -m features.session --local-jars --conf-dir DIR) jobs/JOB.py --conf-dir DIR")
+            "spark-submit $(python -m core.session --local-jars --conf-dir DIR) jobs/JOB.py --conf-dir DIR")
 
 
 _EXTERNAL_METASTORE_KEYS = ("spark.hadoop.hive.metastore.uris", "spark.hadoop.javax.jdo.option.ConnectionURL")
@@ -251,24 +251,24 @@ def _resolve_packages(ivy: Mapping[str, str]) -> list[str] | None:
             done = subprocess.run([str(submit), *flags, str(script)], capture_output=True, text=True,
                                   env=env, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            print(f"features.session: could not resolve {ivy['spark.jars.packages']}: {exc}", file=sys.stderr)
+            print(f"core.session: could not resolve {ivy['spark.jars.packages']}: {exc}", file=sys.stderr)
             return None
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("CAMOE_JARS=")), None)
     uris = [u for u in (line or "").removeprefix("CAMOE_JARS=").split(",") if u]
     jars = [unquote(urlparse(u).path) if u.startswith("file:") else u for u in uris]
     if done.returncode != 0 or not jars or not all(Path(j).is_file() for j in jars):
-        print(f"features.session: resolving {ivy['spark.jars.packages']} failed (exit {done.returncode}); "
+        print(f"core.session: resolving {ivy['spark.jars.packages']} failed (exit {done.returncode}); "
               f"spark-submit will resolve them itself:\n{done.stderr[-3000:]}", file=sys.stderr)
         return None
     return jars
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m features.session`` prints the spark-submit flags for the given conf."""
+    """``python -m core.session`` prints the spark-submit flags for the given conf."""
     import argparse
     import shlex
 
-    from features.config import load_config
+    from core.config import load_config
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--conf-dir")
