@@ -1,4 +1,4 @@
-"""Temperature scaling and the down-sampling correction, on synthetic logits with known truth."""
+"""The down-sampling correction's two forms agree on Spark columns (the numpy ones: tests/unit/test_calibration.py)."""
 from __future__ import annotations
 
 import math

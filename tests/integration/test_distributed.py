@@ -1,4 +1,4 @@
-"""Two Horovod processes do the same optimisation as one process on the global batch."""
+"""Two real Horovod processes (horovodrun) do the same optimisation as one process on the global batch."""
 from __future__ import annotations
 
 import os

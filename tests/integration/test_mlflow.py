@@ -1,7 +1,7 @@
 """MLflow on the real components: a SQLite tracking store and registry, the CAMoE pyfunc loaded
 back, ``mlflow.pyfunc.spark_udf`` against the project's own batch scoring. The model is the
 evaluation suite's trained and calibrated camoe (tests/conftest.py ``experiment``); the jobs'
-wiring (train -> calibrate_evaluate -> alias -> score --model-uri) runs in tests/test_pipeline_e2e.py."""
+wiring (train -> calibrate_evaluate -> alias) runs in tests/integration/test_dag.py."""
 from __future__ import annotations
 
 import dataclasses

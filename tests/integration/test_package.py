@@ -1,8 +1,5 @@
-"""What a cluster gets: the job entry points' command lines, and `make package`'s dist/ used alone.
-
-The --help tests are parametrised over jobs/*.py at collection time, so a new job is covered
-as soon as it exists; they check the flags every job shares and that no Spark is started.
-"""
+"""What a cluster gets: `make package`'s dist/ used alone, from another directory, by an isolated
+Python and spark-submit (the jobs' command lines: tests/unit/test_package.py)."""
 from __future__ import annotations
 
 import os
@@ -16,21 +13,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 JOBS = sorted(p for p in (ROOT / "jobs").glob("*.py") if not p.name.startswith("_"))
-SHARED_FLAGS = ("--conf-dir", "--conf", "--set", "--run-id")
-
-# Runs a job script as __main__ with the given arguments, then reports whether a SparkContext
-# (or any JVM gateway) was started: --help and bad flags must answer before Spark starts.
-_PROBE = """
-import runpy, sys
-script, *argv = sys.argv[1:]
-sys.argv = [script, *argv]
-try:
-    runpy.run_path(script, run_name="__main__")
-finally:
-    started = "pyspark.java_gateway" in sys.modules or "pyspark.sql.session" in sys.modules
-    print("SPARK-STARTED" if started else "NO-SPARK", file=sys.stderr)
-"""
-
 
 
 def _isolated_python(tmp_path: Path) -> Path:

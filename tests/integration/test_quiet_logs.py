@@ -1,5 +1,6 @@
-"""Jobs are quiet by default: Spark logs warnings only (conf/log4j2.properties), Ivy's report is
-not printed for make's jobs, and the project's own INFO lines read ``HH:MM:SS job: message``."""
+"""A real spark-submit of a job is quiet by default: no Spark INFO lines, no Ivy report, no
+traceback, only the job's own ``HH:MM:SS job: message`` lines (the settings behind it:
+tests/unit/test_quiet_logs.py)."""
 from __future__ import annotations
 
 import os

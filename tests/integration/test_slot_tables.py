@@ -1,5 +1,5 @@
-"""Metric definitions agree with scikit-learn's on random and tied inputs; weighted metrics equal
-the metrics of repeated rows; label-free metrics against true_ctr; bootstrap intervals."""
+"""The per-segment slot tables Spark computes equal the numpy metric definitions
+(core/metrics.py; those are checked against scikit-learn in tests/unit/test_metrics.py)."""
 from __future__ import annotations
 
 import numpy as np

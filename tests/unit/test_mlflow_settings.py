@@ -1,16 +1,11 @@
-"""MLflow on the real components: a SQLite tracking store and registry, the CAMoE pyfunc loaded
-back, ``mlflow.pyfunc.spark_udf`` against the project's own batch scoring. The model is the
-evaluation suite's trained and calibrated camoe (tests/conftest.py ``experiment``); the jobs'
-wiring (train -> calibrate_evaluate -> alias -> score --model-uri) runs in tests/test_pipeline_e2e.py."""
+"""The MLflow settings' validation and how params and metrics are flattened for MLflow (the
+real store and registry: tests/integration/test_mlflow.py)."""
 from __future__ import annotations
 
 import pytest
 
 from core.config import ConfigError
 from training import tracking
-
-TRAIN_RUN = "exp1-train-camoe-seed17"
-
 
 
 def test_mlflow_settings_are_validated_with_the_key_and_file(make_config):
