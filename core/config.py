@@ -50,8 +50,6 @@ from core.slots import Taxonomy, parse_taxonomy
 from core.validation import ConfigError, Section, positive
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
 DEFAULT_CONF_DIR = Path(os.environ.get("CAMOE_CONF_DIR", PROJECT_ROOT / "conf"))
 
 

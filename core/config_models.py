@@ -10,19 +10,11 @@ from core.slots import SLOT_INPUTS, Taxonomy
 from core.validation import ConfigError, Section, int_list, positive, probability
 
 MODEL_ARCHITECTURES = ("moe", "wide_deep")
-
-
 TRAINING_BACKENDS = ("horovod", "torch_distributor")
-
-
 # where TorchDistributor runs the worker processes: on the driver (local_mode=True), as barrier
 # tasks on the executors (local_mode=False), or auto: the driver on a local[*] master, else executors
 TORCH_DISTRIBUTOR_PLACES = ("auto", "driver", "executors")
-
-
 ALM_NORMALIZATIONS = ("paper", "per_task")
-
-
 SELECTION_METRICS = ("log_loss", "mean_slot_auc_pr")
 
 

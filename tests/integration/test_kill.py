@@ -123,8 +123,8 @@ def test_a_build_killed_inside_its_write_or_between_tables_reruns_to_an_uninterr
     before = lake.version("features")
     with ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda _: lake.submit("build_features", *DATES), range(2)))
-    (won, done), (lost, message) = sorted(((run.returncode, run) for run in runs), key=lambda r: r[0])
-    message = message.stdout + message.stderr                     # the driver's stderr reaches
+    (won, done), (lost, refused) = sorted(((run.returncode, run) for run in runs), key=lambda r: r[0])
+    message = refused.stdout + refused.stderr                     # the driver's stderr reaches
     assert (won, lost) == (0, 1), (done.stdout + done.stderr + message)[-3000:]   # spark-submit's stdout
     assert "is open in another Spark driver" in message and "this job wrote nothing" in message, message[-3000:]
     assert len(message.splitlines()) < 10, message[-3000:]                   # one line, not Derby's retries
