@@ -124,11 +124,11 @@ $(MOVIELENS)/ml-100k.inter: | $(STAMP)
 	$(PY) -c 'import pathlib, sys, zipfile; out = pathlib.Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True); z = zipfile.ZipFile(sys.argv[1]); [out.joinpath(pathlib.PurePath(n).name).write_bytes(z.read(n)) for n in z.namelist() if pathlib.PurePath(n).parent.name == "ml-100k" and pathlib.PurePath(n).suffix in (".inter", ".item", ".user")]' \
 	    $(VENV)/downloads/recbole-$(RECBOLE)-py3-none-any.whl $(MOVIELENS)
 
-# Two workers, one test file per worker at a time (tests/conftest.py groups them and starts the
-# longest first). TEST_WORKERS=1 runs the files one after another.
+# Two workers, one test file per worker at a time (tests/conftest.py's scheduler; the longest
+# first). TEST_WORKERS=1 runs the files one after another.
 TEST_WORKERS ?= 2
 test: env airflow-env movielens-data
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 ## test-unit: the inner loop, tests/unit only (no Spark, no JVM; under a minute)
 test-unit: env

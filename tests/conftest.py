@@ -4,39 +4,57 @@ two pytest-xdist workers."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from core.config import load_config
 
-# The spark-submit JVMs the tests start (jobs, spark-sql, Airflow's tasks) live one or two
-# minutes: C1 alone compiles what they need, and C2's compiler threads were about a third of such
-# a job's CPU (bench-free measurement in the README's test section). The suite's own long-lived
-# JVM is launched without it (tests/integration/conftest.py): there C2 pays for itself.
-SHORT_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+# The spark-submit JVMs the tests start (jobs, spark-sql, Airflow's tasks) live a minute or two:
+# C1 alone compiles what they need, and C2's compiler threads were about a fifth of such a job's
+# CPU (README, test time). C1 alone also shrinks the default code cache to 48 MB, which a feature
+# build outgrows ("Out of space in CodeCache"), hence the size. The suite's own long-lived JVM is
+# launched without these (tests/integration/conftest.py): there C2 pays for itself.
+SHORT_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"
 os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM_OPTIONS)
 
-# `make test` runs two workers (-n 2 --dist loadgroup): every test file is one group, so a
-# module-scoped fixture is built once, and the tests that read the shared evaluation lake are one
-# group across their files. Groups start longest first (durations of the last clean-clone run) so
-# the two workers finish together; the rest follow in collection order.
-SHARED_LAKE_GROUP = "eval_lake"
-LONGEST_FIRST = ("test_kill", "test_cluster", "test_dag", SHARED_LAKE_GROUP, "test_package", "test_own_log",
-                 "test_movielens", "test_auction", "test_features", "test_quality", "test_data", "test_synthetic")
+# `make test` runs two pytest-xdist workers, each taking one test file at a time (its module
+# fixtures built once), except that the files reading the session's shared evaluation lake go to
+# one worker together (the lake and its trained models are built once). Files start longest first
+# (durations of the last clean-clone run) so the two workers finish together; the rest follow in
+# collection order.
+SHARED_LAKE_FIXTURES = ("eval_lake", "experiment")
+SHARED_LAKE_FILES = ("test_training", "test_evaluate", "test_inference", "test_mlflow")
+LONGEST_FIRST = ("test_kill", "test_dag", "test_cluster", "shared-eval-lake", "test_own_log", "test_movielens",
+                 "test_package", "test_features", "test_data", "test_bad_input", "test_quality")
 
 
-def _group(item: pytest.Item) -> str:
-    if SHARED_LAKE_GROUP in getattr(item, "fixturenames", ()):
-        return SHARED_LAKE_GROUP
-    return item.path.stem
+def _scope(test_file: str) -> str:
+    stem = Path(test_file).stem
+    return "shared-eval-lake" if stem in SHARED_LAKE_FILES else stem
 
 
-@pytest.hookimpl(tryfirst=True)          # before xdist reads the marks
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        """xdist's loadfile with the shared-lake files as one unit. (``--dist loadgroup`` with
+        xdist_group marks set up module fixtures once per test: measured, pytest-xdist 3.8.)"""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid.split("::", 1)[0])
+
+    return FileScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    items.sort(key=lambda item: rank.get(_group(item), len(rank)))      # stable: file order kept
+    strays = sorted({item.path.name for item in items if set(SHARED_LAKE_FIXTURES) & set(item.fixturenames)
+                     and item.path.stem not in SHARED_LAKE_FILES})
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} use(s) the shared evaluation lake: add to SHARED_LAKE_FILES "
+                                "in tests/conftest.py so one worker builds it once")
+    rank = {scope: i for i, scope in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_scope(str(item.path)), len(rank)))       # stable: file order kept
 
 
 @pytest.fixture(scope="session")
