@@ -66,15 +66,14 @@ def main() -> None:
                                 rows_per_day=args.rows_per_day)
     tables.replace_log_range(logs, cfg, start, end)
     build_features(spark, cfg, start, end, "bench")
-    _, meta, artifact = train(spark, cfg, "bench-score", backend="local", num_proc=1, epochs=1)
-    features = tables.read_table(spark, cfg.table(tables.FEATURES), meta["features_version"])
+    _, trained, artifact = train(spark, cfg, "bench-score", backend="local", num_proc=1, epochs=1)
+    features = tables.read_table(spark, cfg.table(tables.FEATURES), trained.features_version)
     rows = features.count()
-    from training.loop import load_artifact
-    model, description = load_artifact(artifact)
-    shift = {s: 0.0 for s in description["layout"]["slots"]}
-    temperatures = {t: 1.0 for t in description["tasks"]}
-    needed = [*description["layout"]["categorical"], *description["layout"]["dense"], "slot_id",
-              "impression_id", "event_date", "slot"]
+    from training.artifact import load_artifact
+    model, trained = load_artifact(artifact)
+    shift = {s: 0.0 for s in trained.layout.slots}
+    temperatures = {t: 1.0 for t in trained.tasks}
+    needed = [*trained.input_columns, "impression_id", "event_date", "slot"]
 
     def scan():
         features.select(*needed).write.format("noop").mode("overwrite").save()
@@ -83,7 +82,7 @@ def main() -> None:
 
     def scored(selection: RowSelection | None = None):
         selection = RowSelection() if selection is None else selection
-        table = tables.table_files(spark, cfg.table(tables.FEATURES), meta["features_version"])
+        table = tables.table_files(spark, cfg.table(tables.FEATURES), trained.features_version)
         return score_table(spark, table, artifact, shift, temperatures, keep, selection)
 
     def score_only():
@@ -102,7 +101,7 @@ def main() -> None:
         score_dataframe(features, artifact, shift, temperatures, keep).write.format("noop").mode("overwrite").save()
 
     def noop_arrow():
-        inputs = model_inputs(features, description["layout"], ["impression_id", "event_date", "slot"])
+        inputs = model_inputs(features, trained.layout, ["impression_id", "event_date", "slot"])
         inputs.mapInArrow(_passthrough, inputs.select("impression_id", "event_date", "slot").schema) \
             .write.format("noop").mode("overwrite").save()
 
@@ -114,8 +113,7 @@ def main() -> None:
             yield pa.RecordBatch.from_arrays(batch.columns[:3], names=batch.schema.names[:3])
 
     local = features.select(*needed).toPandas()
-    scorer = Scorer.build(model, description, [0.0] * len(description["layout"]["slots"]),
-                          [1.0] * len(description["tasks"]))
+    scorer = Scorer.build(model, trained, [0.0] * len(trained.layout.slots), [1.0] * len(trained.tasks))
     slot_ids = local["slot_id"].to_numpy()
 
     def forward_only():

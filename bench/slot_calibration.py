@@ -55,12 +55,12 @@ def _train_and_evaluate(spark, cfg, model: str, version: int, args, run_id: str)
 
     model_settings = cfg.model(model)
     train_run = lineage.RunRecord(run_id=f"{run_id}-train-{model}", job="train", params={"model": model})
-    result, meta, artifact = train(spark, cfg, train_run.run_id, model_name=model, features_version=version,
+    result, _, artifact = train(spark, cfg, train_run.run_id, model_name=model, features_version=version,
                                    num_proc=args.num_proc, backend=args.backend)
     train_run.inputs["features"] = version
     train_run.outputs["model_artifact"] = str(artifact)
     train_run.metrics.update({"model": model, "grouping": model_settings.grouping,
-                              "best_epoch": result["best_epoch"]})
+                              "best_epoch": result.best_epoch})
     lineage.record_run(spark, cfg, train_run)
     eval_run = lineage.RunRecord(run_id=f"{run_id}-eval-{model}", job="calibrate_evaluate", params={"model": model})
     summary = evaluate_run(spark, cfg, eval_run.run_id, train_run.run_id)

@@ -216,24 +216,24 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     from calibration import plots
     from calibration.temperature import fit_temperatures
     from core import lineage, tables
+    from training.artifact import read_artifact
     from training.inference import RowSelection, score_table
-    from training.loop import load_artifact, model_slots
 
     train = lineage.find_train_run(spark, cfg, train_run_id)
-    _, description = load_artifact(train["artifact"])
-    model_name = description["model"]["name"]
-    version = int(description["features_version"])
-    snapshot = tables.check_data_files(spark, description["features_table"], version)
-    slots = tuple(model_slots(description))                                   # uni-modal: own slots only
-    shift = downsampling_shift(spark, cfg, description)
-    tasks = list(description["tasks"])
+    artifact = read_artifact(train["artifact"])
+    model_name = artifact.model.name
+    version = artifact.features_version
+    snapshot = tables.check_data_files(spark, artifact.features_table, version)
+    slots = artifact.model_slots                                              # uni-modal: own slots only
+    shift = downsampling_shift(spark, cfg, artifact)
+    tasks = list(artifact.tasks)
 
     # temperatures: validation split, corrected logits, NLL over log T per task
     validation = score_table(spark, snapshot, train["artifact"], shift, None, keep=["label"],
                              selection=RowSelection(split="validation", slots=slots)
                              ).select("task", "label", "pctr_raw").toPandas()
     if validation.empty:
-        raise ValueError(f"{description['features_table']}@{version} has no validation rows")
+        raise ValueError(f"{artifact.features_table}@{version} has no validation rows")
     p = validation["pctr_raw"].to_numpy(np.float64)
     z = np.log(p) - np.log1p(-p)
     y = validation["label"].to_numpy(np.float64)
@@ -252,7 +252,7 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     has_ceiling = has_truth and "ceiling_ctr" in snapshot.schema.names
     keep = ["impression_id", "event_date", "slot", "label"] + (["true_ctr"] if has_truth else []) \
         + (["ceiling_ctr"] if has_ceiling else [])
-    masking = expert_masking and description["model"]["architecture"] == "moe" and description["model"]["experts"] > 1
+    masking = expert_masking and artifact.model.architecture == "moe" and artifact.model.experts > 1
     scored = score_table(spark, snapshot, train["artifact"], shift, temperatures, keep=keep,
                          selection=RowSelection(split="test", slots=slots), masked_experts=masking)
     if not has_truth:
@@ -261,7 +261,7 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     try:
         # materialised once here: the tables below are aggregations of it, written concurrently
         if scored.count() == 0:
-            raise ValueError(f"{description['features_table']}@{version} has no test rows")
+            raise ValueError(f"{artifact.features_table}@{version} has no test rows")
         bins = cfg.evaluation.ece_bins
         metrics, bin_rows = slot_tables(scored, bins, with_oracle=has_truth, with_ceiling=has_ceiling)
         baseline_run_id, baseline = _baseline(spark, cfg, model_name, version, baseline_run_id)
@@ -277,7 +277,7 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
         }
         if masking:
             frames[tables.EXPERT_MASK_METRICS] = with_run_columns(
-                expert_mask_tables(scored, description["model"]["experts"], bins), **ids,
+                expert_mask_tables(scored, artifact.model.experts, bins), **ids,
                 first=("level", "slot", "masked_expert"))
         versions = tables.replace_run_rows_of_tables({cfg.table(t): df for t, df in frames.items()}, run_id)
         outputs = {t: versions[cfg.table(t)] for t in frames}
@@ -315,28 +315,25 @@ def track_evaluation(spark, cfg, run_id: str, summary: dict):
     from pathlib import Path
 
     from core import lineage, tables
-    from training.loop import artifact_description
+    from training.artifact import read_artifact
     from training.tracking import log_evaluation
 
     train = lineage.find_train_run(spark, cfg, summary["model_run_id"])
-    description = artifact_description(train["artifact"])
+    artifact = read_artifact(train["artifact"])
     rows = [r.asDict() for r in spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id") == run_id).collect()]
-    return log_evaluation(cfg, run_id, train["run_id"], train["mlflow_run_id"], Path(train["artifact"]), description,
-                          downsampling_shift(spark, cfg, description), summary["temperatures"], rows, summary["plots"])
+    return log_evaluation(cfg, run_id, train["run_id"], train["mlflow_run_id"], Path(train["artifact"]), artifact,
+                          downsampling_shift(spark, cfg, artifact), summary["temperatures"], rows, summary["plots"])
 
 
-def downsampling_shift(spark, cfg, description: dict) -> dict[str, float]:
+def downsampling_shift(spark, cfg, artifact) -> dict[str, float]:
     """Per slot, the logit shift undoing the down-sampling of the build the model trained on:
     the one its artifact recorded (zero for a loss-weighted model), else the build's rates."""
     from core import tables
     from features.sampling import build_logit_shift
-    from training.loop import logit_shift_of
-
-    recorded = logit_shift_of(description)
+    recorded = artifact.logit_shift()
     if recorded is not None:
         return recorded
-    return build_logit_shift(spark, cfg.table(tables.SAMPLING_RATES), description["build_run_id"],
-                             tuple(description["layout"]["slots"]))
+    return build_logit_shift(spark, cfg.table(tables.SAMPLING_RATES), artifact.build_run_id, artifact.layout.slots)
 
 
 def latest_temperatures(spark, cfg, model_run_id: str) -> tuple[str, dict[str, float]]:

@@ -307,14 +307,14 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
             slug = entry.replace(SAMPLING_ENTRY, "-negatives-")
             train_run = lineage.RunRecord(run_id=f"{run_id}-train-{slug}{suffix}", job="train",
                                          params={"experiment": run_id, "model": model, "seed": seed})
-            result, meta, artifact = train(spark, run_cfg, train_run.run_id, model_name=model,
+            result, _, artifact = train(spark, run_cfg, train_run.run_id, model_name=model,
                                            features_version=features_version, num_proc=settings.num_proc,
                                            backend=settings.backend, epochs=settings.epochs,
                                            training_overrides={"seed": seed})
             train_run.inputs["features"] = features_version
             train_run.outputs["model_artifact"] = str(artifact)
-            train_run.metrics.update({"model": model, "seed": seed, "best_epoch": result["best_epoch"],
-                                      "examples_per_second_per_worker": result["examples_per_second_rank0"]})
+            train_run.metrics.update({"model": model, "seed": seed, "best_epoch": result.best_epoch,
+                                      "examples_per_second_per_worker": result.examples_per_second_rank0})
             lineage.record_run(spark, cfg, train_run)
             eval_run = lineage.RunRecord(run_id=f"{run_id}-eval-{slug}{suffix}", job="calibrate_evaluate",
                                         params={"experiment": run_id, "model": model, "seed": seed})

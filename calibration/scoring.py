@@ -27,34 +27,32 @@ def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidat
     import tempfile
     from pathlib import Path
 
-    from training.loop import artifact_description
+    from training.artifact import read_artifact
 
     if model_uri and train_run_id:
         raise ValueError("give --model-uri or --train-run-id, not both")
     if not model_uri:
         train = lineage.find_train_run(spark, cfg, train_run_id)
-        description = artifact_description(train["artifact"])
+        artifact = read_artifact(train["artifact"])
         calibration_run, temperatures = latest_temperatures(spark, cfg, train["run_id"])
-        return _score(spark, cfg, run_id, Path(train["artifact"]), description,
-                      downsampling_shift(spark, cfg, description), temperatures, train["run_id"], calibration_run,
+        return _score(spark, cfg, run_id, Path(train["artifact"]), artifact,
+                      downsampling_shift(spark, cfg, artifact), temperatures, train["run_id"], calibration_run,
                       candidates, split, start, end)
     from training.tracking import resolve_model
 
     with tempfile.TemporaryDirectory(prefix="camoe-model-") as scratch:
         model = resolve_model(cfg, model_uri, Path(scratch))
-        description = artifact_description(model.artifact_dir)
-        summary = _score(spark, cfg, run_id, model.artifact_dir, description, model.scoring.slot_logit_shift,
-                         model.scoring.temperatures, model.scoring.train_run_id, model.scoring.calibration_run_id,
-                         candidates, split, start, end)
+        summary = _score(spark, cfg, run_id, model.artifact_dir, read_artifact(model.artifact_dir),
+                         model.scoring.slot_logit_shift, model.scoring.temperatures, model.scoring.train_run_id,
+                         model.scoring.calibration_run_id, candidates, split, start, end)
     return {**summary, "model_uri": model_uri}
 
 
-def _score(spark, cfg, run_id: str, artifact_dir, description: dict, shift, temperatures, train_run_id: str,
+def _score(spark, cfg, run_id: str, artifact_dir, artifact, shift, temperatures, train_run_id: str,
            calibration_run_id: str | None, candidates: str | None, split: str | None, start, end) -> dict:
     from training.inference import RowSelection, score_table
-    from training.loop import model_slots
 
-    name = candidates or description["features_table"]
+    name = candidates or artifact.features_table
     if not tables.table_exists(spark, name):
         raise tables.TableNotFound(f"candidates table {name} does not exist")
     table = tables.table_files(spark, name)       # the latest version, as spark.table (not pinned: see table_files)
@@ -62,21 +60,21 @@ def _score(spark, cfg, run_id: str, artifact_dir, description: dict, shift, temp
     rows = selection.where(tables.read_table(spark, name, table.version))
     if "build_run_id" in rows.columns:
         stale = [r.build_run_id for r in rows.select("build_run_id").distinct().collect()
-                 if r.build_run_id != description["build_run_id"]]
+                 if r.build_run_id != artifact.build_run_id]
         if stale:
             raise ValueError(f"candidates in {name} come from feature build(s) {stale}, but the model was "
-                             f"trained on build {description['build_run_id']}: their category ids differ")
+                             f"trained on build {artifact.build_run_id}: their category ids differ")
     keep = ["impression_id", "event_date", "slot"] + [c for c in ("label", "true_ctr") if c in rows.columns]
     # a uni-modal model serves its own slots
     scored = score_table(spark, table, artifact_dir, shift, temperatures, keep,
-                         dataclasses.replace(selection, slots=tuple(model_slots(description))))
+                         dataclasses.replace(selection, slots=artifact.model_slots))
     version = tables.replace_run_rows(
-        prediction_rows(scored, run_id, description["model"]["name"], train_run_id,
-                        int(description["features_version"])), cfg.table(tables.PREDICTIONS), run_id)
+        prediction_rows(scored, run_id, artifact.model.name, train_run_id, artifact.features_version),
+        cfg.table(tables.PREDICTIONS), run_id)
     written = spark.table(cfg.table(tables.PREDICTIONS)).where(F.col("run_id") == run_id)
     count = written.count()
     if count == 0:
         raise ValueError(f"no candidate rows in {name} (split={split}, dates {start}..{end})")
-    return {"model": description["model"]["name"], "model_run_id": train_run_id,
+    return {"model": artifact.model.name, "model_run_id": train_run_id,
             "calibration_run_id": calibration_run_id, "candidates": name, "rows": count,
             "predictions_version": version, "temperatures": temperatures}

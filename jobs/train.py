@@ -23,39 +23,38 @@ def add_arguments(parser) -> None:
 
 
 def run(spark, cfg, args, record) -> int:
-    from training.loop import artifact_description
     from training.runner import train
     from training.tracking import log_training
 
-    result, meta, artifact = train(spark, cfg, record.run_id, model_name=args.model, grouping=args.grouping,
-                                   features_version=args.features_version, num_proc=args.num_proc,
-                                   backend=args.backend, epochs=args.epochs)
-    record.inputs["features"] = meta["features_version"]
-    record.outputs["model_artifact"] = str(artifact)
+    result, artifact, folder = train(spark, cfg, record.run_id, model_name=args.model, grouping=args.grouping,
+                                     features_version=args.features_version, num_proc=args.num_proc,
+                                     backend=args.backend, epochs=args.epochs)
+    record.inputs["features"] = artifact.features_version
+    record.outputs["model_artifact"] = str(folder)
     try:        # the model is saved: a tracking server that is down must not cost the training
-        record.mlflow_run_id = log_training(cfg, record.run_id, artifact, artifact_description(artifact))
+        record.mlflow_run_id = log_training(cfg, record.run_id, folder, artifact)
     except Exception as exc:  # noqa: BLE001 - reported, and the runs row says the run is untracked
         log.warning("MLflow logging failed (%s: %s); the model is in %s, calibrate_evaluate will log it",
-                    type(exc).__name__, exc, artifact)
-    best = result["history"][result["best_epoch"]]
+                    type(exc).__name__, exc, folder)
+    best = result.best
     record.metrics.update({
-        "model": args.model or cfg.default_model, "grouping": meta["grouping"], "backend": result["backend"],
-        "workers": result["workers"], "best_epoch": result["best_epoch"],
-        "selection_metric": result["selection_metric"], "selection_value": result["best_value"],
-        "global_batch_size": result["global_batch_size"], "steps_per_epoch": result["steps_per_epoch"],
+        "model": artifact.model.name, "grouping": artifact.grouping, "backend": result.backend,
+        "workers": result.workers, "best_epoch": result.best_epoch,
+        "selection_metric": result.selection_metric, "selection_value": result.best_value,
+        "global_batch_size": result.global_batch_size, "steps_per_epoch": result.steps_per_epoch,
         "validation": {k: v for k, v in best.items()
                        if k.startswith("auc_pr") or k in ("log_loss", "mean_slot_auc_pr")},
-        "examples_per_second_per_worker": round(result["examples_per_second_rank0"], 1),
-        "examples_per_second_total": round(result["examples_per_second_rank0"] * result["workers"], 1),
-        "train_wall_seconds": meta["wall_seconds"], "train_rows": meta["train_rows"]})
-    where = f" on the {result['launched_on']}" if "launched_on" in result else ""
-    print(f"model {args.model or cfg.default_model} ({result['backend']}{where}, {result['workers']} workers), "
-          f"{result['worker_batch_size']} rows per worker-step, best epoch {result['best_epoch']} "
+        "examples_per_second_per_worker": round(result.examples_per_second_rank0, 1),
+        "examples_per_second_total": round(result.examples_per_second_rank0 * result.workers, 1),
+        "train_wall_seconds": artifact.wall_seconds, "train_rows": artifact.train_rows})
+    where = f" on the {result.launched_on}" if result.launched_on else ""
+    print(f"model {artifact.model.name} ({result.backend}{where}, {result.workers} workers), "
+          f"{result.worker_batch_size} rows per worker-step, best epoch {result.best_epoch} "
           f"by corrected validation "
-          f"{result['selection_metric']} {result['best_value']:.5f}; validation AUC-PR "
+          f"{result.selection_metric} {result.best_value:.5f}; validation AUC-PR "
           + ", ".join(f"{k.removeprefix('auc_pr_') if k != 'auc_pr' else 'all'}={v:.4f}"
                       for k, v in best.items() if k.startswith("auc_pr")))
-    log.info("artifact written to %s", artifact)
+    log.info("artifact written to %s", folder)
     return 0
 
 

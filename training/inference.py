@@ -38,36 +38,38 @@ from urllib.parse import unquote
 import numpy as np
 import torch
 
+from training.artifact import ModelArtifact, read_artifact
 from training.data import FeatureLayout
 
 log = logging.getLogger(__name__)
 
-_MODELS: dict[str, tuple] = {}          # payload sha256 -> (model, description), per Python worker
+_MODELS: dict[str, tuple] = {}          # payload sha256 -> (model, ModelArtifact), per Python worker
 
 SCORE_COLUMNS = ("task", "logit", "pctr_raw", "pctr")
 
 
 def artifact_payload(artifact_dir) -> bytes:
     """model.pt + model.json of an artifact as one broadcastable blob."""
-    from training.loop import load_artifact
+    from training.artifact import DESCRIPTION_FILE, load_artifact
 
-    model, description = load_artifact(artifact_dir)
+    model, artifact = load_artifact(artifact_dir)
     buffer = io.BytesIO()
-    torch.save({"state": model.state_dict(), "description": description}, buffer)
+    torch.save({"state": model.state_dict(), DESCRIPTION_FILE: artifact.to_json()}, buffer)
     return buffer.getvalue()
 
 
 def _model(payload, key: str) -> tuple:
     """The broadcast model, built once per Python worker (workers are reused across tasks)."""
     if key not in _MODELS:
-        from training.loop import model_from_state
+        from training.artifact import DESCRIPTION_FILE, ModelArtifact
 
         blob = torch.load(io.BytesIO(payload.value), weights_only=False)
         # One intra-op thread: Spark runs one Python worker per task slot (local[N]: N slots on
         # N cores), and the JVM's scan and Arrow transfer need the same cores. Measured on 2
         # cores, 2 workers x 2 threads ran the forward ~3x slower than 2 x 1.
         torch.set_num_threads(1)
-        _MODELS[key] = (model_from_state(blob["description"], blob["state"]), blob["description"])
+        artifact = ModelArtifact.from_json(blob[DESCRIPTION_FILE], f"the broadcast {DESCRIPTION_FILE}")
+        _MODELS[key] = (artifact.build(blob["state"]), artifact)
     return _MODELS[key]
 
 
@@ -118,11 +120,10 @@ class Scorer:
     rows_per_batch: int = 4096
 
     @classmethod
-    def build(cls, model, description: Mapping, slot_shift: Sequence[float],
+    def build(cls, model, artifact: ModelArtifact, slot_shift: Sequence[float],
               temperatures: Sequence[float] | None, rows_per_batch: int = 4096) -> Scorer:
-        tasks = tuple(description["tasks"])
-        return cls(model, FeatureLayout.from_dict(description["layout"]), tasks,
-                   np.asarray(description["slot_to_task"], dtype=np.int64),
+        tasks = artifact.tasks
+        return cls(model, artifact.layout, tasks, np.asarray(artifact.slot_to_task, dtype=np.int64),
                    np.asarray(slot_shift, dtype=np.float64),
                    np.ones(len(tasks)) if temperatures is None else np.asarray(temperatures, dtype=np.float64),
                    int(rows_per_batch))
@@ -167,7 +168,7 @@ class Scorer:
         return out
 
 
-def score_rows(frame, model, description: Mapping, slot_shift: Sequence[float],
+def score_rows(frame, model, artifact: ModelArtifact, slot_shift: Sequence[float],
                temperatures: Sequence[float] | None, masked_experts: bool = False) -> dict[str, np.ndarray]:
     """Score one pandas batch of feature rows.
 
@@ -175,7 +176,7 @@ def score_rows(frame, model, description: Mapping, slot_shift: Sequence[float],
     temperatures: per task index. Returns task, logit, pctr_raw, pctr (and with
     ``masked_experts`` a (N, K) ``masked_pctr``: the calibrated pCTR with expert k zeroed).
     """
-    scorer = Scorer.build(model, description, slot_shift, temperatures)
+    scorer = Scorer.build(model, artifact, slot_shift, temperatures)
     out = scorer.score(frame["slot_id"].to_numpy(np.int64), lambda c, dtype: frame[c].to_numpy(dtype), len(frame),
                        masked_experts)
     out["task"] = np.asarray(scorer.tasks, dtype=object)[out.pop("task_index")]
@@ -251,39 +252,33 @@ class _Broadcast:
     key: str
     shift: list[float]
     temperatures: list[float] | None
-    description: Mapping
+    artifact: ModelArtifact
 
 
 def _broadcast(spark, artifact_dir, slot_shift: Mapping[str, float],
                temperatures: Mapping[str, float] | None) -> _Broadcast:
-    from training.loop import load_artifact
-
-    _, description = load_artifact(artifact_dir)
-    slots = description["layout"]["slots"]
+    artifact = read_artifact(artifact_dir)
+    slots = artifact.layout.slots
     missing = [s for s in slots if s not in slot_shift]
     if missing:
         raise ValueError(f"no down-sampling rate for slot(s) {missing}")
     temps = None
     if temperatures is not None:
-        absent = [t for t in description["tasks"] if t not in temperatures]
+        absent = [t for t in artifact.tasks if t not in temperatures]
         if absent:
-            raise ValueError(f"no temperature for task(s) {absent} of model run {description['run_id']}")
-        temps = [float(temperatures[t]) for t in description["tasks"]]
+            raise ValueError(f"no temperature for task(s) {absent} of model run {artifact.run_id}")
+        temps = [float(temperatures[t]) for t in artifact.tasks]
     blob = artifact_payload(artifact_dir)
     key = hashlib.sha256(blob).hexdigest()    # content, not object identity: ids are reused
     return _Broadcast(spark.sparkContext.broadcast(blob), key, [float(slot_shift[s]) for s in slots], temps,
-                      description)
+                      artifact)
 
 
 def _worker_scorer(shared: _Broadcast, rows_per_batch: int) -> Scorer:
     """In a Python task: the worker's cached model as a Scorer (first task: built, worker settled)."""
-    model, description = _model(shared.payload, shared.key)
+    model, artifact = _model(shared.payload, shared.key)
     _settle_worker()
-    return Scorer.build(model, description, shared.shift, shared.temperatures, rows_per_batch)
-
-
-def _model_columns(description: Mapping) -> list[str]:
-    return [*description["layout"]["categorical"], *description["layout"]["dense"], "slot_id"]
+    return Scorer.build(model, artifact, shared.shift, shared.temperatures, rows_per_batch)
 
 
 def _output_schema(keep_fields: Sequence, masked_experts: bool):
@@ -307,7 +302,7 @@ def score_dataframe(df, artifact_dir, slot_shift: Mapping[str, float], temperatu
     ``score_table`` reads its files in Python instead, at about twice the rate.
     """
     shared = _broadcast(df.sparkSession, artifact_dir, slot_shift, temperatures)
-    absent_columns = [c for c in _model_columns(shared.description) if c not in df.columns]
+    absent_columns = [c for c in shared.artifact.input_columns if c not in df.columns]
     if absent_columns:
         raise ValueError(f"rows to score lack feature column(s) {absent_columns}")
     schema = _output_schema([df.schema[c] for c in keep], masked_experts)
@@ -319,16 +314,16 @@ def score_dataframe(df, artifact_dir, slot_shift: Mapping[str, float], temperatu
             if batch.num_rows:
                 yield score_record_batch(batch, scorer, keep, masked_experts)
 
-    return model_inputs(df, shared.description["layout"], keep).mapInArrow(predict, schema)
+    return model_inputs(df, shared.artifact.layout, keep).mapInArrow(predict, schema)
 
 
-def model_inputs(df, layout: Mapping, keep: Sequence[str]):
+def model_inputs(df, layout: FeatureLayout, keep: Sequence[str]):
     """``df``'s ``keep`` columns plus the model's inputs packed as ``score_record_batch`` reads them."""
     from pyspark.sql import functions as F
 
-    packed = [F.array(*layout["categorical"], "slot_id").alias(IDS_COLUMN)]
-    if layout["dense"]:
-        packed.append(F.array(*layout["dense"]).alias(DENSE_COLUMN))
+    packed = [F.array(*layout.categorical, "slot_id").alias(IDS_COLUMN)]
+    if layout.dense:
+        packed.append(F.array(*layout.dense).alias(DENSE_COLUMN))
     return df.select(*dict.fromkeys(keep), *packed)
 
 
@@ -560,11 +555,11 @@ def score_files(spark, table, artifact_dir, slot_shift: Mapping[str, float],
 
     shared = _broadcast(spark, artifact_dir, slot_shift, temperatures)
     schema = table.schema
-    absent_columns = [c for c in _model_columns(shared.description) if c not in schema.names]
+    absent_columns = [c for c in shared.artifact.input_columns if c not in schema.names]
     if absent_columns:
         raise ValueError(f"rows to score in {table.name} lack feature column(s) {absent_columns}")
     conditions = selection.conditions(schema.names)
-    read = dict.fromkeys([*keep, *(name for name, _, _ in conditions), *_model_columns(shared.description)])
+    read = dict.fromkeys([*keep, *(name for name, _, _ in conditions), *shared.artifact.input_columns])
     types = {name: to_arrow_type(schema[name].dataType) for name in read}
     partition_types = {name: to_arrow_type(schema[name].dataType) for name in table.partition_columns}
 

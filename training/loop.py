@@ -1,4 +1,5 @@
-"""The training loop every worker runs, checkpoints, scoring and model artifacts.
+"""The training loop every worker runs, its checkpoints and validation scoring (the artifact it
+leaves: training/artifact.py).
 
 ``training.batch_size`` is the global batch: each of W workers reads its own shard of the
 train split (Petastorm, per-epoch seed) in batches of batch_size / W and runs exactly
@@ -17,11 +18,10 @@ weights as an uninterrupted one.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,13 @@ from torch import nn
 from core import faults
 from core.metrics import average_precision
 from training import checkpoints
+from training.artifact import CORRECTION_LOGIT_SHIFT, CORRECTION_LOSS_WEIGHT
 from training.data import Batch, DataFile, FeatureLayout, ShardPlan, iterate_batches
 from training.loss import combine, loss_terms, own_task_logit, task_weights
 from training.model import FeatureSpec, build_model
 
 # selection metric -> +1 when higher is better, -1 when lower is
 SELECTION_DIRECTION = {"log_loss": -1.0, "mean_slot_auc_pr": 1.0}
-# how predictions are brought back to traffic scale (model.json "downsampling_correction")
-CORRECTION_LOGIT_SHIFT = "logit_shift"      # logit + log(r_neg / r_pos) of the row's slot
-CORRECTION_LOSS_WEIGHT = "loss_weight"      # trained with 1/rate example weights: nothing to add
 
 
 @dataclass(frozen=True)
@@ -346,67 +344,3 @@ def evaluate(model, files, layout, slot_to_task, tasks, batch_size=8192, device=
     keep = np.ones(scored["label"].size, bool) if slots is None else np.isin(scored["slot"], slots)
     return validation_metrics(scored["logit"][keep], scored["label"][keep], scored["slot"][keep].astype(np.int64),
                               scored["task"][keep], tasks, slot_logit_shift)
-
-
-# ----------------------------------------------------------------------------- artifacts
-def save_artifact(out_dir: Path, job: TrainJob, result: dict, meta: dict) -> Path:
-    """model.pt (best weights), model.json (everything needed to rebuild and score it); model.json
-    is written last and both by rename, so a folder with model.json holds a whole artifact."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = result.get("best_state") or result["final_state"]
-    checkpoints.write_atomically(out_dir / "model.pt", lambda handle: torch.save(state, handle))
-    description = {"run_id": job.run_id, "model": asdict(job.model), "tasks": list(job.tasks),
-                   "slot_to_task": list(job.slot_to_task), "layout": asdict(job.layout),
-                   "training": asdict(job.training), "downsampling_correction": job.correction,
-                   "slot_logit_shift": dict(zip(job.layout.slots, job.slot_logit_shift or
-                                                (0.0,) * len(job.layout.slots))),
-                   "model_slots": [job.layout.slots[i] for i in job.train_slots] if job.train_slots is not None
-                   else list(job.layout.slots), **meta,
-                   "result": {k: v for k, v in result.items() if k not in ("final_state", "best_state")}}
-    checkpoints.write_atomically(out_dir / "model.json",
-                      lambda handle: handle.write(json.dumps(description, indent=2, default=str).encode()))
-    return out_dir
-
-
-
-def artifact_description(out_dir: str | Path) -> dict:
-    """The model.json of an artifact folder (what the model is, how it was trained, its result)."""
-    out_dir = Path(out_dir)
-    if not (out_dir / "model.json").is_file():
-        raise FileNotFoundError(f"{out_dir} holds no model artifact (model.json); was the training run finished?")
-    return json.loads((out_dir / "model.json").read_text())
-
-
-def load_artifact(out_dir: str | Path) -> tuple[nn.Module, dict]:
-    """(model in eval mode, its model.json description) from an artifact folder."""
-    description = artifact_description(out_dir)
-    return model_from_state(description, torch.load(Path(out_dir) / "model.pt", weights_only=True)), description
-
-
-def model_from_state(description: dict, state_dict: dict) -> nn.Module:
-    from core.config import ModelSettings
-
-    m = description["model"]
-    settings = ModelSettings(**{**m, "expert_hidden": tuple(m["expert_hidden"]),
-                                "tower_hidden": tuple(m["tower_hidden"]),
-                                "task_weights": tuple(m["task_weights"]) if m["task_weights"] else None,
-                                "train_modalities": tuple(m["train_modalities"]) if m["train_modalities"] else None,
-                                "slot_features": tuple(m.get("slot_features", ()))})
-    layout = FeatureLayout.from_dict(description["layout"])
-    model = build_model(settings, FeatureSpec(layout.cardinalities, len(layout.dense)), len(description["tasks"]))
-    model.load_state_dict(state_dict)
-    return model.eval()
-
-
-def model_slots(description: dict) -> list[str]:
-    """The slots a model is trained for, hence validated, calibrated, evaluated and served on."""
-    return list(description.get("model_slots") or description["layout"]["slots"])
-
-
-def logit_shift_of(description: dict) -> dict[str, float] | None:
-    """Per slot, the correction scoring adds to the model's logits (None: older artifact,
-    read the build's sampling_rates). A loss-weighted model is never corrected again."""
-    if description.get("downsampling_correction") == CORRECTION_LOSS_WEIGHT or \
-            description.get("training", {}).get("use_sample_weight"):
-        return {s: 0.0 for s in description["layout"]["slots"]}
-    return description.get("slot_logit_shift")

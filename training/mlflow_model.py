@@ -49,18 +49,17 @@ class Scoring:
                    raw["train_run_id"], raw.get("calibration_run_id"))
 
 
-def input_columns(description: Mapping) -> list[tuple[str, str]]:
-    """(column, MLflow type) the model reads, in the feature table's types."""
-    layout = description["layout"]
-    return ([(c, "integer") for c in layout["categorical"]] + [(c, "float") for c in layout["dense"]]
-            + [("slot_id", "integer")])
+def input_columns(artifact) -> list[tuple[str, str]]:
+    """(column, MLflow type) the model reads (``ModelArtifact.input_columns``), in the feature table's types."""
+    dense = set(artifact.layout.dense)
+    return [(c, "float" if c in dense else "integer") for c in artifact.input_columns]
 
 
-def signature(description: Mapping):
+def signature(artifact):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec(kind, name) for name, kind in input_columns(description)]),
+    return ModelSignature(inputs=Schema([ColSpec(kind, name) for name, kind in input_columns(artifact)]),
                           outputs=Schema([ColSpec("double", "pctr")]))
 
 
@@ -68,17 +67,16 @@ class CamoePyfunc(mlflow.pyfunc.PythonModel):
     """See the module docstring; built in ``load_context`` from the logged artifacts."""
 
     def load_context(self, context) -> None:
+        from training.artifact import load_artifact
         from training.inference import Scorer
-        from training.loop import load_artifact, model_slots
 
-        model, description = load_artifact(context.artifacts[MODEL_ARTIFACT])
+        model, artifact = load_artifact(context.artifacts[MODEL_ARTIFACT])
         scoring = Scoring.from_json(Path(context.artifacts[SCORING_ARTIFACT]).read_text())
-        slots = description["layout"]["slots"]
-        self._scorer = Scorer.build(model, description, [scoring.slot_logit_shift[s] for s in slots],
-                                    [scoring.temperatures[t] for t in description["tasks"]])
-        served = set(model_slots(description))
-        self._served = np.array([s in served for s in slots])
-        self._columns = [name for name, _ in input_columns(description)]
+        slots = artifact.layout.slots
+        self._scorer = Scorer.build(model, artifact, [scoring.slot_logit_shift[s] for s in slots],
+                                    [scoring.temperatures[t] for t in artifact.tasks])
+        self._served = np.array([s in set(artifact.model_slots) for s in slots])
+        self._columns = artifact.input_columns
 
     # pd.DataFrame: MLflow checks inputs against the logged signature, not a schema of the hint
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

@@ -8,8 +8,9 @@ from pathlib import Path
 from core import tables
 from core.config import Config
 from features.sampling import build_logit_shift
+from training.artifact import ModelArtifact, TrainResult, save_artifact
 from training.data import feature_layout, load_snapshot, plan_shards
-from training.loop import TrainJob, save_artifact, train_worker, worker_batch_size
+from training.loop import TrainJob, train_worker, worker_batch_size
 
 
 def prepare(spark, cfg: Config, run_id: str, model_name: str | None = None, grouping: str | None = None,
@@ -74,13 +75,23 @@ def launch(job: TrainJob, num_proc: int, master: str = "local[*]") -> dict | Non
     return result
 
 
-def train(spark, cfg: Config, run_id: str, **kwargs) -> tuple[dict, dict, Path]:
-    """Prepare, launch, save the artifact; returns (result, meta, artifact_dir)."""
+def train(spark, cfg: Config, run_id: str, **kwargs) -> tuple[TrainResult, ModelArtifact, Path]:
+    """Prepare, launch, save the artifact; returns (result, artifact, artifact folder)."""
     job, meta = prepare(spark, cfg, run_id, **kwargs)
     started = time.time()
-    result = launch(job, meta["num_proc"], spark.sparkContext.master)
-    meta["wall_seconds"] = round(time.time() - started, 2)
-    if result is None:
+    reported = launch(job, meta["num_proc"], spark.sparkContext.master)
+    wall_seconds = round(time.time() - started, 2)
+    if reported is None:
         raise RuntimeError(f"training run {run_id} stopped before finishing (checkpoint kept in {job.output_dir})")
-    artifact = save_artifact(Path(job.output_dir), job, result, meta)
-    return result, meta, artifact
+    weights = reported.pop("best_state", None) or reported.pop("final_state")
+    reported.pop("final_state", None)
+    result = TrainResult(**{**reported, "history": tuple(reported["history"])})
+    artifact = ModelArtifact(
+        run_id=job.run_id, model=job.model, training=job.training, layout=job.layout, tasks=job.tasks,
+        slot_to_task=job.slot_to_task,
+        model_slots=tuple(job.layout.slots[i] for i in job.train_slots) if job.train_slots is not None
+        else job.layout.slots,
+        downsampling_correction=job.correction,
+        slot_logit_shift=dict(zip(job.layout.slots, job.slot_logit_shift or (0.0,) * len(job.layout.slots))),
+        result=result, wall_seconds=wall_seconds, **meta)
+    return result, artifact, save_artifact(Path(job.output_dir), artifact, weights)

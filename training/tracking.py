@@ -24,10 +24,11 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from training.artifact import ModelArtifact
 from training.mlflow_model import MODEL_ARTIFACT, SCORING_ARTIFACT, SCORING_FILE, Scoring
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def _pip_requirements() -> list[str]:
     return out
 
 
-def _log_pyfunc(mlflow, description: Mapping, artifact_dir: Path, scoring: Scoring, name: str):
+def _log_pyfunc(mlflow, artifact: ModelArtifact, artifact_dir: Path, scoring: Scoring, name: str):
     from training import mlflow_entry
     from training.mlflow_model import signature
 
@@ -145,37 +146,37 @@ def _log_pyfunc(mlflow, description: Mapping, artifact_dir: Path, scoring: Scori
         scoring_file = Path(scratch) / SCORING_FILE
         scoring_file.write_text(scoring.to_json())
         return mlflow.pyfunc.log_model(
-            name=name, python_model=mlflow_entry.__file__, signature=signature(description),
+            name=name, python_model=mlflow_entry.__file__, signature=signature(artifact),
             artifacts={MODEL_ARTIFACT: str(artifact_dir), SCORING_ARTIFACT: str(scoring_file)},
             pip_requirements=_pip_requirements())
 
 
-def log_training(cfg, run_id: str, artifact_dir: Path, description: Mapping) -> str | None:
-    """Log one finished training run (``description``: its model.json); returns the MLflow run id
-    (None when ``mlflow.enabled`` is false)."""
+def log_training(cfg, run_id: str, artifact_dir: Path, artifact: ModelArtifact) -> str | None:
+    """Log one finished training run; returns the MLflow run id (None when ``mlflow.enabled`` is
+    false)."""
     if not cfg.mlflow.enabled:
         return None
     mlflow = connect(cfg)
     from mlflow.data.meta_dataset import MetaDataset
 
-    result = description["result"]
-    table, version = description["features_table"], int(description["features_version"])
+    result = artifact.result
+    table, version = artifact.features_table, artifact.features_version
     with mlflow.start_run(run_name=run_id, tags={RUN_ID_TAG: run_id, "camoe.job": "train", **_code_tags()}) as run:
         mlflow.log_params(flat_params({
-            "model": description["model"], "training": description["training"],
-            "tasks": description["tasks"], "backend": result["backend"], "workers": result["workers"],
-            "features_table": table, "features_version": version, "build_run_id": description["build_run_id"],
-            "train_rows": description["train_rows"], "validation_rows": description["validation_rows"]}))
-        for epoch, values in epoch_metrics(result["history"]):
+            "model": asdict(artifact.model), "training": asdict(artifact.training),
+            "tasks": list(artifact.tasks), "backend": result.backend, "workers": result.workers,
+            "features_table": table, "features_version": version, "build_run_id": artifact.build_run_id,
+            "train_rows": artifact.train_rows, "validation_rows": artifact.validation_rows}))
+        for epoch, values in epoch_metrics(result.history):
             mlflow.log_metrics(values, step=epoch)
-        mlflow.log_metrics({"best_epoch": result["best_epoch"], f"best_{result['selection_metric']}":
-                            result["best_value"], "examples_per_second_rank0": result["examples_per_second_rank0"]})
+        mlflow.log_metrics({"best_epoch": result.best_epoch, f"best_{result.selection_metric}": result.best_value,
+                            "examples_per_second_rank0": result.examples_per_second_rank0})
         # the snapshot trained on, as a Delta dataset (no profile: that would scan the table)
         mlflow.log_input(MetaDataset(delta_source(table, version), name=f"{table}@v{version}",
-                                     digest=f"{description['build_run_id']}"[-36:]), context="training")
-        _log_pyfunc(mlflow, description, artifact_dir,
-                    Scoring(description.get("slot_logit_shift") or {s: 0.0 for s in description["layout"]["slots"]},
-                            {t: 1.0 for t in description["tasks"]}, run_id), TRAINED_MODEL)
+                                     digest=f"{artifact.build_run_id}"[-36:]), context="training")
+        _log_pyfunc(mlflow, artifact, artifact_dir,
+                    Scoring(artifact.slot_logit_shift or {s: 0.0 for s in artifact.layout.slots},
+                            {t: 1.0 for t in artifact.tasks}, run_id), TRAINED_MODEL)
     log.info("MLflow run %s (experiment %s at %s)", run.info.run_id, cfg.mlflow.experiment, tracking_uri(cfg))
     return run.info.run_id
 
@@ -211,7 +212,7 @@ def evaluation_metrics(rows: Iterable[Mapping[str, Any]],
 
 
 def log_evaluation(cfg, evaluation_run_id: str, train_run_id: str, train_mlflow_run_id: str | None,
-                   artifact_dir: Path, description: Mapping, slot_logit_shift: Mapping[str, float],
+                   artifact_dir: Path, artifact: ModelArtifact, slot_logit_shift: Mapping[str, float],
                    temperatures: Mapping[str, float], metric_rows: Iterable[Mapping[str, Any]],
                    plots: Iterable[str]) -> tuple[str, RegisteredModel] | None:
     """Log an evaluation into its training run's MLflow run (a new run named after the training
@@ -228,7 +229,7 @@ def log_evaluation(cfg, evaluation_run_id: str, train_run_id: str, train_mlflow_
         mlflow.log_metrics(evaluation_metrics(metric_rows))
         for plot in plots:
             mlflow.log_artifact(plot, artifact_path=f"evaluation/{evaluation_run_id}")
-        info = _log_pyfunc(mlflow, description, artifact_dir,
+        info = _log_pyfunc(mlflow, artifact, artifact_dir,
                            Scoring(slot_logit_shift, temperatures, train_run_id, evaluation_run_id), CALIBRATED_MODEL)
     name, alias = cfg.mlflow.registered_model, cfg.mlflow.alias
     with contextlib.redirect_stderr(io.StringIO()):      # its "Successfully registered" lines: logged below

@@ -10,9 +10,10 @@ import torch
 from core import lineage, tables
 from features.reports import slot_metrics_sql
 from tests.helpers import built_lake
-from training.data import FeatureLayout, load_snapshot
+from training.artifact import load_artifact, read_artifact
+from training.data import load_snapshot
 from training.inference import score_dataframe, score_rows
-from training.loop import load_artifact, score
+from training.loop import score
 
 START = dt.date(2026, 1, 1)
 SLOTS = {"stream_audio", "podcast", "stream_audio_leavebehind", "podcast_leavebehind", "stream_video",
@@ -28,11 +29,11 @@ def _metrics(spark, cfg, result, model):
 def test_spark_inference_scores_exactly_like_the_training_loop(spark, experiment):
     cfg, result = experiment
     artifact = lineage.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"]
-    model, description = load_artifact(artifact)
-    layout = FeatureLayout.from_dict(description["layout"])
-    validation = load_snapshot(spark, cfg.table(tables.FEATURES), description["features_version"], "validation")
-    reference = score(model, validation.files, layout, torch.tensor(description["slot_to_task"]))
-    features = tables.read_table(spark, cfg.table(tables.FEATURES), description["features_version"])
+    model, trained = load_artifact(artifact)
+    layout = trained.layout
+    validation = load_snapshot(spark, cfg.table(tables.FEATURES), trained.features_version, "validation")
+    reference = score(model, validation.files, layout, torch.tensor(trained.slot_to_task))
+    features = tables.read_table(spark, cfg.table(tables.FEATURES), trained.features_version)
     no_shift = {s: 0.0 for s in layout.slots}
     scored = score_dataframe(features.where("split = 'validation'"), artifact, no_shift, None,
                              keep=["impression_id"]).toPandas()
@@ -49,11 +50,11 @@ def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, mod
     rows per model call, and Spark's Arrow batches slice the rows differently from one frame."""
     cfg, _ = experiment
     artifact = lineage.find_train_run(spark, cfg, f"exp1-train-{model_name}-seed17")["artifact"]
-    model, description = load_artifact(artifact)
-    layout = FeatureLayout.from_dict(description["layout"])
+    model, trained = load_artifact(artifact)
+    layout = trained.layout
     shift = {s: 0.25 * i - 1.0 for i, s in enumerate(layout.slots)}
-    temperatures = {t: 1.5 + 0.25 * i for i, t in enumerate(description["tasks"])}
-    rows = tables.read_table(spark, cfg.table(tables.FEATURES), description["features_version"]) \
+    temperatures = {t: 1.5 + 0.25 * i for i, t in enumerate(trained.tasks)}
+    rows = tables.read_table(spark, cfg.table(tables.FEATURES), trained.features_version) \
         .where("split = 'validation'")
     keep = ["impression_id", "event_date", "slot"]
     scored = score_dataframe(rows, artifact, shift, temperatures, keep=keep, masked_experts=True)
@@ -63,8 +64,8 @@ def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, mod
         ("masked_pctr", "array<double>")]
     got = scored.toPandas().set_index("impression_id")
     frame = rows.select(*keep, *layout.categorical, *layout.dense, "slot_id").toPandas()
-    want = score_rows(frame, model, description, [shift[s] for s in layout.slots],
-                      [temperatures[t] for t in description["tasks"]], masked_experts=True)
+    want = score_rows(frame, model, trained, [shift[s] for s in layout.slots],
+                      [temperatures[t] for t in trained.tasks], masked_experts=True)
     got = got.loc[frame["impression_id"]]
     assert len(got) == len(frame) > 0
     assert (got["event_date"].to_numpy() == frame["event_date"].to_numpy()).all()
@@ -316,8 +317,7 @@ def test_a_unimodal_model_is_validated_calibrated_and_evaluated_on_its_own_slots
     assert m[m["level"] == "all"]["rows"].iloc[0] == features.where("split = 'test'").count()
     temperature = spark.table(cfg.table(tables.TEMPERATURES)).where("run_id = 'uni-eval'").first()
     assert temperature.validation_rows == features.where("split = 'validation'").count()
-    _, description = load_artifact(artifact)
-    assert description["model_slots"] == ["stream_video", "embedded_music", "podcast_video"]
+    assert read_artifact(artifact).model_slots == ("stream_video", "embedded_music", "podcast_video")
 
 
 def test_reanalysing_an_experiment_trains_nothing_and_gives_the_same_intervals(spark, experiment):

@@ -8,29 +8,28 @@ import numpy as np
 import pytest
 
 from core import lineage, tables
+from training.artifact import read_artifact
 from training.inference import RowSelection, raw_files_untrusted, score_dataframe, score_table, selected_files
-from training.loop import load_artifact
 
 KEEP = ["impression_id", "event_date", "slot", "label"]
 
 
 @pytest.fixture(scope="module")
 def trained(spark, experiment):
-    """The evaluation suite's camoe (tests/conftest.py ``experiment``): (cfg, artifact, description)."""
+    """The evaluation suite's camoe (tests/conftest.py ``experiment``): (cfg, artifact folder, ModelArtifact)."""
     cfg, _ = experiment
     artifact = lineage.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"]
-    _, description = load_artifact(artifact)
-    return cfg, artifact, description
+    return cfg, artifact, read_artifact(artifact)
 
 
 def _corrections(description):
-    shift = {s: 0.25 * i - 1.0 for i, s in enumerate(description["layout"]["slots"])}
-    temperatures = {t: 1.5 + 0.25 * i for i, t in enumerate(description["tasks"])}
+    shift = {s: 0.25 * i - 1.0 for i, s in enumerate(description.layout.slots)}
+    temperatures = {t: 1.5 + 0.25 * i for i, t in enumerate(description.tasks)}
     return shift, temperatures
 
 
 def _features(spark, cfg, description):
-    return tables.table_files(spark, cfg.table(tables.FEATURES), description["features_version"])
+    return tables.table_files(spark, cfg.table(tables.FEATURES), description.features_version)
 
 
 def test_the_file_path_scores_exactly_like_score_dataframe(spark, trained):
@@ -73,7 +72,7 @@ def test_partition_pruning_and_row_filters_select_what_spark_selects(spark, trai
     table = _features(spark, cfg, description)
     rows = tables.read_table(spark, table.name, table.version)
     dates = sorted(r.event_date for r in rows.select("event_date").distinct().collect())
-    slots = tuple(description["layout"]["slots"][:3])
+    slots = tuple(description.layout.slots[:3])
     for selection in (RowSelection(split="test"), RowSelection(split="validation", slots=slots),
                       RowSelection(start=dates[1], end=dates[2], slots=slots),
                       RowSelection(split="train", start=dates[1]), RowSelection(split="nope")):
@@ -97,7 +96,7 @@ def test_a_table_with_deletion_vectors_is_scored_through_spark(spark, trained, c
     spark.sql(f"DROP TABLE IF EXISTS {name}")
     spark.sql(f"CREATE TABLE {name} USING delta PARTITIONED BY (event_date) "
               f"TBLPROPERTIES ('delta.enableDeletionVectors' = 'true') "
-              f"AS SELECT * FROM {cfg.table(tables.FEATURES)} VERSION AS OF {description['features_version']}")
+              f"AS SELECT * FROM {cfg.table(tables.FEATURES)} VERSION AS OF {description.features_version}")
     deleted = [r.impression_id for r in spark.table(name).where("split = 'test'").limit(5).collect()]
     spark.sql(f"DELETE FROM {name} WHERE impression_id IN ({', '.join(repr(i) for i in deleted)})")
     table = tables.table_files(spark, name)
@@ -129,9 +128,9 @@ def test_a_null_id_is_reported_by_column_and_file(spark, trained):
 
     cfg, artifact, description = trained
     shift, temperatures = _corrections(description)
-    column = description["layout"]["categorical"][1]
+    column = description.layout.categorical[1]
     name = cfg.table("features_null_id")
-    rows = tables.read_table(spark, cfg.table(tables.FEATURES), description["features_version"]).where("split = 'test'")
+    rows = tables.read_table(spark, cfg.table(tables.FEATURES), description.features_version).where("split = 'test'")
     first = rows.select("impression_id").orderBy("impression_id").first().impression_id
     broken = rows.withColumn(column, F.when(F.col("impression_id") == first, F.lit(None)).otherwise(F.col(column)))
     broken.write.format("delta").mode("overwrite").partitionBy("event_date").saveAsTable(name)

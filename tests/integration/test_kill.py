@@ -24,8 +24,8 @@ from pyspark.sql import functions as F
 from core.config import load_config
 from core.faults import KILL_ENV
 from features.synthetic import generate_impressions
+from training.artifact import load_artifact
 from training.checkpoints import checkpoints
-from training.loop import load_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -174,8 +174,8 @@ def test_training_and_evaluation_killed_mid_way_rerun_to_an_uninterrupted_runs_r
     assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
     output = killed.stdout + killed.stderr
     assert f"checkpoint {saved[0]} is unreadable" in output and "resuming from checkpoint-epoch0001.pt" in output
-    again_model, description = load_artifact(model_dir)
-    assert [h["epoch"] for h in description["result"]["history"]] == [0, 1, 2]
+    again_model, artifact = load_artifact(model_dir)
+    assert [h["epoch"] for h in artifact.result.history] == [0, 1, 2]
     for name, tensor in straight_model.state_dict().items():
         torch.testing.assert_close(again_model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6,
                                    msg=lambda detail, name=name: f"{name}: {detail}")

@@ -15,8 +15,7 @@ from calibration.evaluate import downsampling_shift, latest_temperatures
 from calibration.scoring import score_run
 from core import lineage, tables
 from training import tracking
-from training.loop import artifact_description
-from training.mlflow_model import input_columns
+from training.artifact import read_artifact
 
 TRAIN_RUN = "exp1-train-camoe-seed17"
 
@@ -30,7 +29,7 @@ def tracked(spark, experiment, tmp_path_factory):
     cfg = dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage,
                                                                artifacts_dir=tmp_path_factory.mktemp("artifacts")))
     train = lineage.find_train_run(spark, cfg, TRAIN_RUN)
-    description = artifact_description(train["artifact"])
+    description = read_artifact(train["artifact"])
     mlflow_run = tracking.log_training(cfg, TRAIN_RUN, train["artifact"], description)
     evaluation_run, temperatures = latest_temperatures(spark, cfg, TRAIN_RUN)
     rows = [r.asDict() for r in spark.table(cfg.table(tables.SLOT_METRICS))
@@ -61,16 +60,16 @@ def test_a_training_run_is_logged_with_its_settings_epochs_delta_input_and_model
     params = run.data.params
     assert params["model.name"] == "camoe" and params["model.alm"] == "True"
     assert params["training.batch_size"] == "256"
-    assert params["features_version"] == str(description["features_version"])
-    history = description["result"]["history"]
+    assert params["features_version"] == str(description.features_version)
+    history = description.result.history
     assert [m.step for m in client.get_metric_history(mlflow_run, "log_loss")] == list(range(len(history)))
     assert [m.value for m in client.get_metric_history(mlflow_run, "auc_pr")] == \
         pytest.approx([h["auc_pr"] for h in history])
     (dataset,) = run.inputs.dataset_inputs
     assert dataset.dataset.source_type == "delta_table"
     source = json.loads(dataset.dataset.source)
-    assert source["delta_table_name"] == "spark_catalog." + description["features_table"]
-    assert source["delta_table_version"] == description["features_version"]
+    assert source["delta_table_name"] == "spark_catalog." + description.features_table
+    assert source["delta_table_version"] == description.features_version
     assert {t.value for t in dataset.tags} == {"training"}
     # the artifacts folder holds the uncalibrated pyfunc of the run
     assert (cfg.storage.artifacts_dir / "mlflow" / "artifacts").is_dir()
@@ -114,8 +113,8 @@ def test_scoring_by_model_uri_and_spark_udf_give_the_projects_own_pctr(spark, tr
 
     # MLflow's own batch path: the pyfunc as a Spark UDF over the same test rows
     udf = mlflow.pyfunc.spark_udf(spark, "models:/camoe@champion", env_manager="local", result_type="double")
-    columns = [name for name, _ in input_columns(description)]
-    features = (tables.read_table(spark, description["features_table"], description["features_version"])
+    columns = description.input_columns
+    features = (tables.read_table(spark, description.features_table, description.features_version)
                 .where(F.col("split") == "test").select("impression_id", *columns))
     via_udf = features.select("impression_id", udf(*[F.col(c) for c in columns]).alias("udf"))
     compared = own_rows.join(via_udf, "impression_id").toPandas()

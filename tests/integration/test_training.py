@@ -10,8 +10,9 @@ import torch
 
 from core import tables
 from core.metrics import average_precision
+from training.artifact import load_artifact
 from training.data import load_snapshot
-from training.loop import load_artifact, score
+from training.loop import score
 from training.runner import prepare, train
 
 START, END = dt.date(2026, 1, 1), dt.date(2026, 1, 6)
@@ -29,34 +30,34 @@ def train_lake(eval_lake):
 
 def test_local_training_learns_and_the_artifact_scores_like_training(spark, train_lake, tmp_path):
     cfg = train_lake
-    result, meta, artifact = train(spark, cfg, "local-1", backend="local", num_proc=1, epochs=2,
-                                   output_dir=tmp_path / "m", training_overrides=SMALL)
-    assert len(result["history"]) == 2 and result["workers"] == 1
-    best = result["history"][result["best_epoch"]]
-    validation = load_snapshot(spark, cfg.table(tables.FEATURES), meta["features_version"], "validation")
-    model, description = load_artifact(artifact)
-    slot_to_task = torch.tensor(description["slot_to_task"])
-    from training.data import FeatureLayout
-    layout = FeatureLayout.from_dict(description["layout"])
+    result, trained, folder = train(spark, cfg, "local-1", backend="local", num_proc=1, epochs=2,
+                                    output_dir=tmp_path / "m", training_overrides=SMALL)
+    assert len(result.history) == 2 and result.workers == 1
+    best = result.best
+    validation = load_snapshot(spark, cfg.table(tables.FEATURES), trained.features_version, "validation")
+    model, artifact = load_artifact(folder)
+    assert artifact == trained                       # model.json reads back as what training wrote
+    slot_to_task = torch.tensor(artifact.slot_to_task)
+    layout = artifact.layout
     # the slot is a model input: one more categorical, 7 slots + OOV
     assert layout.slot_features == ("slot",) and layout.cardinalities[-1] == 8
     assert layout.input_names[-1] == "slot_input_slot"
     scored = score(model, validation.files, layout, slot_to_task)
     assert scored["label"].size == validation.rows
     # selection metrics are on corrected scores: logit + log(r_neg / r_pos) of the row's slot
-    shift = np.array([description["slot_logit_shift"][s] for s in layout.slots])
+    shift = np.array([artifact.slot_logit_shift[s] for s in layout.slots])
     assert shift[0] == pytest.approx(np.log(0.1)) and shift[4] == 0.0
     z = scored["logit"] + shift[scored["slot"]]
     y = scored["label"]
     assert average_precision(y, z) == pytest.approx(best["auc_pr"], abs=1e-6)
     assert np.mean(np.logaddexp(0, z) - y * z) == pytest.approx(best["log_loss"], rel=1e-5)
-    assert result["selection_metric"] == "log_loss"
-    assert result["best_epoch"] == int(np.argmin([h["log_loss"] for h in result["history"]]))
+    assert result.selection_metric == "log_loss"
+    assert result.best_epoch == int(np.argmin([h["log_loss"] for h in result.history]))
     # better than chance: the base rate is the AUC-PR of a random ranking
     assert best["auc_pr"] > 1.5 * y.mean()
-    assert set(description["tasks"]) == {"audio", "video"}
+    assert set(artifact.tasks) == {"audio", "video"}
     assert np.isfinite(best["auc_pr_audio"]) and np.isfinite(best["auc_pr_video"])
-    assert description["downsampling_correction"] == "logit_shift"
+    assert artifact.downsampling_correction == "logit_shift"
 
 
 def test_a_loss_weighted_run_records_that_it_needs_no_correction(spark, train_lake):
@@ -77,16 +78,16 @@ def test_two_processes_end_with_identical_weights(spark, train_lake, tmp_path, b
     if backend == "horovod":
         pytest.importorskip("horovod.torch", reason="horovod is built by `make env` (training/scripts)")
     cfg = train_lake
-    result, meta, _ = train(spark, cfg, f"dist-{backend}", backend=backend, num_proc=2, epochs=2,
+    result, _, _ = train(spark, cfg, f"dist-{backend}", backend=backend, num_proc=2, epochs=2,
                             output_dir=tmp_path / backend, training_overrides=SMALL, save_rank_states=True)
-    assert result["workers"] == 2 and result["backend"] == backend
+    assert result.workers == 2 and result.backend == backend
     # one global batch: 2 workers x 128 rows take the steps 1 worker x 256 rows takes
-    assert result["worker_batch_size"] == SMALL["batch_size"] // 2
+    assert result.worker_batch_size == SMALL["batch_size"] // 2
     one, _ = prepare(spark, cfg, "one", backend="local", num_proc=1, training_overrides=SMALL)
-    assert abs(result["steps_per_epoch"] - one.train_plan.steps_per_epoch(SMALL["batch_size"])) <= 1
+    assert abs(result.steps_per_epoch - one.train_plan.steps_per_epoch(SMALL["batch_size"])) <= 1
     rank0 = torch.load(tmp_path / backend / "final_rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / backend / "final_rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
-    assert result["history"][-1]["auc_pr"] > 0
+    assert result.history[-1]["auc_pr"] > 0

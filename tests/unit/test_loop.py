@@ -14,10 +14,7 @@ from core.metrics import average_precision
 from training.data import Batch, FeatureLayout
 from training.distributed import Communicator
 from training.loop import (
-    CORRECTION_LOSS_WEIGHT,
     StepContext,
-    logit_shift_of,
-    model_slots,
     train_step,
     validation_metrics,
     worker_batch_size,
@@ -123,20 +120,6 @@ def test_the_slot_reaches_every_model_as_an_input():
         video[:, 2] = 5                                        # stream_video; every other input equal
         with torch.no_grad():
             assert not torch.allclose(model(audio.categorical, audio.dense), model(video, audio.dense))
-
-
-def test_a_loss_weighted_model_is_never_corrected_twice():
-    slots = ["stream_audio", "stream_video"]
-    shifted = {"layout": {"slots": slots}, "training": {"use_sample_weight": False},
-               "downsampling_correction": "logit_shift", "slot_logit_shift": {"stream_audio": math.log(0.1),
-                                                                               "stream_video": 0.0}}
-    assert logit_shift_of(shifted) == shifted["slot_logit_shift"]
-    weighted = {**shifted, "downsampling_correction": CORRECTION_LOSS_WEIGHT}
-    assert logit_shift_of(weighted) == {"stream_audio": 0.0, "stream_video": 0.0}
-    older = {"layout": {"slots": slots}, "training": {"use_sample_weight": True}}   # before the field existed
-    assert logit_shift_of(older) == {"stream_audio": 0.0, "stream_video": 0.0}
-    assert logit_shift_of({"layout": {"slots": slots}, "training": {"use_sample_weight": False}}) is None
-    assert model_slots({"layout": {"slots": slots}, "model_slots": ["stream_video"]}) == ["stream_video"]
 
 
 def test_selection_metrics_are_computed_on_corrected_scores():
