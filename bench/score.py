@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    from calibration.evaluate import prediction_rows
+    from calibration.slot_tables import prediction_rows
     from core import tables
     from core.config import load_config
     from core.session import build_spark

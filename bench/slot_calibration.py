@@ -64,8 +64,8 @@ def _train_and_evaluate(spark, cfg, model: str, version: int, args, run_id: str)
     lineage.record_run(spark, cfg, train_run)
     eval_run = lineage.RunRecord(run_id=f"{run_id}-eval-{model}", job="calibrate_evaluate", params={"model": model})
     summary = evaluate_run(spark, cfg, eval_run.run_id, train_run.run_id)
-    eval_run.outputs.update(summary.pop("outputs"))
-    eval_run.metrics.update(summary)
+    eval_run.outputs.update(summary.outputs)
+    eval_run.metrics.update(summary.metrics())
     lineage.record_run(spark, cfg, eval_run)
     return train_run.run_id, eval_run.run_id
 

@@ -1,315 +1,183 @@
-"""Slot-level evaluation tables from scored rows: pure functions over Spark DataFrames.
-
-Input: rows scored by ``training.inference.score_table`` (slot, task, label, true_ctr and
-ceiling_ctr when the log has them, pctr_raw = corrected for down-sampling, pctr =
-temperature-calibrated). Output DataFrames for
-``slot_metrics`` (one row per level x segment x calibrated flag), ``calibration_bins``
-(reliability-diagram data) and ``expert_mask_metrics``. Segments are every slot, every task
-of the model's grouping and ``all``; the ``level`` column says which.
+"""One evaluation run (jobs/calibrate_evaluate.py, the experiments): find the training run, fit
+per-task temperatures on validation, score the test split before and after, write the slot-level
+tables (calibration/slot_tables.py builds them), plot, and summarise for the runs row; MLflow
+tracking of the run; the down-sampling shift and temperatures scoring applies.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
-from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from core.metrics import ECE_SCHEMES
+from calibration.slot_tables import (
+    change_vs_baseline,
+    expert_mask_tables,
+    prediction_rows,
+    slot_tables,
+    with_run_columns,
+)
 
 log = logging.getLogger(__name__)
-SEGMENT_KEYS = ("level", "slot")
-# % change vs the baseline run
-CHANGE_METRICS = ("auc_pr", "roc_auc", "log_loss", "normalized_entropy", "ece_equal_mass")
 
 
-def with_segments(scored: DataFrame) -> DataFrame:
-    """Each row three times: under its slot, its task and ``all`` (columns level, slot)."""
-    segments = F.array(
-        F.struct(F.lit("slot").alias("level"), F.col("slot").alias("segment")),
-        F.struct(F.lit("task").alias("level"), F.col("task").alias("segment")),
-        F.struct(F.lit("all").alias("level"), F.lit("all").alias("segment")))
-    return (scored.withColumn("_seg", F.explode(segments))
-            .withColumn("level", F.col("_seg.level")).withColumn("_slot", F.col("_seg.segment"))
-            .drop("_seg", "slot").withColumnRenamed("_slot", "slot"))
+@dataclass(frozen=True)
+class EvaluationSummary:
+    """What one evaluation run read, fitted and wrote (the runs row's inputs, outputs, metrics)."""
+    model: str
+    model_run_id: str
+    features_version: int
+    temperatures: dict[str, float]           # task -> T
+    baseline_run_id: str | None
+    outputs: dict[str, int]                  # table -> Delta version written
+    test_rows: int
+    auc_pr: float | None                     # calibrated, all test rows (None: undefined)
+    ece_equal_mass_before: float | None
+    ece_equal_mass_after: float | None
+    segments_without_clicks: tuple[str, ...]
+    plots: tuple[str, ...] = ()
+
+    def metrics(self) -> dict:
+        """Everything but the outputs, JSON-ready, for the runs row."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "outputs"}
 
 
-# slot_metrics' label metrics, in the table's column order (core.metrics.score_metrics)
-LABEL_METRICS = (("rows", "long"), ("positives", "long"), ("ctr", "double"), ("mean_pred", "double"),
-                 ("auc_pr", "double"), ("roc_auc", "double"), ("log_loss", "double"),
-                 ("normalized_entropy", "double"), ("calibration_ratio", "double"))
-REFERENCE_METRICS = ("auc_pr", "roc_auc", "log_loss", "ece_equal_mass")      # of the oracle and the ceiling
-TRUTH_METRICS = ("excess_log_loss", "true_calibration_ratio", "signal_gain", "signal_fraction_of_oracle",
-                 "signal_fraction_of_ceiling")                                # core.metrics.truth_summary
-BIN_COLUMNS = (("scheme", "string"), ("bin", "int"), ("rows", "long"), ("sum_pred", "double"),
-               ("sum_label", "double"), ("min_pred", "double"), ("max_pred", "double"))
-VARIANTS = ((False, "pctr_raw"), (True, "pctr"))           # calibrated flag -> the score it rates
-
-
-def _schema(columns) -> str:
-    return ", ".join(f"{name} {kind}" for name, kind in columns)
-
-
-def _ece_columns(schemes) -> list[tuple[str, str]]:
-    return [(f"ece_{s}", "double") for s in schemes]
-
-
-def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: bool = False
-                ) -> tuple[DataFrame, DataFrame]:
-    """(slot_metrics rows, calibration_bins rows) without run columns.
-
-    ``scored``: slot, task, label, pctr_raw, pctr (and true_ctr, ceiling_ctr). Each segment's
-    rows are rated on an executor by ``core.metrics.score_metrics``, the numpy
-    definitions the bootstrap uses: two shuffles in all, where one aggregation per metric took
-    dozens of stages. A segment's rows must fit in one Python worker's memory (about 100 bytes
-    a row: tens of millions of rows per segment).
-
-    With ``with_oracle`` the true click probability is scored as a model
-    too (oracle_* columns, auc_pr_oracle_fraction = auc_pr / oracle_auc_pr), and the label-free
-    metrics against it are added (``truth_summary``: excess_log_loss, true_calibration_ratio,
-    signal_gain and its fractions of the oracle's and the ceiling's, the base rate being each
-    row's slot mean true_ctr over these rows). With ``with_ceiling`` also ceiling_auc_pr and
-    auc_pr_ceiling_fraction, the learnable ceiling ``ceiling_ctr`` scored as a model.
-    """
-    import pandas as pd
-
-    from core.metrics import reliability_bins, score_metrics, truth_summary
-
-    references = ([("oracle", "true_ctr")] + ([("ceiling", "ceiling_ctr")] if with_ceiling else [])
-                  if with_oracle else [])
-    frame = scored.select("slot", "task", "label", "pctr_raw", "pctr", *[c for _, c in references])
-    if with_oracle:
-        slot_base = frame.groupBy("slot").agg(F.avg("true_ctr").alias("base_ctr"))
-        frame = frame.join(F.broadcast(slot_base), "slot")
-    segmented = with_segments(frame)
-    keys = [("level", "string"), ("slot", "string"), ("calibrated", "boolean")]
-    columns = [*keys, *LABEL_METRICS, *_ece_columns(ECE_SCHEMES),
-               *[(column, "double") for name, _ in references
-                 for column in (*[f"{name}_{m}" for m in REFERENCE_METRICS], f"auc_pr_{name}_fraction")],
-               *([(m, "double") for m in TRUTH_METRICS] if with_oracle else [])]
-
-    def metrics_of(group: pd.DataFrame) -> pd.DataFrame:
-        labels = group["label"].to_numpy(np.float64)
-        reference = {}
-        for name, column in references:
-            known = group[column].notna().to_numpy()
-            rated, _ = (score_metrics(labels[known], group.loc[known, column].to_numpy(np.float64), bins,
-                                      ("equal_mass",)) if known.any() else ({}, None))
-            reference.update({f"{name}_{m}": rated.get(m, np.nan) for m in REFERENCE_METRICS})
-        rows = []
-        for calibrated, column in VARIANTS:
-            scores = group[column].to_numpy(np.float64)
-            row, _ = score_metrics(labels, scores, bins)
-            row.update(reference, level=group["level"].iat[0], slot=group["slot"].iat[0], calibrated=calibrated)
-            for name, _ in references:
-                row[f"auc_pr_{name}_fraction"] = row["auc_pr"] / reference[f"{name}_auc_pr"]
-            if with_oracle:
-                known = group["true_ctr"].notna().to_numpy()
-                ceiling = group.loc[known, "ceiling_ctr"].to_numpy(np.float64) if with_ceiling else None
-                row.update(truth_summary(group.loc[known, "true_ctr"], scores[known],
-                                         group.loc[known, "base_ctr"].to_numpy(np.float64), ceiling))
-            rows.append(row)
-        return pd.DataFrame(rows, columns=[name for name, _ in columns])
-
-    def bins_of(group: pd.DataFrame) -> pd.DataFrame:
-        labels = group["label"].to_numpy(np.float64)
-        rows = [{"level": group["level"].iat[0], "slot": group["slot"].iat[0], "calibrated": calibrated,
-                 "scheme": scheme, **rated}
-                for calibrated, column in VARIANTS for scheme in ECE_SCHEMES
-                for rated in reliability_bins(labels, group[column].to_numpy(np.float64), bins, scheme)]
-        return pd.DataFrame(rows, columns=[name for name, _ in (*keys, *BIN_COLUMNS)])
-
-    grouped = segmented.groupBy(*SEGMENT_KEYS)
-    metrics = grouped.applyInPandas(metrics_of, _schema(columns))
-    metrics = (metrics.withColumnRenamed("mean_pred", "mean_pctr").withColumn("ece_bins", F.lit(bins))
-               .withColumn("note", segment_note(F.col("rows"), F.col("positives"))))
-    order = [name for name, _ in (*keys, *LABEL_METRICS, *_ece_columns(ECE_SCHEMES))]
-    order = [("mean_pctr" if c == "mean_pred" else c) for c in order] + ["ece_bins", "note"]
-    metrics = metrics.select(*order, *[c for c in metrics.columns if c not in order])
-    bin_rows = (grouped.applyInPandas(bins_of, _schema((*keys, *BIN_COLUMNS)))
-                .withColumn("mean_pctr", F.col("sum_pred") / F.col("rows"))
-                .withColumn("observed_ctr", F.col("sum_label") / F.col("rows")).withColumn("bins", F.lit(bins)))
-    return metrics, bin_rows
-
-
-# ECE stays defined without clicks (|0 - sum of pCTR| / rows: the mean pCTR)
-NO_POSITIVES_NOTE = ("no clicks in this window: AUC-PR, ROC-AUC, normalized entropy and the calibration ratio "
-                     "are undefined (NULL)")
-ALL_POSITIVES_NOTE = ("every impression clicked in this window: ROC-AUC and normalized entropy are undefined, "
-                      "AUC-PR is trivially 1")
-
-
-def segment_note(rows: Column, positives: Column) -> Column:
-    """Why a segment's ranking metrics are NULL (null when they are defined)."""
-    return (F.when(positives == 0, F.lit(NO_POSITIVES_NOTE))
-            .when(positives == rows, F.lit(ALL_POSITIVES_NOTE)).otherwise(F.lit(None).cast("string")))
-
-
-def change_vs_baseline(metrics: DataFrame, baseline: DataFrame | None, baseline_run_id: str | None) -> DataFrame:
-    """Adds baseline_run_id and <metric>_change_pct = 100 * (metric / baseline metric - 1)."""
-    out = metrics.withColumn("baseline_run_id", F.lit(baseline_run_id).cast("string"))
-    keys = [*SEGMENT_KEYS, "calibrated"]
-    if baseline is None:
-        for m in CHANGE_METRICS:
-            out = out.withColumn(f"{m}_change_pct", F.lit(None).cast("double"))
-        return out
-    base = baseline.select(*keys, *[F.col(m).alias(f"_base_{m}") for m in CHANGE_METRICS])
-    out = out.join(base, keys, "left")
-    for m in CHANGE_METRICS:
-        out = out.withColumn(f"{m}_change_pct", 100.0 * (F.col(m) / F.col(f"_base_{m}") - 1.0))
-    return out.drop(*[f"_base_{m}" for m in CHANGE_METRICS])
-
-
-def expert_mask_tables(scored: DataFrame, experts: int, bins: int) -> DataFrame:
-    """Calibrated metrics with each expert masked at scoring time (paper appendix A.2).
-
-    ``scored`` carries ``masked_pctr`` (array, one entry per expert). masked_expert = -1 is
-    the unmasked model; auc_pr_change_pct is vs that row.
-    """
-    import pandas as pd
-
-    from core.metrics import score_metrics
-
-    keys = [("level", "string"), ("slot", "string"), ("masked_expert", "int")]
-    columns = [*keys, *LABEL_METRICS, *_ece_columns(("equal_mass",)), ("auc_pr_change_pct", "double")]
-
-    def masked_metrics(group: pd.DataFrame) -> pd.DataFrame:
-        labels = group["label"].to_numpy(np.float64)
-        masked = np.stack(group["masked_pctr"].to_numpy()).reshape(len(group), experts)
-        scores = [group["pctr"].to_numpy(np.float64), *masked.T]
-        rows = [{**score_metrics(labels, s, bins, ("equal_mass",))[0], "level": group["level"].iat[0],
-                 "slot": group["slot"].iat[0], "masked_expert": i - 1} for i, s in enumerate(scores)]
-        for row in rows:
-            row["auc_pr_change_pct"] = 100.0 * (row["auc_pr"] / rows[0]["auc_pr"] - 1.0)
-        return pd.DataFrame(rows, columns=[name for name, _ in columns])
-
-    segmented = with_segments(scored.select("slot", "task", "label", "pctr", "masked_pctr"))
-    return (segmented.groupBy(*SEGMENT_KEYS).applyInPandas(masked_metrics, _schema(columns))
-            .withColumn("experts", F.lit(experts)))
-
-
-def with_run_columns(df: DataFrame, run_id: str, model: str, model_run_id: str, features_version: int,
-                     first: Sequence[str] = ()) -> DataFrame:
-    """Prefix the identifying columns every evaluation table starts with."""
-    cols = [c for c in df.columns if c not in first]
-    return df.select(F.lit(run_id).alias("run_id"), F.lit(model).alias("model"),
-                     F.lit(model_run_id).alias("model_run_id"),
-                     F.lit(int(features_version)).alias("features_version"), *first, *cols,
-                     F.current_timestamp().alias("evaluated_at"))
-
-
-# ----------------------------------------------------------------------------- one evaluation run
 def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, baseline_run_id: str | None = None,
-                 plots_dir=None, expert_masking: bool = True) -> dict:
-    """Fit temperatures on validation, score test before/after, write every evaluation table.
-    ``expert_masking=False`` skips the masked-expert scores (``expert_mask_metrics``, masked_pctr).
-
-    Returns a summary (what was read and written, temperatures, plot paths) for the runs row.
-    """
-    import json
-    import math
-    from pathlib import Path
-
-    import numpy as np
-
-    from calibration import plots
-    from calibration.temperature import fit_temperatures
+                 plots_dir=None, expert_masking: bool = True) -> EvaluationSummary:
+    """Fit temperatures on validation, score test before/after, write every evaluation table, plot.
+    ``expert_masking=False`` skips the masked-expert scores (``expert_mask_metrics``, masked_pctr)."""
     from core import lineage, tables
     from training.artifact import read_artifact
-    from training.inference import RowSelection, score_table
 
     train = lineage.find_train_run(spark, cfg, train_run_id)
     artifact = read_artifact(train["artifact"])
-    model_name = artifact.model.name
-    version = artifact.features_version
-    snapshot = tables.check_data_files(spark, artifact.features_table, version)
-    slots = artifact.model_slots                                              # uni-modal: own slots only
+    snapshot = tables.check_data_files(spark, artifact.features_table, artifact.features_version)
     shift = downsampling_shift(spark, cfg, artifact)
-    tasks = list(artifact.tasks)
+    temperatures, temperature_rows = fit_run_temperatures(spark, cfg, snapshot, train["artifact"], artifact, shift)
+    baseline_run_id, baseline = _baseline(spark, cfg, artifact.model.name, artifact.features_version,
+                                          baseline_run_id)
+    ids = dict(run_id=run_id, model=artifact.model.name, model_run_id=train["run_id"],
+               features_version=artifact.features_version)
+    masking = expert_masking and artifact.model.architecture == "moe" and artifact.model.experts > 1
+    scored = score_test_split(spark, snapshot, train["artifact"], artifact, shift, temperatures, masking)
+    try:
+        # materialised once here: the tables below are aggregations of it, written concurrently
+        if scored.count() == 0:
+            raise ValueError(f"{artifact.features_table}@{artifact.features_version} has no test rows")
+        frames = evaluation_frames(spark, cfg, scored, temperature_rows, ids, baseline, baseline_run_id,
+                                   artifact.model.experts if masking else 0,
+                                   with_truth="true_ctr" in snapshot.schema.names,
+                                   with_ceiling="ceiling_ctr" in snapshot.schema.names)
+        versions = tables.replace_run_rows_of_tables({cfg.table(t): df for t, df in frames.items()}, run_id)
+    finally:
+        scored.unpersist()
+    written = spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id") == run_id).toPandas()
+    plots = _plot(spark, cfg, run_id, written, baseline_run_id, plots_dir) if cfg.evaluation.plots else ()
+    return _summary(written, ids, temperatures, baseline_run_id, {t: versions[cfg.table(t)] for t in frames}, plots)
 
-    # temperatures: validation split, corrected logits, NLL over log T per task
-    validation = score_table(spark, snapshot, train["artifact"], shift, None, keep=["label"],
-                             selection=RowSelection(split="validation", slots=slots)
+
+def fit_run_temperatures(spark, cfg, snapshot, artifact_dir, artifact, shift: dict[str, float]
+                         ) -> tuple[dict[str, float], list[tuple]]:
+    """Per task T minimising the NLL of the corrected validation logits of the model's slots;
+    returns (task -> T, the temperatures table's rows)."""
+
+    from calibration.temperature import fit_temperatures
+    from training.inference import RowSelection, score_table
+
+    tasks = list(artifact.tasks)
+    validation = score_table(spark, snapshot, artifact_dir, shift, None, keep=["label"],
+                             selection=RowSelection(split="validation", slots=artifact.model_slots)
                              ).select("task", "label", "pctr_raw").toPandas()
     if validation.empty:
-        raise ValueError(f"{artifact.features_table}@{version} has no validation rows")
+        raise ValueError(f"{artifact.features_table}@{artifact.features_version} has no validation rows")
     p = validation["pctr_raw"].to_numpy(np.float64)
     z = np.log(p) - np.log1p(-p)
     y = validation["label"].to_numpy(np.float64)
     task_index = validation["task"].map({t: i for i, t in enumerate(tasks)}).to_numpy(np.int64)
     fitted = fit_temperatures(z, y, task_index, len(tasks), (cfg.evaluation.temperature_min,
                                                              cfg.evaluation.temperature_max))
-    temperature_rows = []
+    rows = []
     for i, task in enumerate(tasks):
         sel = task_index == i
         before, after = _nll(z[sel], y[sel], 1.0), _nll(z[sel], y[sel], fitted[i])
-        temperature_rows.append((task, float(fitted[i]), int(sel.sum()), int(y[sel].sum()), before, after))
-    temperatures = {task: float(t) for task, t in zip(tasks, fitted)}
+        rows.append((task, float(fitted[i]), int(sel.sum()), int(y[sel].sum()), before, after))
+    return {task: float(t) for task, t in zip(tasks, fitted)}, rows
 
-    # test split: scored once (cached), then every table is an aggregation of it
-    has_truth = "true_ctr" in snapshot.schema.names
-    has_ceiling = has_truth and "ceiling_ctr" in snapshot.schema.names
-    keep = ["impression_id", "event_date", "slot", "label"] + (["true_ctr"] if has_truth else []) \
-        + (["ceiling_ctr"] if has_ceiling else [])
-    masking = expert_masking and artifact.model.architecture == "moe" and artifact.model.experts > 1
-    scored = score_table(spark, snapshot, train["artifact"], shift, temperatures, keep=keep,
-                         selection=RowSelection(split="test", slots=slots), masked_experts=masking)
-    if not has_truth:
+
+def score_test_split(spark, snapshot, artifact_dir, artifact, shift, temperatures, masked_experts: bool):
+    """The test rows of the model's slots scored before and after calibration, persisted (the
+    caller unpersists); ``true_ctr`` is a null column on a log without it."""
+    from training.inference import RowSelection, score_table
+
+    names = snapshot.schema.names
+    keep = ["impression_id", "event_date", "slot", "label"] + [c for c in ("true_ctr", "ceiling_ctr")
+                                                               if c in names and "true_ctr" in names]
+    scored = score_table(spark, snapshot, artifact_dir, shift, temperatures, keep=keep,
+                         selection=RowSelection(split="test", slots=artifact.model_slots),
+                         masked_experts=masked_experts)
+    if "true_ctr" not in names:
         scored = scored.withColumn("true_ctr", F.lit(None).cast("double"))
-    scored = scored.persist()
-    try:
-        # materialised once here: the tables below are aggregations of it, written concurrently
-        if scored.count() == 0:
-            raise ValueError(f"{artifact.features_table}@{version} has no test rows")
-        bins = cfg.evaluation.ece_bins
-        metrics, bin_rows = slot_tables(scored, bins, with_oracle=has_truth, with_ceiling=has_ceiling)
-        baseline_run_id, baseline = _baseline(spark, cfg, model_name, version, baseline_run_id)
-        metrics = change_vs_baseline(metrics, baseline, baseline_run_id)
-        ids = dict(run_id=run_id, model=model_name, model_run_id=train["run_id"], features_version=version)
-        frames = {
-            tables.SLOT_METRICS: with_run_columns(metrics, **ids, first=("level", "slot")),
-            tables.CALIBRATION_BINS: with_run_columns(bin_rows, **ids, first=("level", "slot")),
-            tables.TEMPERATURES: with_run_columns(spark.createDataFrame(
-                temperature_rows, "task string, temperature double, validation_rows long, "
-                                  "validation_positives long, nll_before double, nll_after double"), **ids),
-            tables.PREDICTIONS: prediction_rows(scored, **ids),
-        }
-        if masking:
-            frames[tables.EXPERT_MASK_METRICS] = with_run_columns(
-                expert_mask_tables(scored, artifact.model.experts, bins), **ids,
-                first=("level", "slot", "masked_expert"))
-        versions = tables.replace_run_rows_of_tables({cfg.table(t): df for t, df in frames.items()}, run_id)
-        outputs = {t: versions[cfg.table(t)] for t in frames}
-    finally:
-        scored.unpersist()
+    return scored.persist()
 
-    written = spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id") == run_id).toPandas()
-    figures = []
-    if cfg.evaluation.plots:
-        out = Path(plots_dir or cfg.storage.artifacts_dir / "evaluation" / run_id)
-        bin_frame = spark.table(cfg.table(tables.CALIBRATION_BINS)).where(F.col("run_id") == run_id).toPandas()
-        figures.append(str(plots.reliability_diagrams(bin_frame, out / "reliability.png")))
-        if baseline_run_id:
-            figures.append(str(plots.auc_pr_change_bars(written, out / "auc_pr_vs_baseline.png",
-                                                        f"{cfg.evaluation.baseline_model} ({baseline_run_id})")))
+
+def evaluation_frames(spark, cfg, scored, temperature_rows, ids: dict, baseline, baseline_run_id: str | None,
+                      masked_experts: int, with_truth: bool, with_ceiling: bool) -> dict:
+    """table -> the rows this run writes to it, every one an aggregation of ``scored``
+    (``masked_experts``: the model's expert count when masked scores were made, else 0)."""
+    from core import tables
+
+    bins = cfg.evaluation.ece_bins
+    metrics, bin_rows = slot_tables(scored, bins, with_oracle=with_truth, with_ceiling=with_truth and with_ceiling)
+    metrics = change_vs_baseline(metrics, baseline, baseline_run_id)
+    frames = {
+        tables.SLOT_METRICS: with_run_columns(metrics, **ids, first=("level", "slot")),
+        tables.CALIBRATION_BINS: with_run_columns(bin_rows, **ids, first=("level", "slot")),
+        tables.TEMPERATURES: with_run_columns(spark.createDataFrame(
+            temperature_rows, "task string, temperature double, validation_rows long, "
+                              "validation_positives long, nll_before double, nll_after double"), **ids),
+        tables.PREDICTIONS: prediction_rows(scored, **ids),
+    }
+    if masked_experts:
+        frames[tables.EXPERT_MASK_METRICS] = with_run_columns(
+            expert_mask_tables(scored, masked_experts, bins), **ids, first=("level", "slot", "masked_expert"))
+    return frames
+
+
+def _plot(spark, cfg, run_id: str, written, baseline_run_id: str | None, plots_dir) -> tuple[str, ...]:
+    """Reliability diagrams (and AUC-PR change vs the baseline) of the run, as PNG paths."""
+    from pathlib import Path
+
+    from calibration import plots
+    from core import tables
+
+    out = Path(plots_dir or cfg.storage.artifacts_dir / "evaluation" / run_id)
+    bin_frame = spark.table(cfg.table(tables.CALIBRATION_BINS)).where(F.col("run_id") == run_id).toPandas()
+    figures = [str(plots.reliability_diagrams(bin_frame, out / "reliability.png"))]
+    if baseline_run_id:
+        figures.append(str(plots.auc_pr_change_bars(written, out / "auc_pr_vs_baseline.png",
+                                                    f"{cfg.evaluation.baseline_model} ({baseline_run_id})")))
+    return tuple(figures)
+
+
+def _summary(written, ids: dict, temperatures, baseline_run_id, outputs, plots) -> EvaluationSummary:
+    """The run's summary from the slot_metrics rows it wrote; segments whose metrics are undefined
+    are logged with the reason."""
     overall = written[(written["level"] == "all")].set_index("calibrated")
     undefined = written[written["calibrated"] & written["note"].notna() & (written["level"] != "all")]
     for row in undefined.itertuples():
         log.warning("%s %s (%d test impressions, %d clicks): %s", row.level, row.slot, row.rows, row.positives,
                     row.note)
-    summary = {"model": model_name, "model_run_id": train["run_id"], "features_version": version,
-               "temperatures": temperatures, "baseline_run_id": baseline_run_id, "plots": figures,
-               "outputs": outputs, "test_rows": int(overall.loc[True, "rows"]),
-               "auc_pr": _finite(overall.loc[True, "auc_pr"]),
-               "ece_equal_mass_before": _finite(overall.loc[False, "ece_equal_mass"]),
-               "ece_equal_mass_after": _finite(overall.loc[True, "ece_equal_mass"]),
-               "segments_without_clicks": sorted(undefined.loc[undefined["positives"] == 0, "slot"])}
-    json.dumps(summary, default=str)          # fail here, not in the runs row, if not serialisable
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+    return EvaluationSummary(
+        model=ids["model"], model_run_id=ids["model_run_id"], features_version=int(ids["features_version"]),
+        temperatures=temperatures, baseline_run_id=baseline_run_id, outputs=outputs,
+        test_rows=int(overall.loc[True, "rows"]), auc_pr=_finite(overall.loc[True, "auc_pr"]),
+        ece_equal_mass_before=_finite(overall.loc[False, "ece_equal_mass"]),
+        ece_equal_mass_after=_finite(overall.loc[True, "ece_equal_mass"]),
+        segments_without_clicks=tuple(sorted(undefined.loc[undefined["positives"] == 0, "slot"])), plots=plots)
 
 
-def track_evaluation(spark, cfg, run_id: str, summary: dict):
+def track_evaluation(spark, cfg, run_id: str, summary: EvaluationSummary):
     """Log evaluation ``run_id`` (``summary``: evaluate_run's) into its training run's MLflow run
     and register the calibrated model (training.tracking.log_evaluation); None when tracking is off."""
     from pathlib import Path
@@ -318,11 +186,11 @@ def track_evaluation(spark, cfg, run_id: str, summary: dict):
     from training.artifact import read_artifact
     from training.tracking import log_evaluation
 
-    train = lineage.find_train_run(spark, cfg, summary["model_run_id"])
+    train = lineage.find_train_run(spark, cfg, summary.model_run_id)
     artifact = read_artifact(train["artifact"])
     rows = [r.asDict() for r in spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id") == run_id).collect()]
     return log_evaluation(cfg, run_id, train["run_id"], train["mlflow_run_id"], Path(train["artifact"]), artifact,
-                          downsampling_shift(spark, cfg, artifact), summary["temperatures"], rows, summary["plots"])
+                          downsampling_shift(spark, cfg, artifact), summary.temperatures, rows, summary.plots)
 
 
 def downsampling_shift(spark, cfg, artifact) -> dict[str, float]:
@@ -350,19 +218,6 @@ def latest_temperatures(spark, cfg, model_run_id: str) -> tuple[str, dict[str, f
     return run, {r.task: float(r.temperature) for r in rows if r.run_id == run}
 
 
-def prediction_rows(scored: DataFrame, run_id: str, model: str, model_run_id: str, features_version: int):
-    """Rows of the ``predictions`` table (shared with jobs/score.py)."""
-    label = F.col("label").cast("int") if "label" in scored.columns else F.lit(None).cast("int")
-    truth = F.col("true_ctr") if "true_ctr" in scored.columns else F.lit(None).cast("double")
-    return scored.select(
-        F.lit(run_id).alias("run_id"), F.lit(model).alias("model"), F.lit(model_run_id).alias("model_run_id"),
-        F.lit(int(features_version)).alias("features_version"), F.current_timestamp().alias("scored_at"),
-        "impression_id", "event_date", "slot", "task", "logit", "pctr_raw", "pctr",
-        label.alias("label"), truth.alias("true_ctr"),
-        # evaluation of a multi-expert model: each expert zeroed in turn (paper app. A.2)
-        *(["masked_pctr"] if "masked_pctr" in scored.columns else []))
-
-
 def _baseline(spark, cfg, model_name: str, version: int, baseline_run_id: str | None):
     from core import tables
 
@@ -388,7 +243,6 @@ def _baseline(spark, cfg, model_name: str, version: int, baseline_run_id: str | 
 
 
 def _nll(z, y, temperature: float) -> float:
-    import numpy as np
 
     s = z / temperature
     return float(np.mean(np.logaddexp(0.0, s) - y * s)) if len(z) else float("nan")

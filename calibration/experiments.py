@@ -324,14 +324,14 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
             # model the masking claims are about only
             summary = evaluate_run(spark, cfg, eval_run.run_id, train_run.run_id, baseline_run,
                                    expert_masking=entry == target)
-            eval_run.outputs.update(summary.pop("outputs"))
-            eval_run.metrics.update(summary)
+            eval_run.outputs.update(summary.outputs)
+            eval_run.metrics.update(summary.metrics())
             lineage.record_run(spark, cfg, eval_run)
             seed_evaluations.setdefault(entry, {})[seed] = eval_run.run_id
             evaluations.setdefault(entry, eval_run.run_id)
             if log:
                 log.info("experiment %s: %s seed %d trained and evaluated (test AUC-PR %.4f)", run_id, entry,
-                         seed, summary["auc_pr"] or float("nan"))
+                         seed, summary.auc_pr or float("nan"))
         timings[entry] = round(time.time() - started, 1)
 
     if reanalyse:

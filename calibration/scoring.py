@@ -14,7 +14,8 @@ import datetime as dt
 
 from pyspark.sql import functions as F
 
-from calibration.evaluate import downsampling_shift, latest_temperatures, prediction_rows
+from calibration.evaluate import downsampling_shift, latest_temperatures
+from calibration.slot_tables import prediction_rows
 from core import lineage, tables
 
 

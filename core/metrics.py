@@ -2,7 +2,7 @@
 
 numpy, following scikit-learn (ties handled by distinct thresholds; the tests hold them to it).
 Training-time validation, bootstrap resamples and the evaluation tables use the same functions:
-``calibration.evaluate`` applies ``score_metrics``/``truth_summary`` to each segment's rows on
+``calibration.slot_tables`` applies ``score_metrics``/``truth_summary`` to each segment's rows on
 Spark's executors, so no metric has a second definition.
 
 Every numpy metric takes an optional ``sample_weight`` (n,): a row of weight w counts as w
@@ -321,7 +321,7 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray, bins: int, schemes: Se
     labels, scores: (n,), n > 0. Returns ({rows, positives, ctr, mean_pred, auc_pr, roc_auc,
     log_loss, normalized_entropy, calibration_ratio, ece_<scheme>}, [{scheme, bin, rows,
     sum_pred, sum_label, min_pred, max_pred} per non-empty bin]). Undefined metrics are NaN
-    (AUC-PR without clicks, ...). ``calibration.evaluate`` runs it per segment on executors.
+    (AUC-PR without clicks, ...). ``calibration.slot_tables`` runs it per segment on executors.
     """
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(scores, dtype=np.float64)

@@ -31,20 +31,20 @@ def run(spark, cfg, args, record) -> int:
     from features.reports import slot_metrics_sql
 
     summary = evaluate_run(spark, cfg, record.run_id, args.train_run_id, args.baseline_run_id)
-    record.inputs.update({"model_run_id": summary["model_run_id"], "features": summary["features_version"]})
-    record.outputs.update(summary.pop("outputs"))
-    record.metrics.update(summary)
+    record.inputs.update({"model_run_id": summary.model_run_id, "features": summary.features_version})
+    record.outputs.update(summary.outputs)
+    record.metrics.update(summary.metrics())
     tracked = track_evaluation(spark, cfg, record.run_id, summary)
     if tracked:
         record.mlflow_run_id, registered = tracked
         record.outputs["registered_model"] = registered.uri
         record.metrics["registered_model_version"] = registered.version
-    if summary["plots"]:
-        log.info("plots in %s: %s", os.path.dirname(summary["plots"][0]),
-                 ", ".join(os.path.basename(p) for p in summary["plots"]))
+    if summary.plots:
+        log.info("plots in %s: %s", os.path.dirname(summary.plots[0]),
+                 ", ".join(os.path.basename(p) for p in summary.plots))
     sql = slot_metrics_sql(cfg, record.run_id, spark.table(cfg.table(tables.SLOT_METRICS)).columns)
-    print(f"model {summary['model']} (training run {summary['model_run_id']}), temperatures "
-          + ", ".join(f"{t}={v:.3f}" for t, v in summary["temperatures"].items())
+    print(f"model {summary.model} (training run {summary.model_run_id}), temperatures "
+          + ", ".join(f"{t}={v:.3f}" for t, v in summary.temperatures.items())
           + (f"; registered as {registered.name} version {registered.version}, {registered.uri}" if tracked else ""))
     print(sql if args.show_sql else f"per-slot metrics of {record.run_id} from {cfg.table(tables.SLOT_METRICS)} "
           "(--show-sql prints the query):")

@@ -7,7 +7,7 @@ import datetime as dt
 
 from pyspark.sql import functions as F
 
-from calibration.evaluate import NO_POSITIVES_NOTE
+from calibration.slot_tables import NO_POSITIVES_NOTE
 from core import tables
 from jobs import experiments, generate_logs, ingest, pipeline, replay_auction
 from jobs._cli import main as job_main

@@ -13,7 +13,7 @@ sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 
 def test_slot_tables_rate_each_segment_with_the_numpy_definitions(spark):
-    from calibration.evaluate import NO_POSITIVES_NOTE, expert_mask_tables, slot_tables
+    from calibration.slot_tables import NO_POSITIVES_NOTE, expert_mask_tables, slot_tables
 
     rng = np.random.default_rng(6)
     n = 3000
