@@ -190,7 +190,7 @@ package: env
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(DIST) .
 	rm -rf build
 	$(PY) -m zipfile -e $(DIST)/camoe-*.whl $(DIST)/.zip
-	cd $(DIST)/.zip && $(abspath $(PY)) -m zipfile -c ../camoe-jobs.zip core features training calibration jobs camoe-*.dist-info
+	cd $(DIST)/.zip && $(abspath $(PY)) -m zipfile -c ../camoe-jobs.zip core features training calibration serving jobs camoe-*.dist-info
 	rm -rf $(DIST)/.zip
 	mkdir -p $(DIST)/conf $(DIST)/jobs
 	cp conf/*.yaml conf/log4j2.properties $(DIST)/conf/

@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
 
 
 def run(spark, cfg, args, record) -> int:
-    from calibration.scoring import score_run
+    from serving.scoring import score_run
 
     summary = score_run(spark, cfg, record.run_id, args.train_run_id, args.candidates, args.split or None,
                         args.start_date, args.end_date, model_uri=args.model_uri)

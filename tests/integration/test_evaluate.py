@@ -272,7 +272,7 @@ def test_an_unknown_training_run_is_a_readable_error(spark, experiment):
 
 
 def test_batch_scoring_serves_the_pctr_that_was_evaluated(spark, experiment):
-    from calibration.scoring import score_run
+    from serving.scoring import score_run
 
     cfg, result = experiment
     summary = score_run(spark, cfg, "score-1", "exp1-train-camoe-seed17")
@@ -288,7 +288,7 @@ def test_batch_scoring_serves_the_pctr_that_was_evaluated(spark, experiment):
 
 
 def test_scoring_an_uncalibrated_model_says_what_to_run(spark, experiment):
-    from calibration.scoring import score_run
+    from serving.scoring import score_run
 
     cfg, _ = experiment
     record = lineage.RunRecord(run_id="uncalibrated", job="train",

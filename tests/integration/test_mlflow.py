@@ -12,8 +12,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from calibration.evaluate import downsampling_shift, latest_temperatures
-from calibration.scoring import score_run
 from core import lineage, tables
+from serving.scoring import score_run
 from training import tracking
 from training.artifact import read_artifact
 

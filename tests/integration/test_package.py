@@ -40,7 +40,7 @@ def test_packaged_jobs_run_from_dist_alone_in_another_directory(tmp_path):
     assert {p.name for p in (dist / "jobs").glob("*.py")} == {p.name for p in JOBS}
     bundle = dist / "camoe-jobs.zip"
     names = set(zipfile.ZipFile(bundle).namelist())
-    sources = {str(p.relative_to(ROOT)) for pkg in ("core", "features", "training", "calibration", "jobs")
+    sources = {str(p.relative_to(ROOT)) for pkg in ("core", "features", "training", "calibration", "serving", "jobs")
                for p in (ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts}
     assert sources <= names, f"missing from the zip: {sorted(sources - names)}"
 

@@ -6,8 +6,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# bottom to top: config/session/tables; features; training; evaluation and scoring; job CLIs
-LAYERS = ("core", "features", "training", "calibration", "jobs")
+# bottom to top: config/session/tables; features; training; evaluation; batch scoring; job CLIs
+LAYERS = ("core", "features", "training", "calibration", "serving", "jobs")
 
 
 def imports_of(path: Path) -> set[str]:
