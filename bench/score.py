@@ -5,7 +5,7 @@
 Builds a synthetic feature table in a temporary warehouse, trains CAMoE for one epoch (local
 backend), then times, over every row of the table:
   (a) scan only: the same columns read by Spark and discarded (the floor);
-  (b) score: training.inference.score_table, the path jobs/score.py and the evaluation use (the
+  (b) score: training.table_scoring.score_table, the path jobs/score.py and the evaluation use (the
       Python tasks read the snapshot's Parquet files with pyarrow, score them and hand back only
       the keep and score columns through mapInArrow) into Spark's noop sink;
   (c) score + write: as jobs/score.py does, into a Delta predictions table;
@@ -52,8 +52,9 @@ def main() -> None:
     from core.session import build_spark
     from features.pipeline import build_features
     from features.synthetic import generate_impressions
-    from training.inference import RowSelection, Scorer, _settle_worker, model_inputs, score_dataframe, score_table
+    from training.inference import Scorer, _settle_worker, model_inputs, score_dataframe
     from training.runner import train
+    from training.table_scoring import RowSelection, score_table
 
     tmp = Path(tempfile.mkdtemp(prefix="camoe-bench-score-"))
     cfg = load_config(overrides=[f"storage.warehouse_dir={tmp}/warehouse", f"storage.metastore_dir={tmp}/metastore",

@@ -83,7 +83,7 @@ def fit_run_temperatures(spark, cfg, snapshot, artifact_dir, artifact, shift: di
     returns (task -> T, the temperatures table's rows)."""
 
     from calibration.temperature import fit_temperatures
-    from training.inference import RowSelection, score_table
+    from training.table_scoring import RowSelection, score_table
 
     tasks = list(artifact.tasks)
     validation = score_table(spark, snapshot, artifact_dir, shift, None, keep=["label"],
@@ -108,7 +108,7 @@ def fit_run_temperatures(spark, cfg, snapshot, artifact_dir, artifact, shift: di
 def score_test_split(spark, snapshot, artifact_dir, artifact, shift, temperatures, masked_experts: bool):
     """The test rows of the model's slots scored before and after calibration, persisted (the
     caller unpersists); ``true_ctr`` is a null column on a log without it."""
-    from training.inference import RowSelection, score_table
+    from training.table_scoring import RowSelection, score_table
 
     names = snapshot.schema.names
     keep = ["impression_id", "event_date", "slot", "label"] + [c for c in ("true_ctr", "ceiling_ctr")

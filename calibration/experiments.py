@@ -1,9 +1,7 @@
-"""The paper's ablation tables from slot_metrics rows of several evaluation runs.
-
-Input is a pandas frame of slot_metrics rows (one experiment: every model evaluated on the same
-features snapshot); output is markdown: the analogues of the paper's Table 2 (per-slot % change
-in AUC-PR vs the baseline), Table 3 (task groupings), Table 4 (ECE with and without ALM),
-Table 5 (DCN / MMoE) and the oracle ceiling. Everything here is pure pandas.
+"""One experiment (`make experiments`, jobs/experiments.py): every model of the ablation set
+trained per seed and evaluated on one features snapshot, the paired-bootstrap power analysis over
+test impressions and seeds, the per-slot targets, the sampling ablation, and the report
+(calibration/experiment_report.py renders it) with the experiment_results rows.
 """
 from __future__ import annotations
 
@@ -14,104 +12,14 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-# (title, models, what the paper asks of them)
-ABLATIONS = (
-    ("Task grouping (paper Table 3)", ("dcnv2", "camoe_t1", "camoe", "camoe_music_podcast", "camoe_t7"),
-     "t=1 vs modality (audio/video) vs content (music/podcast) vs one task per slot"),
-    ("Adaptive loss masking (paper Table 4)", ("camoe_no_alm", "camoe"), "CAMoE with and without ALM"),
-    ("Experts (paper Table 5)", ("mmoe", "camoe"),
-     "MLP experts with the x0 skip (MMoE = CAMoE without DCN) vs DCN-v2 cross + MLP experts"),
+from calibration.experiment_report import (
+    loss_name,
+    markdown_report,
+    pareto_points,
+    power_markdown,
+    target_checks,
+    targets_markdown,
 )
-
-
-def change_table(metrics: pd.DataFrame, baseline: str, slots: list[str], column: str = "auc_pr") -> pd.DataFrame:
-    """Rows: models; columns: slots + all; values: % change of ``column`` vs ``baseline``.
-
-    metrics: calibrated slot_metrics rows with model, level, slot and ``column``. An ``oracle``
-    row gives the ceiling: the true click probability scored as a model.
-    """
-    rows = metrics[metrics["calibrated"] & metrics["level"].isin(["slot", "all"])]
-    wide = rows.pivot_table(index="model", columns="slot", values=column, aggfunc="first")
-    wide = wide[[s for s in [*slots, "all"] if s in wide.columns]]
-    if baseline not in wide.index:
-        raise ValueError(f"baseline model {baseline!r} has no rows (models: {sorted(wide.index)})")
-    base = wide.loc[baseline]
-    change = 100.0 * (wide / base - 1.0)
-    if "oracle_auc_pr" in rows.columns and column == "auc_pr":
-        oracle = rows.drop_duplicates("slot").set_index("slot")["oracle_auc_pr"].reindex(wide.columns)
-        change.loc["oracle"] = 100.0 * (oracle / base - 1.0)
-    return change
-
-
-def ece_table(metrics: pd.DataFrame, models: tuple[str, ...], slots: list[str]) -> pd.DataFrame:
-    """ECE (equal-mass) per slot before and after temperature for ``models``."""
-    rows = metrics[metrics["model"].isin(models) & metrics["level"].isin(["slot", "all"])]
-    rows = rows.assign(variant=rows["model"] + rows["calibrated"].map({False: " (raw)", True: " (T)"}))
-    wide = rows.pivot_table(index="variant", columns="slot", values="ece_equal_mass", aggfunc="first")
-    return wide[[s for s in [*slots, "all"] if s in wide.columns]]
-
-
-def pareto_points(power: dict, x_slot: str, y_slot: str) -> pd.DataFrame:
-    """Fig. 7: per model, the % AUC-PR change vs the baseline on two slots with its 95% interval
-    (``power_analysis``'s comparisons: seed-averaged, paired bootstrap). Columns: model, the two
-    changes, and ``<change> lo`` / ``<change> hi``."""
-    by_model: dict[str, dict] = {}
-    for c in power["comparisons"]:
-        if c["metric"] == "auc_pr" and c["segment"] in (x_slot, y_slot):
-            by_model.setdefault(c["candidate"], {})[c["segment"]] = c["relative"]
-    rows = []
-    for model, changes in by_model.items():
-        if x_slot in changes and y_slot in changes:
-            row = {"model": model}
-            for slot in (x_slot, y_slot):
-                name = f"{slot} AUC-PR change"
-                row.update({name: 100 * changes[slot]["estimate"], f"{name} lo": 100 * changes[slot]["lo"],
-                            f"{name} hi": 100 * changes[slot]["hi"]})
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def markdown_report(metrics: pd.DataFrame, baseline: str, slots: list[str], header: str = "") -> str:
-    models = set(metrics["model"])
-    with_oracle = "auc_pr_oracle_fraction" in metrics.columns and metrics["auc_pr_oracle_fraction"].notna().any()
-    parts = [header,
-             f"## AUC-PR, % change vs {baseline} per slot (paper Table 2)"
-             + ("; `oracle` = true click probability" if with_oracle else ""),
-             _fmt(change_table(metrics, baseline, slots), "{:+.1f}")]
-    if with_oracle:
-        fraction = metrics[metrics["calibrated"] & (metrics["level"] == "slot")].pivot_table(
-            index="model", columns="slot", values="auc_pr_oracle_fraction", aggfunc="first")
-        parts += ["## AUC-PR as a fraction of the oracle's",
-                  _fmt(fraction[[s for s in slots if s in fraction.columns]], "{:.3f}")]
-    else:
-        parts.append("The log has no true click probability (true_ctr): the oracle, the learnable ceiling and "
-                     "the label-free metrics are left out; every comparison is on the logged clicks.")
-    for title, names, what in ABLATIONS:
-        present = [m for m in names if m in models]
-        if len(present) < 2:
-            continue
-        table = change_table(metrics, baseline, slots).loc[present]
-        parts += [f"## {title}: {what}; AUC-PR % change vs {baseline}", _fmt(table, "{:+.1f}")]
-        if "camoe_no_alm" in present:            # the paper's ALM table reports calibration too
-            parts += ["ECE (equal-mass bins) before (raw) and after (T) temperature scaling:",
-                      _fmt(ece_table(metrics, tuple(present), slots), "{:.5f}")]
-    return "\n\n".join(p for p in parts if p) + "\n"
-
-
-def _loss_name(settings) -> str:
-    if settings.alm:
-        return f"ALM ({settings.alm_normalization})"
-    return "no ALM"
-
-
-def _fmt(frame: pd.DataFrame, number: str) -> str:
-    cols = [str(c) for c in frame.columns]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for index, row in frame.iterrows():
-        cells = ["" if pd.isna(v) else number.format(v) for v in row.values]
-        lines.append(f"| {index} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
 
 # ----------------------------------------------------------------------------- seeds and intervals
 POWER_METRICS = ("auc_pr", "excess_log_loss", "true_calibration_ratio")
@@ -146,50 +54,8 @@ def power_analysis(rows, baseline: str, slots: list[str], resamples: int, maskin
             "auc_pr_change_half_width": half_widths}
 
 
-def _interval_cell(relative: dict) -> str:
-    """'+2.1 [-1.0, +5.3]' in % points; bold when the interval excludes 0."""
-    if not np.isfinite(relative["lo"]):
-        return ""
-    cell = f"{100 * relative['estimate']:+.1f} [{100 * relative['lo']:+.1f}, {100 * relative['hi']:+.1f}]"
-    return f"**{cell}**" if relative["lo"] > 0 or relative["hi"] < 0 else cell
 
 
-def power_markdown(power: dict, baseline: str, slots: list[str], seeds: dict[str, list[int]]) -> str:
-    """The report's interval tables: changes vs the baseline, the claims, the achieved widths."""
-    from calibration.power import is_masked_variant
-
-    parts = []
-    for key, versus in (("comparisons", baseline), ("sampling", "the same model on conf/data.yaml's rates")):
-        comparisons = pd.DataFrame(power.get(key, []))
-        if comparisons.empty:
-            continue
-        columns = [s for s in [*slots, "all"] if s in set(comparisons["segment"])]
-        what = "Sampling ablation, " if key == "sampling" else ""
-        for metric, title in (("auc_pr", "AUC-PR"),
-                              ("excess_log_loss", "excess log loss vs true_ctr (lower is better)"),
-                              ("true_calibration_ratio", "calibration ratio vs true_ctr")):
-            part = comparisons[comparisons["metric"] == metric]
-            if part.empty or (metric == "true_calibration_ratio" and key != "sampling"):
-                continue
-            table = part.pivot_table(index="candidate", columns="segment", values="relative", aggfunc="first")
-            table = table[[c for c in columns if c in table.columns]].map(_interval_cell)
-            parts += [f"## {what}{title}: % change vs {versus} with 95% CI (paired bootstrap over test impressions "
-                      f"and training seeds; bold: the interval excludes 0)", _fmt(table, "{}")]
-    if power["claims"]:
-        lines = ["| claim | paper | segment | metric | change % [95% CI] | verdict |", "|---|---|---|---|---|---|"]
-        for c in power["claims"]:
-            cell = _interval_cell(c["relative"]).replace("**", "")
-            lines.append(f"| {c['claim']} ({c['candidate']} vs {c['reference']}) | {c['source']} | {c['segment']} | "
-                         f"{c['metric']} | {cell} | {c['verdict']} |")
-        parts += ["## The paper's claims: confirmed when the interval lies on the better side of 0, refuted "
-                  "when on the worse side, unresolved when it covers 0", "\n".join(lines)]
-    if power["auc_pr_change_half_width"]:
-        parts.append("Achieved half-width of the AUC-PR change intervals (percentage points; target <= 3): "
-                     + ", ".join(f"{slot} max {w['max_points']:.1f} (mean {w['mean_points']:.1f})"
-                                 for slot, w in power["auc_pr_change_half_width"].items())
-                     + ". Seeds per model: " + ", ".join(f"{m} {s}" for m, s in sorted(seeds.items())
-                                                    if not is_masked_variant(m)) + ".")
-    return "\n\n".join(parts)
 
 
 def model_slot_summary(metrics: pd.DataFrame) -> dict:
@@ -219,45 +85,6 @@ def sampling_variant(sampling, floor: float):
     of its negatives; positives as configured. floor = 1.0 keeps every train row."""
     return replace(sampling, rates={(slot, label): max(rate, floor) if label == 0 else rate
                                     for (slot, label), rate in sampling.rates.items()})
-
-
-# ----------------------------------------------------------------------------- the benchmark's targets
-CEILING_SIGNAL_TARGET = 0.95            # gain(model) >= 0.95 gain(ceiling), gain = LL(slot base rate) - LL(x)
-TRUE_CALIBRATION_BOUNDS = (0.95, 1.05)  # sum(pCTR) / sum(true_ctr) per slot after temperature
-
-
-def target_checks(summary: dict, model: str, slots: list[str]) -> list[dict]:
-    """Per slot (seed-averaged ``model_slot_summary``): does ``model`` capture >= 0.95 of the
-    ceiling's signal and is its calibration ratio against true_ctr within [0.95, 1.05]?
-    Empty when the model was not run or the log has no true_ctr."""
-    lo, hi = TRUE_CALIBRATION_BOUNDS
-    out = []
-    for slot in [*slots, "all"]:
-        values = summary.get(model, {}).get(slot)
-        if not values or values.get("signal_fraction_of_ceiling") is None:
-            continue
-        fraction, ratio = values["signal_fraction_of_ceiling"], values.get("true_calibration_ratio")
-        out.append({"slot": slot, "rows": values.get("rows"), "positives": values.get("positives"),
-                    "signal_fraction_of_ceiling": fraction, "meets_ceiling_target": fraction >= CEILING_SIGNAL_TARGET,
-                    "true_calibration_ratio": ratio,
-                    "calibration_within_bounds": ratio is not None and lo <= ratio <= hi})
-    return out
-
-
-def targets_markdown(checks: list[dict], model: str) -> str:
-    if not checks:
-        return ""
-    lines = [f"## {model}: share of the ceiling's signal (target >= {CEILING_SIGNAL_TARGET}) and calibration "
-             f"vs true_ctr after temperature (target {TRUE_CALIBRATION_BOUNDS[0]}-{TRUE_CALIBRATION_BOUNDS[1]}), "
-             "seed means",
-             "| slot | test rows | clicks | signal / ceiling | met | sum pCTR / sum true_ctr | met |",
-             "|---|---:|---:|---:|---|---:|---|"]
-    for c in checks:
-        ratio = "" if c["true_calibration_ratio"] is None else f"{c['true_calibration_ratio']:.3f}"
-        lines.append(f"| {c['slot']} | {c['rows'] or 0:,.0f} | {c['positives'] or 0:,.0f} | "
-                     f"{c['signal_fraction_of_ceiling']:.3f} | {'yes' if c['meets_ceiling_target'] else 'no'} | "
-                     f"{ratio} | {'yes' if c['calibration_within_bounds'] else 'no'} |")
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- one experiment
@@ -393,7 +220,7 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
               f"epochs={settings.epochs or cfg.training.epochs}, global batch {cfg.training.batch_size}, "
               f"model selection on corrected validation {cfg.training.selection_metric}. "
               f"Loss normalisation per model: "
-              + ", ".join(f"{m}={_loss_name(cfg.models[m])}" for m in order)
+              + ", ".join(f"{m}={loss_name(cfg.models[m])}" for m in order)
               + ". Every model takes " + ", ".join(sorted({'+'.join(cfg.models[m].slot_features) or 'nothing'
                                                            for m in order})) + " as input. "
               "Test split, temperature-calibrated scores.")

@@ -1,6 +1,6 @@
 """Slot-level evaluation tables from scored rows: pure functions over Spark DataFrames.
 
-Input: rows scored by ``training.inference.score_table`` (slot, task, label, true_ctr and
+Input: rows scored by ``training.table_scoring.score_table`` (slot, task, label, true_ctr and
 ceiling_ctr when the log has them, pctr_raw = corrected for down-sampling, pctr =
 temperature-calibrated). Output DataFrames for
 ``slot_metrics`` (one row per level x segment x calibrated flag), ``calibration_bins``

@@ -1,7 +1,7 @@
 """Batch scoring: calibrated pCTR for candidate rows with a trained, calibrated model.
 
 Candidates are rows in the features-table format (cat_* ids, dense_*, slot_id). The model
-artifact is broadcast once and ``training.inference.score_table`` scores the selected rows of one
+artifact is broadcast once and ``training.table_scoring.score_table`` scores the selected rows of one
 snapshot of the table (its Python tasks read the Delta files themselves, or Spark's reader
 feeds them where the files cannot be trusted alone); the down-sampling correction of its feature
 build and the temperatures of its latest calibration run are applied, and the rows go to
@@ -51,7 +51,7 @@ def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidat
 
 def _score(spark, cfg, run_id: str, artifact_dir, artifact, shift, temperatures, train_run_id: str,
            calibration_run_id: str | None, candidates: str | None, split: str | None, start, end) -> dict:
-    from training.inference import RowSelection, score_table
+    from training.table_scoring import RowSelection, score_table
 
     name = candidates or artifact.features_table
     if not tables.table_exists(spark, name):

@@ -1,4 +1,4 @@
-"""The file-reading scoring path (training.inference.score_table) against score_dataframe, on a
+"""The file-reading scoring path (training.table_scoring.score_table) against score_dataframe, on a
 real trained model and real Delta tables: same scores, same rows, the fallback, bad ids."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from core import lineage, tables
 from training.artifact import read_artifact
-from training.inference import RowSelection, raw_files_untrusted, score_dataframe, score_table, selected_files
+from training.inference import score_dataframe
+from training.table_scoring import RowSelection, raw_files_untrusted, score_table, selected_files
 
 KEEP = ["impression_id", "event_date", "slot", "label"]
 
@@ -101,7 +102,7 @@ def test_a_table_with_deletion_vectors_is_scored_through_spark(spark, trained, c
     spark.sql(f"DELETE FROM {name} WHERE impression_id IN ({', '.join(repr(i) for i in deleted)})")
     table = tables.table_files(spark, name)
     assert "deletionVectors" in (raw_files_untrusted(table) or "")
-    with caplog.at_level(logging.WARNING, logger="training.inference"):
+    with caplog.at_level(logging.WARNING, logger="training.table_scoring"):
         scored = score_table(spark, table, artifact, shift, temperatures, KEEP, RowSelection(split="test"))
     assert any("through Spark's reader" in r.getMessage() and "deletionVectors" in r.getMessage()
                for r in caplog.records)

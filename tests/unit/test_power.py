@@ -85,7 +85,8 @@ def test_claims_are_judged_only_for_models_that_ran():
 
 
 def test_the_report_marks_resolved_changes_and_gives_the_achieved_half_widths():
-    from calibration.experiments import power_analysis, power_markdown
+    from calibration.experiment_report import power_markdown
+    from calibration.experiments import power_analysis
 
     rows = scored_rows(_frame())
     power = power_analysis(rows, "noisy", ["stream_audio", "stream_video"], resamples=50)
@@ -106,7 +107,8 @@ def test_the_report_marks_resolved_changes_and_gives_the_achieved_half_widths():
 
 
 def test_the_pareto_plot_carries_each_models_intervals(tmp_path):
-    from calibration.experiments import pareto_points, power_analysis
+    from calibration.experiment_report import pareto_points
+    from calibration.experiments import power_analysis
     from calibration.plots import pareto
 
     power = power_analysis(scored_rows(_frame()), "noisy", ["stream_audio", "stream_video"], resamples=30)
@@ -121,7 +123,7 @@ def test_the_pareto_plot_carries_each_models_intervals(tmp_path):
 
 
 def test_camoe_is_held_to_the_ceiling_and_calibration_targets_per_slot():
-    from calibration.experiments import target_checks, targets_markdown
+    from calibration.experiment_report import target_checks, targets_markdown
 
     summary = {"camoe": {"stream_audio": {"signal_fraction_of_ceiling": 0.97, "true_calibration_ratio": 1.02,
                                           "rows": 1000, "positives": 12},
