@@ -266,12 +266,12 @@ def test_a_clearly_better_scorer_is_resolved_and_a_label_free_metric_resolves_mo
                                   "log_loss", "true_calibration_ratio", "calibration_ratio", "signal_gain"])
 def test_fast_paths_equal_the_metric_definitions(name):
     """Named metrics take precomputed shortcuts; a callable gets the plain weighted definition."""
-    from calibration import bootstrap
+    from calibration.bootstrap_scorers import METRICS
 
     _, t, y, worse, better = _scorers(11, 4000)
     worse = np.round(worse, 3)                               # ties
     aligned = {"base_rate": np.full(t.size, t.mean())} if name == "signal_gain" else None
-    definition = bootstrap.METRICS[name]
+    definition = METRICS[name]
     kwargs = dict(labels=y, true_ctr=t, resamples=30, seed=3, aligned=aligned)
     fast = paired_bootstrap(name, worse, better, **kwargs)
     plain = paired_bootstrap(lambda *args, **kw: definition(*args, **kw), worse, better, **kwargs)
