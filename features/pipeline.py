@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from core import tables
 from core.config import Config
 from core.feature_table import dense_feature_names, feature_columns
-from features import quality, sampling, transforms
+from features import expectations, quality, sampling, transforms
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
 
 
 def validate_tables(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date,
-                    run_id: str) -> tuple[list[quality.SuiteResult], dict[str, int]]:
+                    run_id: str) -> tuple[list[expectations.SuiteResult], dict[str, int]]:
     """Run the raw and feature suites on [start, end]; write one ``dq_results`` row each, naming
     the suite's result page in the GX Data Docs under storage.artifacts_dir/great_expectations."""
     raw_name, feat_name = cfg.table(tables.IMPRESSIONS), cfg.table(tables.FEATURES)
@@ -146,10 +146,10 @@ def validate_tables(spark: SparkSession, cfg: Config, start: dt.date, end: dt.da
                 tables.FEATURES: tables.latest_version(spark, feat_name)}
     raw = tables.read_date_range(spark, raw_name, cfg.schema.date, start, end, versions[tables.IMPRESSIONS])
     feats = tables.read_date_range(spark, feat_name, "event_date", start, end, versions[tables.FEATURES])
-    project = cfg.storage.artifacts_dir / quality.GX_PROJECT          # Data Docs: data_docs_index(project)
-    results = [quality.run_suite(quality.numeric_label(raw, cfg), raw_name, quality.raw_expectations(cfg, start, end),
-                                 project, run_id),
-               quality.run_suite(feats, feat_name, quality.feature_expectations(cfg), project, run_id)]
+    project = expectations.gx_project(cfg)          # Data Docs: expectations.data_docs_index(project)
+    results = [expectations.run_suite(expectations.numeric_label(raw, cfg), raw_name,
+                                      expectations.raw_expectations(cfg, start, end), project, run_id),
+               expectations.run_suite(feats, feat_name, expectations.feature_expectations(cfg), project, run_id)]
     rows = [(run_id, o.table, o.expectation, o.column, o.success, o.observed,
              json.dumps(o.details, default=str, sort_keys=True), start, end, r.data_docs)
             for r in results for o in r.outcomes]

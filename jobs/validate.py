@@ -17,14 +17,14 @@ GATE_FAILED = 3
 
 
 def run(spark, cfg, args, record) -> int:
+    from features.expectations import data_docs_index, gx_project
     from features.pipeline import validate_tables
-    from features.quality import GX_PROJECT, data_docs_index
 
     start, end = resolve_date_range(args, cfg, spark)
     results, versions = validate_tables(spark, cfg, start, end, record.run_id)
     record.inputs.update(versions)
     record.metrics["suites"] = {r.table: r.success for r in results}
-    docs = data_docs_index(cfg.storage.artifacts_dir / GX_PROJECT).as_uri()
+    docs = data_docs_index(gx_project(cfg)).as_uri()
     record.outputs["data_docs"] = docs
     for r in results:
         log.info("%s", r.summary())

@@ -25,17 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from core import faults
-from core.metrics import average_precision
 from training import checkpoints
 from training.artifact import CORRECTION_LOGIT_SHIFT, CORRECTION_LOSS_WEIGHT
 from training.data import Batch, DataFile, FeatureLayout, ShardPlan, iterate_batches
-from training.loss import combine, loss_terms, own_task_logit, task_weights
+from training.loss import combine, loss_terms, task_weights
 from training.model import FeatureSpec, build_model
+from training.validation_scoring import evaluate
 
 # selection metric -> +1 when higher is better, -1 when lower is
 SELECTION_DIRECTION = {"log_loss": -1.0, "mean_slot_auc_pr": 1.0}
@@ -299,48 +298,3 @@ def _example_weight(batch: Batch, use_sample_weight: bool, keep_slots, padding: 
     if padding:
         weight = torch.zeros_like(batch.label)
     return weight
-
-
-# ----------------------------------------------------------------------------- scoring
-@torch.no_grad()
-def score(model: nn.Module, files, layout: FeatureLayout, slot_to_task: torch.Tensor, batch_size: int = 8192,
-          device: torch.device | str = "cpu", expert_mask: torch.Tensor | None = None) -> dict[str, np.ndarray]:
-    """Own-task logits for every row of ``files`` (in reader order, no shuffling)."""
-    model.eval()
-    parts: dict[str, list] = {"logit": [], "label": [], "slot": [], "task": [], "weight": []}
-    for batch in iterate_batches(files, layout, slot_to_task, batch_size, seed=0, shuffle=False):
-        b = batch.to(device)
-        mask = expert_mask.to(device) if expert_mask is not None else None
-        logit = own_task_logit(model(b.categorical, b.dense, expert_mask=mask).float(), b.task)
-        for name, value in (("logit", logit), ("label", b.label), ("slot", b.slot), ("task", b.task),
-                            ("weight", b.weight)):
-            parts[name].append(value.cpu().numpy())
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
-
-
-def validation_metrics(logit: np.ndarray, label: np.ndarray, slot: np.ndarray, task: np.ndarray,
-                       tasks, slot_logit_shift=None) -> dict[str, float]:
-    """Metrics of corrected scores z = logit + shift[slot] (the scale evaluation reports):
-    log loss, mean per-slot AUC-PR (slots with positives), pooled and per-task AUC-PR."""
-    shift = np.zeros(int(slot.max(initial=0)) + 1) if slot_logit_shift is None else np.asarray(slot_logit_shift)
-    z = logit.astype(np.float64) + shift[slot]
-    y = label.astype(np.float64)
-    out = {"rows": int(y.size),
-           "log_loss": float(np.mean(np.logaddexp(0.0, z) - y * z)) if y.size else float("nan"),
-           "auc_pr": average_precision(y, z)}
-    per_slot = [average_precision(y[slot == s], z[slot == s]) for s in np.unique(slot) if y[slot == s].any()]
-    out["mean_slot_auc_pr"] = float(np.mean(per_slot)) if per_slot else float("nan")
-    for i, name in enumerate(tasks):
-        sel = task == i
-        out[f"auc_pr_{name}"] = average_precision(y[sel], z[sel]) if sel.any() else float("nan")
-    return out
-
-
-def evaluate(model, files, layout, slot_to_task, tasks, batch_size=8192, device="cpu",
-             slot_logit_shift=None, slots=None) -> dict[str, float]:
-    """Validation metrics of the corrected scores (see ``validation_metrics``) on the rows of
-    ``slots`` (None: every slot)."""
-    scored = score(model, files, layout, slot_to_task, batch_size, device)
-    keep = np.ones(scored["label"].size, bool) if slots is None else np.isin(scored["slot"], slots)
-    return validation_metrics(scored["logit"][keep], scored["label"][keep], scored["slot"][keep].astype(np.int64),
-                              scored["task"][keep], tasks, slot_logit_shift)

@@ -13,7 +13,7 @@ from tests.helpers import built_lake
 from training.artifact import load_artifact, read_artifact
 from training.data import load_snapshot
 from training.inference import score_dataframe, score_rows
-from training.loop import score
+from training.validation_scoring import score
 
 START = dt.date(2026, 1, 1)
 SLOTS = {"stream_audio", "podcast", "stream_audio_leavebehind", "podcast_leavebehind", "stream_video",

@@ -11,8 +11,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from core import tables
+from features.expectations import data_docs_index, gx_project
 from features.pipeline import build_features, validate_tables
-from features.quality import GX_PROJECT, data_docs_index
 from jobs import validate as validate_job
 from tests.helpers import built_lake, generated, write_raw
 
@@ -48,7 +48,7 @@ def test_clean_tables_pass_every_expectation_and_results_are_recorded(spark, goo
     assert set(pages) == {cfg.table(tables.IMPRESSIONS), cfg.table(tables.FEATURES)}
     assert all("Status: Succeeded" in _page_text(page) and "Run Name q-ok" in _page_text(page)
                for page in pages.values())
-    index = data_docs_index(cfg.storage.artifacts_dir / GX_PROJECT).read_text()
+    index = data_docs_index(gx_project(cfg)).read_text()
     assert all(f"{table.replace('.', '_')}_suite" in index for table in pages) and "q-ok" in index
 
 

@@ -12,8 +12,8 @@ from core import tables
 from core.metrics import average_precision
 from training.artifact import load_artifact
 from training.data import load_snapshot
-from training.loop import score
 from training.runner import prepare, train
+from training.validation_scoring import score
 
 START, END = dt.date(2026, 1, 1), dt.date(2026, 1, 6)
 # one reader thread: with more, Petastorm's row-group order follows thread timing (not

@@ -13,14 +13,10 @@ from core.config import load_config
 from core.metrics import average_precision
 from training.data import Batch, FeatureLayout
 from training.distributed import Communicator
-from training.loop import (
-    StepContext,
-    train_step,
-    validation_metrics,
-    worker_batch_size,
-)
+from training.loop import StepContext, train_step, worker_batch_size
 from training.loss import task_weights
 from training.model import FeatureSpec, MultiTaskMoE, WideAndDeep
+from training.validation_scoring import validation_metrics
 
 SPEC = FeatureSpec(cardinalities=(11, 7, 8), num_dense=3)       # last input: the slot (7 slots + OOV)
 
