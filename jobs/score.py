@@ -31,13 +31,13 @@ def run(spark, cfg, args, record) -> int:
 
     summary = score_run(spark, cfg, record.run_id, args.train_run_id, args.candidates, args.split or None,
                         args.start_date, args.end_date, model_uri=args.model_uri)
-    record.inputs.update({"model_run_id": summary["model_run_id"], "candidates": summary["candidates"],
-                          "calibration_run_id": summary["calibration_run_id"],
-                          **({"model_uri": args.model_uri} if args.model_uri else {})})
-    record.outputs["predictions"] = summary["predictions_version"]
-    record.metrics.update({"rows": summary["rows"], "model": summary["model"]})
-    print(f"scored {summary['rows']} rows of {summary['candidates']} with model {summary['model']} "
-          f"({summary['model_run_id']}); predictions in {cfg.table('predictions')} under run {record.run_id}")
+    record.inputs.update({"model_run_id": summary.model_run_id, "candidates": summary.candidates,
+                          "calibration_run_id": summary.calibration_run_id,
+                          **({"model_uri": summary.model_uri} if summary.model_uri else {})})
+    record.outputs["predictions"] = summary.predictions_version
+    record.metrics.update({"rows": summary.rows, "model": summary.model})
+    print(f"scored {summary.rows} rows of {summary.candidates} with model {summary.model} "
+          f"({summary.model_run_id}); predictions in {cfg.table('predictions')} under run {record.run_id}")
     return 0
 
 

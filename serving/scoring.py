@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from dataclasses import dataclass
 
 from pyspark.sql import functions as F
 
@@ -19,9 +20,22 @@ from calibration.slot_tables import prediction_rows
 from core import lineage, tables
 
 
+@dataclass(frozen=True)
+class ScoreSummary:
+    """What one scoring run read and wrote (the runs row's inputs, outputs and metrics)."""
+    model: str
+    model_run_id: str
+    calibration_run_id: str | None     # the evaluation run whose temperatures were applied
+    candidates: str                    # the table scored
+    rows: int
+    predictions_version: int
+    temperatures: dict[str, float]
+    model_uri: str | None = None       # set when scored with an MLflow model
+
+
 def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidates: str | None = None,
               split: str | None = "test", start: dt.date | None = None, end: dt.date | None = None,
-              model_uri: str | None = None) -> dict:
+              model_uri: str | None = None) -> ScoreSummary:
     """Score with a training run's model (``train_run_id``, default the latest) and its latest
     temperatures, or with the MLflow model ``model_uri`` (e.g. ``models:/camoe@champion``: the
     correction and temperatures it was registered with)."""
@@ -46,11 +60,11 @@ def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidat
         summary = _score(spark, cfg, run_id, model.artifact_dir, read_artifact(model.artifact_dir),
                          model.scoring.slot_logit_shift, model.scoring.temperatures, model.scoring.train_run_id,
                          model.scoring.calibration_run_id, candidates, split, start, end)
-    return {**summary, "model_uri": model_uri}
+    return dataclasses.replace(summary, model_uri=model_uri)
 
 
 def _score(spark, cfg, run_id: str, artifact_dir, artifact, shift, temperatures, train_run_id: str,
-           calibration_run_id: str | None, candidates: str | None, split: str | None, start, end) -> dict:
+           calibration_run_id: str | None, candidates: str | None, split: str | None, start, end) -> ScoreSummary:
     from training.table_scoring import RowSelection, score_table
 
     name = candidates or artifact.features_table
@@ -76,6 +90,5 @@ def _score(spark, cfg, run_id: str, artifact_dir, artifact, shift, temperatures,
     count = written.count()
     if count == 0:
         raise ValueError(f"no candidate rows in {name} (split={split}, dates {start}..{end})")
-    return {"model": artifact.model.name, "model_run_id": train_run_id,
-            "calibration_run_id": calibration_run_id, "candidates": name, "rows": count,
-            "predictions_version": version, "temperatures": temperatures}
+    return ScoreSummary(model=artifact.model.name, model_run_id=train_run_id, calibration_run_id=calibration_run_id,
+                        candidates=name, rows=count, predictions_version=version, temperatures=dict(temperatures))

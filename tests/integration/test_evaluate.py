@@ -276,13 +276,13 @@ def test_batch_scoring_serves_the_pctr_that_was_evaluated(spark, experiment):
 
     cfg, result = experiment
     summary = score_run(spark, cfg, "score-1", "exp1-train-camoe-seed17")
-    assert summary["calibration_run_id"] == result["evaluations"]["camoe"]
+    assert summary.calibration_run_id == result["evaluations"]["camoe"]
     predictions = spark.table(cfg.table(tables.PREDICTIONS))
     served = predictions.where("run_id = 'score-1'").select("impression_id", "task", "pctr").toPandas()
     evaluated = predictions.where(f"run_id = '{result['evaluations']['camoe']}'").select(
         "impression_id", "task", "pctr").toPandas()
     joined = served.merge(evaluated, on="impression_id", suffixes=("", "_eval"))
-    assert len(joined) == len(served) == len(evaluated) == summary["rows"]
+    assert len(joined) == len(served) == len(evaluated) == summary.rows
     assert (joined["task"] == joined["task_eval"]).all()
     np.testing.assert_allclose(joined["pctr"], joined["pctr_eval"], rtol=1e-12)
 

@@ -103,12 +103,12 @@ def test_scoring_by_model_uri_and_spark_udf_give_the_projects_own_pctr(spark, tr
     cfg, description, *_ = tracked
     own = score_run(spark, cfg, "mlflow-own", train_run_id=TRAIN_RUN)
     by_uri = score_run(spark, cfg, "mlflow-uri", model_uri="models:/camoe@champion")
-    assert by_uri["model_run_id"] == TRAIN_RUN and by_uri["temperatures"] == pytest.approx(own["temperatures"])
+    assert by_uri.model_run_id == TRAIN_RUN and by_uri.temperatures == pytest.approx(own.temperatures)
     predictions = spark.table(cfg.table(tables.PREDICTIONS))
     own_rows = predictions.where(F.col("run_id") == "mlflow-own").select("impression_id", "pctr")
     uri_rows = predictions.where(F.col("run_id") == "mlflow-uri").select("impression_id", F.col("pctr").alias("uri"))
     joined = own_rows.join(uri_rows, "impression_id").toPandas()
-    assert len(joined) == own["rows"] == by_uri["rows"] > 1000
+    assert len(joined) == own.rows == by_uri.rows > 1000
     assert np.array_equal(joined["pctr"], joined["uri"])            # the same scorer, the same numbers
 
     # MLflow's own batch path: the pyfunc as a Spark UDF over the same test rows
@@ -118,7 +118,7 @@ def test_scoring_by_model_uri_and_spark_udf_give_the_projects_own_pctr(spark, tr
                 .where(F.col("split") == "test").select("impression_id", *columns))
     via_udf = features.select("impression_id", udf(*[F.col(c) for c in columns]).alias("udf"))
     compared = own_rows.join(via_udf, "impression_id").toPandas()
-    assert len(compared) == own["rows"]
+    assert len(compared) == own.rows
     np.testing.assert_allclose(compared["udf"], compared["pctr"], rtol=1e-6, atol=1e-9)
 
     # and loaded in pandas: a slot_id the model does not know is refused by row
