@@ -13,8 +13,6 @@ import math
 import numpy as np
 import torch
 
-from features.sampling import downsampling_logit_shift  # noqa: F401 - one definition, re-exported
-
 
 def fit_temperatures(logits: np.ndarray, labels: np.ndarray, tasks: np.ndarray, num_tasks: int,
                      bounds: tuple[float, float] = (0.05, 20.0), max_iter: int = 200) -> np.ndarray:

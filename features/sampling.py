@@ -34,15 +34,10 @@ def stratified_downsample(df: DataFrame, rates: Mapping[tuple[str, int], float],
             .withColumn("sample_weight", (1.0 / F.col("_rate")).cast("double")).drop("_rate"))
 
 
-def correct_for_downsampling(p: Column, weight: Column) -> Column:
-    """Undo negative down-sampling on a predicted probability: q = p / (p + (1 - p) / w)."""
-    return p / (p + (1.0 - p) / weight)
-
-
 def downsampling_logit_shift(rates: Mapping[tuple[str, int], float], slots: tuple[str, ...]) -> dict[str, float]:
     """Per slot, log(r_neg / r_pos): added to a logit it undoes (slot, label) down-sampling.
 
-    The logit form of q = p / (p + (1 - p) / w). It is exact only when the model's p is
+    In probability terms q = p / (p + (1 - p) / w) with w = r_neg / r_pos. It is exact only when the model's p is
     conditional on the sampling stratum, i.e. when the slot is a model input."""
     return {slot: math.log(rates.get((slot, 0), 1.0) / rates.get((slot, 1), 1.0)) for slot in slots}
 

@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from calibration.temperature import apply_temperatures, downsampling_logit_shift, fit_temperatures
+from calibration.temperature import apply_temperatures, fit_temperatures
 from core.metrics import average_precision, expected_calibration_error
+from features.sampling import downsampling_logit_shift
 
 
 def _logits_with_temperature(temperatures, n=150_000, seed=0):
