@@ -98,7 +98,7 @@ class ModelArtifact:
     def logit_shift(self) -> dict[str, float] | None:
         """Per slot, what scoring adds to the model's logits (None: older artifact, read the
         build's sampling_rates). A loss-weighted model is never corrected again."""
-        if self.downsampling_correction == CORRECTION_LOSS_WEIGHT or self.training.use_sample_weight:
+        if self.downsampling_correction == CORRECTION_LOSS_WEIGHT:
             return {s: 0.0 for s in self.layout.slots}
         return self.slot_logit_shift
 

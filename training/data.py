@@ -60,12 +60,6 @@ class FeatureLayout:
         parts += [np.asarray(ids, dtype=np.int64)[slot_id] for ids in self.slot_feature_ids]
         return np.stack(parts, axis=1)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> FeatureLayout:
-        """From ``asdict`` output (model.json); artifacts older than the slot inputs load too."""
-        return cls(tuple(d["categorical"]), tuple(d["dense"]), tuple(d["cardinalities"]), tuple(d["slots"]),
-                   tuple(d.get("slot_features", ())), tuple(tuple(i) for i in d.get("slot_feature_ids", ())))
-
 
 @dataclass(frozen=True)
 class Snapshot:

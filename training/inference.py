@@ -25,6 +25,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,11 +40,12 @@ _MODELS: dict[str, tuple] = {}          # payload sha256 -> (model, ModelArtifac
 SCORE_COLUMNS = ("task", "logit", "pctr_raw", "pctr")
 
 
-def artifact_payload(artifact_dir) -> bytes:
-    """model.pt + model.json of an artifact as one broadcastable blob."""
-    from training.artifact import DESCRIPTION_FILE, load_artifact
+def artifact_payload(artifact_dir, artifact: ModelArtifact) -> bytes:
+    """model.pt + model.json of an artifact (``artifact``: its model.json, already read) as one
+    broadcastable blob; the weights are loaded into the model here, so a mismatch fails on the driver."""
+    from training.artifact import DESCRIPTION_FILE, WEIGHTS_FILE
 
-    model, artifact = load_artifact(artifact_dir)
+    model = artifact.build(torch.load(Path(artifact_dir) / WEIGHTS_FILE, weights_only=True))
     buffer = io.BytesIO()
     torch.save({"state": model.state_dict(), DESCRIPTION_FILE: artifact.to_json()}, buffer)
     return buffer.getvalue()
@@ -259,7 +261,7 @@ def _broadcast(spark, artifact_dir, slot_shift: Mapping[str, float],
         if absent:
             raise ValueError(f"no temperature for task(s) {absent} of model run {artifact.run_id}")
         temps = [float(temperatures[t]) for t in artifact.tasks]
-    blob = artifact_payload(artifact_dir)
+    blob = artifact_payload(artifact_dir, artifact)
     key = hashlib.sha256(blob).hexdigest()    # content, not object identity: ids are reused
     return _Broadcast(spark.sparkContext.broadcast(blob), key, [float(slot_shift[s]) for s in slots], temps,
                       artifact)

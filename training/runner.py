@@ -83,8 +83,8 @@ def train(spark, cfg: Config, run_id: str, **kwargs) -> tuple[TrainResult, Model
     wall_seconds = round(time.time() - started, 2)
     if reported is None:
         raise RuntimeError(f"training run {run_id} stopped before finishing (checkpoint kept in {job.output_dir})")
-    weights = reported.pop("best_state", None) or reported.pop("final_state")
-    reported.pop("final_state", None)
+    best, final = reported.pop("best_state", None), reported.pop("final_state")
+    weights = best or final
     result = TrainResult(**{**reported, "history": tuple(reported["history"])})
     artifact = ModelArtifact(
         run_id=job.run_id, model=job.model, training=job.training, layout=job.layout, tasks=job.tasks,

@@ -102,8 +102,6 @@ def test_the_slot_reaches_every_model_as_an_input():
     inputs = layout.categorical_inputs([np.array([3, 3, 0])], np.array([0, 4, 6]))
     assert inputs.tolist() == [[3, 1, 1], [3, 5, 2], [0, 7, 2]]
     assert layout.input_names == ("cat_a", "slot_input_slot", "slot_input_modality")
-    assert FeatureLayout.from_dict({"categorical": ["cat_a"], "dense": [], "cardinalities": [5],
-                                    "slots": list(taxonomy.slot_names)}).slot_features == ()
     # same features, another slot: single-task models answer differently
     torch.manual_seed(2)
     for model in (WideAndDeep(SPEC), MultiTaskMoE(SPEC, tasks=1)):
