@@ -6,6 +6,8 @@ experiment and calls these.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -159,9 +161,20 @@ CEILING_SIGNAL_TARGET = 0.95            # gain(model) >= 0.95 gain(ceiling), gai
 TRUE_CALIBRATION_BOUNDS = (0.95, 1.05)  # sum(pCTR) / sum(true_ctr) per slot after temperature
 
 
-def target_checks(summary: dict, model: str, slots: list[str]) -> list[dict]:
+def base_rate_precision(train_clicks: float | None) -> float | None:
+    """The relative 95% half-width with which a slot's training clicks pin its CTR: 1.96 /
+    sqrt(clicks) (a Poisson count). No model trained on that window can place the slot's mean
+    pCTR closer to the truth than this, so a calibration ratio outside [0.95, 1.05] but within
+    1 +- this is the training data's limit, not the model's."""
+    return 1.96 / math.sqrt(train_clicks) if train_clicks else None
+
+
+def target_checks(summary: dict, model: str, slots: list[str],
+                  train_clicks: dict[str, float] | None = None) -> list[dict]:
     """Per slot (seed-averaged ``model_slot_summary``): does ``model`` capture >= 0.95 of the
-    ceiling's signal and is its calibration ratio against true_ctr within [0.95, 1.05]?
+    ceiling's signal and is its calibration ratio against true_ctr within [0.95, 1.05]? With
+    ``train_clicks`` (slot -> clicks in the training window, "all" for the total) each check also
+    carries ``base_rate_precision`` and whether the ratio lies within it.
     Empty when the model was not run or the log has no true_ctr."""
     lo, hi = TRUE_CALIBRATION_BOUNDS
     out = []
@@ -170,10 +183,15 @@ def target_checks(summary: dict, model: str, slots: list[str]) -> list[dict]:
         if not values or values.get("signal_fraction_of_ceiling") is None:
             continue
         fraction, ratio = values["signal_fraction_of_ceiling"], values.get("true_calibration_ratio")
+        clicks = (train_clicks or {}).get(slot)
+        precision = base_rate_precision(clicks)
         out.append({"slot": slot, "rows": values.get("rows"), "positives": values.get("positives"),
                     "signal_fraction_of_ceiling": fraction, "meets_ceiling_target": fraction >= CEILING_SIGNAL_TARGET,
                     "true_calibration_ratio": ratio,
-                    "calibration_within_bounds": ratio is not None and lo <= ratio <= hi})
+                    "calibration_within_bounds": ratio is not None and lo <= ratio <= hi,
+                    "train_clicks": clicks, "base_rate_precision": precision,
+                    "calibration_within_precision": None if precision is None or ratio is None
+                    else abs(ratio - 1.0) <= precision})
     return out
 
 
@@ -183,11 +201,21 @@ def targets_markdown(checks: list[dict], model: str) -> str:
     lines = [f"## {model}: share of the ceiling's signal (target >= {CEILING_SIGNAL_TARGET}) and calibration "
              f"vs true_ctr after temperature (target {TRUE_CALIBRATION_BOUNDS[0]}-{TRUE_CALIBRATION_BOUNDS[1]}), "
              "seed means",
-             "| slot | test rows | clicks | signal / ceiling | met | sum pCTR / sum true_ctr | met |",
-             "|---|---:|---:|---:|---|---:|---|"]
+             "",
+             "The last two columns: how closely the slot's training clicks pin its CTR (1.96 / sqrt(train "
+             "clicks)), and whether the calibration ratio lies within 1 +- that; a ratio outside the target "
+             "but inside it misses for want of training data.",
+             "",
+             "| slot | test rows | clicks | signal / ceiling | met | sum pCTR / sum true_ctr | met "
+             "| train clicks | +- | within |",
+             "|---|---:|---:|---:|---|---:|---|---:|---:|---|"]
     for c in checks:
         ratio = "" if c["true_calibration_ratio"] is None else f"{c['true_calibration_ratio']:.3f}"
+        clicks = "" if c.get("train_clicks") is None else f"{c['train_clicks']:,.0f}"
+        precision = "" if c.get("base_rate_precision") is None else f"{c['base_rate_precision']:.3f}"
+        within = {None: "", True: "yes", False: "no"}[c.get("calibration_within_precision")]
         lines.append(f"| {c['slot']} | {c['rows'] or 0:,.0f} | {c['positives'] or 0:,.0f} | "
                      f"{c['signal_fraction_of_ceiling']:.3f} | {'yes' if c['meets_ceiling_target'] else 'no'} | "
-                     f"{ratio} | {'yes' if c['calibration_within_bounds'] else 'no'} |")
+                     f"{ratio} | {'yes' if c['calibration_within_bounds'] else 'no'} | {clicks} | {precision} "
+                     f"| {within} |")
     return "\n".join(lines)

@@ -87,12 +87,26 @@ def sampling_variant(sampling, floor: float):
                                     for (slot, label), rate in sampling.rates.items()})
 
 
+def _train_clicks(spark, cfg, version: int) -> dict[str, float]:
+    """Clicks per slot (and "all") in the snapshot's training split: down-sampling keeps every
+    positive, so these are the window's clicks."""
+    from pyspark.sql import functions as F
+
+    from core import feature_table, tables
+
+    train = tables.read_table(spark, cfg.table(tables.FEATURES), version).where(
+        F.col("split") == feature_table.TRAIN)
+    clicks = {r["slot"]: float(r["clicks"] or 0)
+              for r in train.groupBy("slot").agg(F.sum("label").alias("clicks")).collect()}
+    return {**clicks, "all": float(sum(clicks.values()))}
+
+
 # ----------------------------------------------------------------------------- one experiment
 def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = None,
                     features_version: int | None = None, report_path=None, log=None, quick: bool = False,
                     sampling_ablation: bool = False, reanalyse: str | None = None) -> dict:
     """Train and evaluate every model on one features snapshot; write experiment_results + report.
-    ``quick``: ``ExperimentSettings.quick`` (two seeds, two epochs, 50 resamples).
+    ``quick``: ``ExperimentSettings.quick`` (two seeds, at most two epochs, 50 resamples).
     ``sampling_ablation``: also camoe on snapshots rebuilt per ``sampling_ablation_floors``.
     ``reanalyse``: an earlier experiment's run id: train nothing, analyse its recorded evaluations
     again (after a change to the analysis) into a report and rows under ``run_id``.
@@ -225,7 +239,7 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
                                                            for m in order})) + " as input. "
               "Test split, temperature-calibrated scores.")
     summary = model_slot_summary(frame)
-    checks = target_checks(summary, target, slots)
+    checks = target_checks(summary, target, slots, _train_clicks(spark, cfg, version))
     intervals = "\n\n".join(p for p in (targets_markdown(checks, target),
                                          power_markdown(power, settings.baseline, slots, scored.seeds)) if p)
     report = markdown_report(first_seed, settings.baseline, slots,

@@ -35,9 +35,10 @@ class ExperimentSettings:
     target_model: str = "camoe"
 
     def quick(self) -> ExperimentSettings:
-        """``--quick``: the same models and report from two seeds, two epochs and 50 resamples
-        (a smoke run of the whole suite; its intervals are wide and say so)."""
-        return replace(self, seeds=self.seeds[:2], epochs=2, bootstrap_resamples=min(self.bootstrap_resamples, 50))
+        """``--quick``: the same models and report from two seeds, at most two epochs and 50
+        resamples (a smoke run of the whole suite; its intervals are wide and say so)."""
+        return replace(self, seeds=self.seeds[:2], epochs=min(self.epochs or 2, 2),
+                       bootstrap_resamples=min(self.bootstrap_resamples, 50))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--features-version", type=int, help="Delta version of features (default: latest)")
     parser.add_argument("--report", help="also write the markdown report (and pareto.png beside it) here")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run of the whole suite: two seeds, two epochs, 50 bootstrap resamples")
+                        help="smoke run of the whole suite: two seeds, at most two epochs, 50 bootstrap resamples")
     parser.add_argument("--reanalyse", metavar="EXPERIMENT_RUN_ID",
                         help="train nothing: analyse that experiment's recorded evaluations again (new report, "
                              "intervals and claims)")

@@ -70,7 +70,7 @@ def test_evaluation_experiment_and_auction_sections_are_checked():
     assert cfg.experiments.baseline == "wide_deep" and "camoe_no_alm" in cfg.experiments.models
     quick = cfg.experiments.quick()           # --quick: same models, fewer seeds/epochs/resamples
     assert (quick.models, quick.seeds, quick.epochs, quick.bootstrap_resamples) == \
-        (cfg.experiments.models, cfg.experiments.seeds[:2], 2, 50)
+        (cfg.experiments.models, cfg.experiments.seeds[:2], 1, 50)
     assert cfg.auction.serve_focus == {"audio": "out_of_focus", "video": "in_focus"}
     with pytest.raises(ConfigError, match=r"evaluation\.yaml.*'evaluation\.baseline_model' must be a model"):
         load_config(overrides=["evaluation.baseline_model=deepfm"])

@@ -132,7 +132,9 @@ def test_camoe_is_held_to_the_ceiling_and_calibration_targets_per_slot():
                          "all": {"signal_fraction_of_ceiling": 0.95, "true_calibration_ratio": 0.95,
                                  "rows": 1100, "positives": 16}},
                "wide_deep": {"stream_audio": {"signal_fraction_of_ceiling": 0.5}}}
-    checks = {c["slot"]: c for c in target_checks(summary, "camoe", ["stream_audio", "stream_video", "podcast"])}
+    train_clicks = {"stream_audio": 100, "stream_video": 900, "all": 1000}
+    checks = {c["slot"]: c for c in target_checks(summary, "camoe", ["stream_audio", "stream_video", "podcast"],
+                                                  train_clicks)}
     assert set(checks) == {"stream_audio", "stream_video", "all"}        # podcast has no rows: no check
     assert (checks["stream_audio"]["meets_ceiling_target"], checks["stream_audio"]["calibration_within_bounds"]) \
         == (True, True)
@@ -141,7 +143,12 @@ def test_camoe_is_held_to_the_ceiling_and_calibration_targets_per_slot():
     assert checks["all"]["meets_ceiling_target"] and checks["all"]["calibration_within_bounds"]   # bounds inclusive
     assert target_checks(summary, "camoe_t7", ["stream_audio"]) == []                            # not run
     table = targets_markdown(list(checks.values()), "camoe")
-    assert "| stream_video | 100 | 4 | 0.900 | no | 1.080 | no |" in table
+    # the training clicks bound how closely any model can place a slot's mean: 1.96 / sqrt(clicks)
+    assert checks["stream_audio"]["base_rate_precision"] == pytest.approx(0.196)
+    assert checks["stream_audio"]["calibration_within_precision"]                 # 1.02 within 1 +- 0.196
+    assert not checks["stream_video"]["calibration_within_precision"]             # 1.08 outside 1 +- 0.065
+    assert "| stream_video | 100 | 4 | 0.900 | no | 1.080 | no | 900 | 0.065 | no |" in table
+    assert target_checks(summary, "camoe", ["stream_audio"])[0]["calibration_within_precision"] is None
 
 
 def test_masked_expert_scores_become_variants_judged_only_by_the_masking_claims():
