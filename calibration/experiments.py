@@ -315,21 +315,26 @@ def _run_seeds(spark, seed_evaluations: dict[str, dict[int, str]]):
 
 
 def _scored_rows(spark, cfg, seed_evaluations: dict[str, dict[int, str]], version: int, masked_model: str):
-    """calibration.power.ScoredRows of the experiment's predictions (+ ceiling_ctr from the snapshot)."""
+    """calibration.power.ScoredRows of the experiment's predictions (+ ceiling_ctr from the snapshot):
+    the impressions once, then each (model, seed)'s scores, one run at a time."""
     from pyspark.sql import functions as F
 
-    from calibration.power import scored_rows
+    from calibration.power import align_scores
     from core import tables
 
-    runs = _run_seeds(spark, seed_evaluations)          # names each run's entry
-    table = spark.table(cfg.table(tables.PREDICTIONS)).drop("model")
-    # masked-expert scores of the model the masking claims are about only (memory)
-    masked = [F.when(F.col("model") == masked_model, F.col("masked_pctr")).alias("masked_pctr")] \
-        if "masked_pctr" in table.columns else []
-    predictions = (table.join(F.broadcast(runs), "run_id")
-                   .select("model", "seed", "impression_id", "slot", "label", "true_ctr", "pctr", *masked))
+    table = spark.table(cfg.table(tables.PREDICTIONS))
+    entries = sorted((entry, seed, run) for entry, by_seed in seed_evaluations.items() for seed, run in by_seed.items())
+    first_run = entries[0][2]
+    reference = table.where(F.col("run_id") == first_run).select("impression_id", "slot", "label", "true_ctr")
     snapshot = tables.read_table(spark, cfg.table(tables.FEATURES), version)
     if "ceiling_ctr" in snapshot.columns:
         ceiling = snapshot.where(F.col("split") == "test").select("impression_id", "ceiling_ctr")
-        predictions = predictions.join(ceiling, "impression_id", "left")
-    return scored_rows(predictions.toPandas())
+        reference = reference.join(ceiling, "impression_id", "left")
+
+    def runs():
+        for entry, seed, run in entries:
+            # masked-expert scores of the model the masking claims are about only (memory)
+            masked = ["masked_pctr"] if "masked_pctr" in table.columns and entry == masked_model else []
+            yield (entry, seed), table.where(F.col("run_id") == run).select("impression_id", "pctr", *masked).toPandas()
+
+    return align_scores(reference.toPandas(), runs())

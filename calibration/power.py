@@ -61,19 +61,30 @@ class ScoredRows:
 def scored_rows(frame: pd.DataFrame) -> ScoredRows:
     """Align every (model, seed)'s scores on the same impressions (sorted by impression_id).
 
-    Every (model, seed) must have scored exactly the same impressions, once each; otherwise a
-    ValueError names the first one that differs."""
+    ``frame``: one row per (model, seed, impression) with impression_id, slot, label, pctr and
+    optionally true_ctr, ceiling_ctr, masked_pctr. Every (model, seed) must have scored exactly
+    the same impressions, once each; otherwise a ValueError names the first one that differs."""
     needed = {"model", "seed", "impression_id", "slot", "label", "pctr"}
     missing = needed - set(frame.columns)
     if missing:
         raise ValueError(f"scored rows lack column(s) {sorted(missing)}")
-    runs = frame.groupby(["model", "seed"], sort=True)
-    first_key, first = next(iter(runs))
-    reference = first.drop_duplicates("impression_id").sort_values("impression_id")
+    runs = list(frame.groupby(["model", "seed"], sort=True))
+    return align_scores(runs[0][1], ((key, rows) for key, rows in runs))
+
+
+def align_scores(reference: pd.DataFrame, runs) -> ScoredRows:
+    """``scored_rows`` one run at a time, so the (model, seed) x impression long format never
+    has to exist at once (24 runs x 720k impressions did not fit Spark's 1 GiB driver result).
+
+    reference: the impressions (impression_id, slot, label; optionally true_ctr, ceiling_ctr);
+    runs: ((model, seed), frame with impression_id, pctr and optionally masked_pctr) pairs."""
+    reference = reference.drop_duplicates("impression_id").sort_values("impression_id")
     ids = reference["impression_id"].to_numpy()
     scores: dict[str, list[np.ndarray]] = {}
     seeds: dict[str, list[int]] = {}
+    first_key = None
     for (model, seed), rows in runs:
+        first_key = first_key or (model, seed)
         if len(rows) != len(ids) or rows["impression_id"].duplicated().any():
             raise ValueError(f"{model} seed {seed} scored {len(rows)} rows, {first_key[0]} seed {first_key[1]} "
                              f"{len(ids)}: every model must score the same test rows once")
