@@ -66,7 +66,7 @@ score: env
 	$(AT)$(SPARK_SUBMIT) jobs/score.py $(CONF_FLAGS)
 
 ## experiments: the paper's ablation set (conf/evaluation.yaml experiments:) on the benchmark
-## snapshot, built in its own lake (benchmark-lake/, the demo's stays as it is): 20 days of 240k
+## snapshot, built in its own lake (benchmark-lake/, the demo's stays as it is): 20 days of 300k
 ## impressions (the scale at which the AUC-PR change intervals reach ~3 points: README), a 3-day
 ## validation window (Thu-Sat) and a 3-day test window (Sun-Tue), so both hold weekdays and a
 ## weekend day; report: bench/results/experiments.{md,json} + pareto.png.
@@ -74,7 +74,7 @@ score: env
 ## EXPERIMENT_FLAGS=--sampling-ablation: also camoe on snapshots with milder / no down-sampling
 BENCHMARK_FLAGS ?= --set storage.warehouse_dir=benchmark-lake/warehouse \
     --set storage.metastore_dir=benchmark-lake/metastore --set storage.artifacts_dir=benchmark-lake/artifacts \
-    --set generator.days=20 --set generator.rows_per_day=240000 \
+    --set generator.days=20 --set generator.rows_per_day=300000 \
     --set splits.validation_days=3 --set splits.test_days=3
 EXPERIMENT_FLAGS ?=
 BENCHMARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m core.session --local-jars $(BENCHMARK_FLAGS) $(CONF_FLAGS))
