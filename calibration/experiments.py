@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -102,9 +102,29 @@ def _train_clicks(spark, cfg, version: int) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- one experiment
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """What one experiment wrote: ``run_experiments``' result, read by the job and the tests.
+
+    ``evaluations``: entry (a model, or a sampling variant ``<model>@negatives>=<floor>``) ->
+    its first seed's evaluation run; ``seed_evaluations``: entry -> seed -> evaluation run;
+    ``power``: the power analysis as experiments.json holds it."""
+
+    features_version: int
+    evaluations: dict[str, str]
+    seed_evaluations: dict[str, dict[int, str]]
+    seconds: dict[str, float]           # entry -> seconds its trainings and evaluations took
+    power: dict
+    report: str                         # artifacts/experiments/<run_id>/report.md
+    json: str                           # experiments.json beside it
+    pareto: str | None                  # pareto.png, when the slots hold stream_audio and stream_video
+    experiment_results_version: int
+    markdown: str
+
+
 def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = None,
                     features_version: int | None = None, report_path=None, log=None, quick: bool = False,
-                    sampling_ablation: bool = False, reanalyse: str | None = None) -> dict:
+                    sampling_ablation: bool = False, reanalyse: str | None = None) -> ExperimentSummary:
     """Train and evaluate every model on one features snapshot; write experiment_results + report.
     ``quick``: ``ExperimentSettings.quick`` (two seeds, at most two epochs, 50 resamples).
     ``sampling_ablation``: also camoe on snapshots rebuilt per ``sampling_ablation_floors``.
@@ -268,10 +288,10 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
         if figure:
             import shutil
             shutil.copy(figure, Path(report_path).parent / "pareto.png")
-    return {"features_version": version, "evaluations": evaluations, "seed_evaluations": seed_evaluations,
-            "seconds": timings, "power": power, "json": str(out_dir / "experiments.json"),
-            "experiment_results_version": written, "report": str(out_dir / "report.md"),
-            "pareto": str(figure) if figure else None, "markdown": report}
+    return ExperimentSummary(features_version=version, evaluations=evaluations, seed_evaluations=seed_evaluations,
+                             seconds=timings, power=power, report=str(out_dir / "report.md"),
+                             json=str(out_dir / "experiments.json"), pareto=str(figure) if figure else None,
+                             experiment_results_version=written, markdown=report)
 
 
 def _json_default(value):

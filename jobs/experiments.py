@@ -39,11 +39,11 @@ def run(spark, cfg, args, record) -> int:
     result = run_experiments(spark, cfg, record.run_id, tuple(args.models or ()) or None, args.features_version,
                              args.report, log, quick=args.quick, sampling_ablation=args.sampling_ablation,
                              reanalyse=args.reanalyse)
-    record.inputs["features"] = result["features_version"]
-    record.outputs.update({"experiment_results": result["experiment_results_version"], "report": result["report"]})
-    record.metrics.update({"evaluations": result["evaluations"], "seconds": result["seconds"]})
-    print(result["markdown"])
-    log.info("report written to %s (and %s)", result["report"], result["json"])
+    record.inputs["features"] = result.features_version
+    record.outputs.update({"experiment_results": result.experiment_results_version, "report": result.report})
+    record.metrics.update({"evaluations": result.evaluations, "seconds": result.seconds})
+    print(result.markdown)
+    log.info("report written to %s (and %s)", result.report, result.json)
     return 0
 
 

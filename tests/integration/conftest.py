@@ -37,7 +37,7 @@ def eval_lake(spark, make_config):
 
 @pytest.fixture(scope="session")
 def experiment(spark, eval_lake, make_config):
-    """wide_deep and camoe trained (--quick: 2 epochs, 2 seeds) and evaluated on eval_lake, shared
+    """wide_deep and camoe trained (--quick: 1 epoch, 2 seeds) and evaluated on eval_lake, shared
     by the evaluation and inference tests (training it is most of their time)."""
     from calibration.experiments import run_experiments
 

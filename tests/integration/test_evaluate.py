@@ -22,7 +22,7 @@ SLOTS = {"stream_audio", "podcast", "stream_audio_leavebehind", "podcast_leavebe
 
 def _metrics(spark, cfg, result, model):
     """slot_metrics rows of ``model``'s first-seed evaluation in the experiment."""
-    run = result["evaluations"][model]
+    run = result.evaluations[model]
     return spark.table(cfg.table(tables.SLOT_METRICS)).where(f"run_id = '{run}'").toPandas()
 
 
@@ -80,7 +80,7 @@ def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, mod
 
 def test_temperatures_lower_validation_nll_and_keep_per_slot_ranking(spark, experiment):
     cfg, result = experiment
-    run = result["evaluations"]["camoe"]
+    run = result.evaluations["camoe"]
     temperatures = spark.table(cfg.table(tables.TEMPERATURES)).where(f"run_id = '{run}'").toPandas()
     assert sorted(temperatures["task"]) == ["audio", "video"]
     assert (temperatures["temperature"] > 0).all()
@@ -106,7 +106,7 @@ def test_slot_metrics_hold_every_segment_with_oracle_and_change_vs_baseline(spar
     assert 0 < overall["oracle_auc_pr"] <= 1 and overall["auc_pr_oracle_fraction"] == pytest.approx(
         overall["auc_pr"] / overall["oracle_auc_pr"])
     # % change vs the baseline run, recomputed by hand from the two runs' rows
-    assert set(camoe["baseline_run_id"]) == {result["evaluations"]["wide_deep"]}
+    assert set(camoe["baseline_run_id"]) == {result.evaluations["wide_deep"]}
     base = wide.set_index(["level", "slot", "calibrated"])["auc_pr"]
     for _, row in camoe[camoe["level"] == "slot"].iterrows():
         expected = 100 * (row["auc_pr"] / base[(row["level"], row["slot"], row["calibrated"])] - 1)
@@ -124,7 +124,7 @@ def test_label_free_and_ceiling_columns_equal_the_numpy_metrics_of_the_predictio
     )
 
     cfg, result = experiment
-    run = result["evaluations"]["camoe"]
+    run = result.evaluations["camoe"]
     metrics = spark.table(cfg.table(tables.SLOT_METRICS)).where(f"run_id = '{run}' AND calibrated").toPandas()
     features = tables.read_table(spark, cfg.table(tables.FEATURES)).where("split = 'test'")
     rows = (spark.table(cfg.table(tables.PREDICTIONS)).where(f"run_id = '{run}'")
@@ -151,7 +151,7 @@ def test_label_free_and_ceiling_columns_equal_the_numpy_metrics_of_the_predictio
 
 def test_bins_predictions_masks_plots_and_sql(spark, experiment):
     cfg, result = experiment
-    run = result["evaluations"]["camoe"]
+    run = result.evaluations["camoe"]
     bins = spark.table(cfg.table(tables.CALIBRATION_BINS)).where(f"run_id = '{run}'").toPandas()
     per = bins[(bins["level"] == "slot") & bins["calibrated"]].groupby(["slot", "scheme"])
     assert (per["bin"].max() < cfg.evaluation.ece_bins).all()
@@ -170,8 +170,8 @@ def test_bins_predictions_masks_plots_and_sql(spark, experiment):
     assert masks.set_index("masked_expert").loc[-1, "auc_pr_change_pct"] == 0.0
 
     from pathlib import Path
-    assert Path(result["report"]).read_text().count("| camoe |") >= 1
-    assert Path(result["pareto"]).stat().st_size > 1000
+    assert Path(result.report).read_text().count("| camoe |") >= 1
+    assert Path(result.pareto).stat().st_size > 1000
     plots = Path(cfg.storage.artifacts_dir) / "evaluation" / run
     assert (plots / "reliability.png").stat().st_size > 1000 and (plots / "auc_pr_vs_baseline.png").exists()
 
@@ -191,13 +191,13 @@ def test_experiments_train_every_seed_and_report_paired_intervals_and_claims(spa
 
     cfg, result = experiment
     entries = {"wide_deep": [17, 18], "camoe": [17, 18]}
-    assert {m: sorted(s) for m, s in result["seed_evaluations"].items()} == entries
+    assert {m: sorted(s) for m, s in result.seed_evaluations.items()} == entries
     results = spark.table(cfg.table(tables.EXPERIMENT_RESULTS)) \
         .where("run_id = 'exp1' AND level = 'all' AND calibrated")
     assert sorted((r.model, r.seed, r.eval_run_id) for r in results.collect()) == [
         ("camoe", 17, "exp1-eval-camoe-seed17"), ("camoe", 18, "exp1-eval-camoe-seed18"),
         ("wide_deep", 17, "exp1-eval-wide_deep-seed17"), ("wide_deep", 18, "exp1-eval-wide_deep-seed18")]
-    document = json.loads(Path(result["json"]).read_text())
+    document = json.loads(Path(result.json).read_text())
     assert document["baseline"] == "wide_deep" and document["seeds"] == entries
     test_rows = spark.table(cfg.table(tables.FEATURES)).where("split = 'test'").count()
     assert document["test_rows"] == test_rows
@@ -225,7 +225,7 @@ def test_experiments_train_every_seed_and_report_paired_intervals_and_claims(spa
     targets = {t["slot"]: t for t in document["targets"]["camoe"]}
     assert targets["all"]["signal_fraction_of_ceiling"] == camoe["signal_fraction_of_ceiling"]
     assert targets["all"]["meets_ceiling_target"] == (camoe["signal_fraction_of_ceiling"] >= 0.95)
-    report = Path(result["report"]).read_text()
+    report = Path(result.report).read_text()
     assert "paired bootstrap over test impressions and training seeds" in report and "| claim |" in report
     assert "(--quick)" in report.splitlines()[0] and "signal / ceiling" in report
 
@@ -241,7 +241,7 @@ def test_the_sampling_ablation_trains_on_every_train_row_and_restores_the_config
                    "experiments.epochs=1", "experiments.baseline=camoe", "experiments.sampling_ablation_floors=[1.0]")
     built_lake(spark, cfg, dt.date(2026, 1, 1), 6, 4000, "sampling-build")
     result = run_experiments(spark, cfg, "exp-s", models=("camoe",), sampling_ablation=True)
-    assert set(result["seed_evaluations"]) == {"camoe", "camoe@negatives>=1"}
+    assert set(result.seed_evaluations) == {"camoe", "camoe@negatives>=1"}
     versions = {r.model: r.features_version for r in spark.table(cfg.table(tables.EXPERIMENT_RESULTS))
                 .where("run_id = 'exp-s'").select("model", "features_version").distinct().collect()}
     main, variant = versions["camoe"], versions["camoe@negatives>=1"]
@@ -258,11 +258,11 @@ def test_the_sampling_ablation_trains_on_every_train_row_and_restores_the_config
     assert {k: v for k, v in unsampled.items() if k != "train"} == {k: v for k, v in configured.items() if k != "train"}
     latest = tables.latest_version(spark, cfg.table(tables.FEATURES))
     assert latest > variant and split_counts(latest) == configured        # later jobs read the configured rates
-    document = json.loads(Path(result["json"]).read_text())
+    document = json.loads(Path(result.json).read_text())
     overall = [c for c in document["sampling"] if c["segment"] == "all"]
     assert {(c["candidate"], c["reference"], c["metric"]) for c in overall} == {
         ("camoe@negatives>=1", "camoe", m) for m in ("auc_pr", "excess_log_loss", "true_calibration_ratio")}
-    assert "Sampling ablation, AUC-PR: % change vs the same model" in Path(result["report"]).read_text()
+    assert "Sampling ablation, AUC-PR: % change vs the same model" in Path(result.report).read_text()
 
 
 def test_an_unknown_training_run_is_a_readable_error(spark, experiment):
@@ -276,10 +276,10 @@ def test_batch_scoring_serves_the_pctr_that_was_evaluated(spark, experiment):
 
     cfg, result = experiment
     summary = score_run(spark, cfg, "score-1", "exp1-train-camoe-seed17")
-    assert summary.calibration_run_id == result["evaluations"]["camoe"]
+    assert summary.calibration_run_id == result.evaluations["camoe"]
     predictions = spark.table(cfg.table(tables.PREDICTIONS))
     served = predictions.where("run_id = 'score-1'").select("impression_id", "task", "pctr").toPandas()
-    evaluated = predictions.where(f"run_id = '{result['evaluations']['camoe']}'").select(
+    evaluated = predictions.where(f"run_id = '{result.evaluations['camoe']}'").select(
         "impression_id", "task", "pctr").toPandas()
     joined = served.merge(evaluated, on="impression_id", suffixes=("", "_eval"))
     assert len(joined) == len(served) == len(evaluated) == summary.rows
@@ -330,10 +330,10 @@ def test_reanalysing_an_experiment_trains_nothing_and_gives_the_same_intervals(s
     runs_before = spark.table(cfg.table(tables.RUNS)).where("job = 'train'").count()
     again = run_experiments(spark, cfg, "exp1-again", reanalyse="exp1", quick=True)
     assert spark.table(cfg.table(tables.RUNS)).where("job = 'train'").count() == runs_before
-    assert again["seed_evaluations"] == result["seed_evaluations"]
+    assert again.seed_evaluations == result.seed_evaluations
     first, second = (json.loads(Path(r["json"]).read_text()) for r in (result, again))
     assert second["comparisons"] == first["comparisons"] and second["claims"] == first["claims"]
     assert second["sampling"] == first["sampling"] and second["features_version"] == first["features_version"]
-    assert "(the evaluations of `exp1`, analysed again)" in Path(again["report"]).read_text()
+    assert "(the evaluations of `exp1`, analysed again)" in Path(again.report).read_text()
     with pytest.raises(ValueError, match="has no rows of experiment 'exp9'"):
         run_experiments(spark, cfg, "exp9-again", reanalyse="exp9")
