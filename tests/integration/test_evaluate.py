@@ -331,7 +331,7 @@ def test_reanalysing_an_experiment_trains_nothing_and_gives_the_same_intervals(s
     again = run_experiments(spark, cfg, "exp1-again", reanalyse="exp1", quick=True)
     assert spark.table(cfg.table(tables.RUNS)).where("job = 'train'").count() == runs_before
     assert again.seed_evaluations == result.seed_evaluations
-    first, second = (json.loads(Path(r["json"]).read_text()) for r in (result, again))
+    first, second = (json.loads(Path(r.json).read_text()) for r in (result, again))
     assert second["comparisons"] == first["comparisons"] and second["claims"] == first["claims"]
     assert second["sampling"] == first["sampling"] and second["features_version"] == first["features_version"]
     assert "(the evaluations of `exp1`, analysed again)" in Path(again.report).read_text()
