@@ -259,7 +259,9 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
                                                            for m in order})) + " as input. "
               "Test split, temperature-calibrated scores.")
     summary = model_slot_summary(frame)
-    checks = target_checks(summary, target, slots, _train_clicks(spark, cfg, version))
+    # the targets exist only where the log has a ceiling: no training-click count otherwise
+    train_clicks = _train_clicks(spark, cfg, version) if "signal_fraction_of_ceiling" in optional else None
+    checks = target_checks(summary, target, slots, train_clicks)
     intervals = "\n\n".join(p for p in (targets_markdown(checks, target),
                                          power_markdown(power, settings.baseline, slots, scored.seeds)) if p)
     report = markdown_report(first_seed, settings.baseline, slots,

@@ -69,7 +69,7 @@ def scored_rows(frame: pd.DataFrame) -> ScoredRows:
     if missing:
         raise ValueError(f"scored rows lack column(s) {sorted(missing)}")
     runs = list(frame.groupby(["model", "seed"], sort=True))
-    return align_scores(runs[0][1], ((key, rows) for key, rows in runs))
+    return align_scores(runs[0][1], runs)
 
 
 def align_scores(reference: pd.DataFrame, runs) -> ScoredRows:
