@@ -60,8 +60,11 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
     ``scored``: slot, task, label, pctr_raw, pctr (and true_ctr, ceiling_ctr). Each segment's
     rows are rated on an executor by ``core.metrics.score_metrics``, the numpy
     definitions the bootstrap uses: two shuffles in all, where one aggregation per metric took
-    dozens of stages. A segment's rows must fit in one Python worker's memory (about 100 bytes
-    a row: tens of millions of rows per segment).
+    dozens of stages. The metrics and the reliability bins come from that one pass (the bins
+    ride along as an array column, then become the bins table's rows), computed eagerly once
+    (a local checkpoint): the two tables' writes would each run it again. A segment's rows must
+    fit in one Python worker's memory (about 100 bytes a row: tens of millions of rows per
+    segment).
 
     With ``with_oracle`` the true click probability is scored as a model
     too (oracle_* columns, auc_pr_oracle_fraction = auc_pr / oracle_auc_pr), and the label-free
@@ -72,7 +75,7 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
     """
     import pandas as pd
 
-    from core.metrics import reliability_bins, score_metrics, truth_summary
+    from core.metrics import score_metrics, truth_summary
 
     references = ([("oracle", "true_ctr")] + ([("ceiling", "ceiling_ctr")] if with_ceiling else [])
                   if with_oracle else [])
@@ -85,7 +88,8 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
     columns = [*keys, *LABEL_METRICS, *_ece_columns(ECE_SCHEMES),
                *[(column, "double") for name, _ in references
                  for column in (*[f"{name}_{m}" for m in REFERENCE_METRICS], f"auc_pr_{name}_fraction")],
-               *([(m, "double") for m in TRUTH_METRICS] if with_oracle else [])]
+               *([(m, "double") for m in TRUTH_METRICS] if with_oracle else []),
+               ("_reliability", f"array<struct<{', '.join(f'{n}: {k}' for n, k in BIN_COLUMNS)}>>")]
 
     def metrics_of(group: pd.DataFrame) -> pd.DataFrame:
         labels = group["label"].to_numpy(np.float64)
@@ -98,8 +102,9 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
         rows = []
         for calibrated, column in VARIANTS:
             scores = group[column].to_numpy(np.float64)
-            row, _ = score_metrics(labels, scores, bins)
-            row.update(reference, level=group["level"].iat[0], slot=group["slot"].iat[0], calibrated=calibrated)
+            row, bin_rows = score_metrics(labels, scores, bins)
+            row.update(reference, level=group["level"].iat[0], slot=group["slot"].iat[0], calibrated=calibrated,
+                       _reliability=bin_rows)
             for name, _ in references:
                 row[f"auc_pr_{name}_fraction"] = row["auc_pr"] / reference[f"{name}_auc_pr"]
             if with_oracle:
@@ -110,22 +115,15 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
             rows.append(row)
         return pd.DataFrame(rows, columns=[name for name, _ in columns])
 
-    def bins_of(group: pd.DataFrame) -> pd.DataFrame:
-        labels = group["label"].to_numpy(np.float64)
-        rows = [{"level": group["level"].iat[0], "slot": group["slot"].iat[0], "calibrated": calibrated,
-                 "scheme": scheme, **rated}
-                for calibrated, column in VARIANTS for scheme in ECE_SCHEMES
-                for rated in reliability_bins(labels, group[column].to_numpy(np.float64), bins, scheme)]
-        return pd.DataFrame(rows, columns=[name for name, _ in (*keys, *BIN_COLUMNS)])
-
-    grouped = segmented.groupBy(*SEGMENT_KEYS)
-    metrics = grouped.applyInPandas(metrics_of, _schema(columns))
-    metrics = (metrics.withColumnRenamed("mean_pred", "mean_pctr").withColumn("ece_bins", F.lit(bins))
+    per_segment = segmented.groupBy(*SEGMENT_KEYS).applyInPandas(metrics_of, _schema(columns)).localCheckpoint()
+    metrics = (per_segment.drop("_reliability").withColumnRenamed("mean_pred", "mean_pctr")
+               .withColumn("ece_bins", F.lit(bins))
                .withColumn("note", segment_note(F.col("rows"), F.col("positives"))))
     order = [name for name, _ in (*keys, *LABEL_METRICS, *_ece_columns(ECE_SCHEMES))]
     order = [("mean_pctr" if c == "mean_pred" else c) for c in order] + ["ece_bins", "note"]
     metrics = metrics.select(*order, *[c for c in metrics.columns if c not in order])
-    bin_rows = (grouped.applyInPandas(bins_of, _schema((*keys, *BIN_COLUMNS)))
+    bin_rows = (per_segment.select(*[name for name, _ in keys], F.explode("_reliability").alias("_bin"))
+                .select(*[name for name, _ in keys], *[F.col(f"_bin.{name}").alias(name) for name, _ in BIN_COLUMNS])
                 .withColumn("mean_pctr", F.col("sum_pred") / F.col("rows"))
                 .withColumn("observed_ctr", F.col("sum_label") / F.col("rows")).withColumn("bins", F.lit(bins)))
     return metrics, bin_rows

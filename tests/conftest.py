@@ -17,6 +17,9 @@ from core.config import load_config
 # launched without these (tests/integration/conftest.py): there C2 pays for itself.
 SHORT_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"
 os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM_OPTIONS)
+# Two test workers share two cores: torch's second intra-op thread would spin between the small
+# ops of a test's training at the other worker's expense (training.loop.threads_per_process).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # `make test` runs two pytest-xdist workers, each taking one test file at a time (its module
 # fixtures built once), except that the files reading the session's shared evaluation lake go to

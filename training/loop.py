@@ -149,11 +149,27 @@ def train_step(ctx: StepContext, batch: Batch, padding: bool) -> float | None:
     return float(loss.detach())            # this worker's share; the shares sum to the global loss
 
 
+def threads_per_process(processes: int, cores: int | None, omp_num_threads: str | None) -> int:
+    """Torch's intra-op threads for one of ``processes`` training processes on this machine: the
+    cores shared out, unless OMP_NUM_THREADS says (torchrun's convention). Set it to 1 where other
+    work shares the cores: between small ops the second thread spins, measured at ~70% more CPU
+    for ~20% less wall on a 2-core machine (README, test time)."""
+    if omp_num_threads and omp_num_threads.strip():
+        try:
+            wanted = int(omp_num_threads)
+        except ValueError:
+            raise ValueError(f"OMP_NUM_THREADS={omp_num_threads!r} is not a whole number of threads") from None
+        if wanted < 1:
+            raise ValueError(f"OMP_NUM_THREADS={omp_num_threads!r}: at least 1 thread")
+        return wanted
+    return max(1, (cores or 1) // max(1, processes))
+
+
 def _train(job: TrainJob, comm) -> dict | None:
     t = job.training
     device = _device(comm)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, comm.size)))
+        torch.set_num_threads(threads_per_process(comm.size, os.cpu_count(), os.environ.get("OMP_NUM_THREADS")))
     torch.manual_seed(t.seed)
     model = new_model(job).to(device)
     # Horovod's optimizer is a new one over the same parameters: the schedule, the checkpoint's

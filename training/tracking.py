@@ -21,6 +21,7 @@ import io
 import logging
 import math
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.artifact import ModelArtifact
+from training.artifact import DESCRIPTION_FILE, WEIGHTS_FILE, ModelArtifact
 from training.mlflow_model import MODEL_ARTIFACT, SCORING_ARTIFACT, SCORING_FILE, Scoring
 
 log = logging.getLogger(__name__)
@@ -145,9 +146,15 @@ def _log_pyfunc(mlflow, artifact: ModelArtifact, artifact_dir: Path, scoring: Sc
         warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
         scoring_file = Path(scratch) / SCORING_FILE
         scoring_file.write_text(scoring.to_json())
+        # the weights and model.json only: the folder's epoch checkpoints (optimizer state
+        # included) are for resuming, not scoring, and would double what every logged model stores
+        model_dir = Path(scratch) / "model"
+        model_dir.mkdir()
+        for file in (WEIGHTS_FILE, DESCRIPTION_FILE):
+            shutil.copyfile(Path(artifact_dir) / file, model_dir / file)
         return mlflow.pyfunc.log_model(
             name=name, python_model=mlflow_entry.__file__, signature=signature(artifact),
-            artifacts={MODEL_ARTIFACT: str(artifact_dir), SCORING_ARTIFACT: str(scoring_file)},
+            artifacts={MODEL_ARTIFACT: str(model_dir), SCORING_ARTIFACT: str(scoring_file)},
             pip_requirements=_pip_requirements())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,8 +72,13 @@ def test_a_training_run_is_logged_with_its_settings_epochs_delta_input_and_model
     assert source["delta_table_name"] == "spark_catalog." + description.features_table
     assert source["delta_table_version"] == description.features_version
     assert {t.value for t in dataset.tags} == {"training"}
-    # the artifacts folder holds the uncalibrated pyfunc of the run
-    assert (cfg.storage.artifacts_dir / "mlflow" / "artifacts").is_dir()
+    # the artifacts folder holds the uncalibrated pyfunc of the run: weights and model.json,
+    # not the training folder's epoch checkpoints
+    stored = {p.name for p in (cfg.storage.artifacts_dir / "mlflow" / "artifacts").rglob("*") if p.is_file()}
+    assert {"model.pt", "model.json"} <= stored and not any(n.startswith("checkpoint-") for n in stored), stored
+    from pyspark.sql import SparkSession
+    trained_in = Path(lineage.find_train_run(SparkSession.getActiveSession(), cfg, TRAIN_RUN)["artifact"])
+    assert any(p.name.startswith("checkpoint-") for p in trained_in.iterdir())
     logged = {m.name for m in client.search_logged_models(experiment_ids=[run.info.experiment_id])}
     assert logged == {tracking.TRAINED_MODEL, tracking.CALIBRATED_MODEL}
 

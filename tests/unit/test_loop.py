@@ -13,7 +13,7 @@ from core.config import load_config
 from core.metrics import average_precision
 from training.data import Batch, FeatureLayout
 from training.distributed import Communicator
-from training.loop import StepContext, train_step, worker_batch_size
+from training.loop import StepContext, threads_per_process, train_step, worker_batch_size
 from training.loss import task_weights
 from training.model import FeatureSpec, MultiTaskMoE, WideAndDeep
 from training.validation_scoring import validation_metrics
@@ -90,6 +90,15 @@ def test_the_batch_size_is_global_and_split_over_workers():
     assert worker_batch_size(512, 1) == 512 and worker_batch_size(512, 2) == 256
     with pytest.raises(ValueError, match="global batch; it must divide evenly over 3 workers"):
         worker_batch_size(512, 3)
+
+
+def test_each_process_gets_its_share_of_the_cores_unless_omp_num_threads_says():
+    assert [threads_per_process(n, 8, None) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    assert threads_per_process(1, None, "") == 1
+    assert threads_per_process(2, 8, "1") == 1 and threads_per_process(1, 2, " 3 ") == 3
+    for bad in ("two", "0", "-1"):
+        with pytest.raises(ValueError, match="OMP_NUM_THREADS"):
+            threads_per_process(1, 2, bad)
 
 
 def test_the_slot_reaches_every_model_as_an_input():
