@@ -122,8 +122,9 @@ def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: b
     order = [name for name, _ in (*keys, *LABEL_METRICS, *_ece_columns(ECE_SCHEMES))]
     order = [("mean_pctr" if c == "mean_pred" else c) for c in order] + ["ece_bins", "note"]
     metrics = metrics.select(*order, *[c for c in metrics.columns if c not in order])
-    bin_rows = (per_segment.select(*[name for name, _ in keys], F.explode("_reliability").alias("_bin"))
-                .select(*[name for name, _ in keys], *[F.col(f"_bin.{name}").alias(name) for name, _ in BIN_COLUMNS])
+    key_names = [name for name, _ in keys]
+    bin_rows = (per_segment.select(*key_names, F.explode("_reliability").alias("_bin"))
+                .select(*key_names, *[F.col(f"_bin.{name}").alias(name) for name, _ in BIN_COLUMNS])
                 .withColumn("mean_pctr", F.col("sum_pred") / F.col("rows"))
                 .withColumn("observed_ctr", F.col("sum_label") / F.col("rows")).withColumn("bins", F.lit(bins)))
     return metrics, bin_rows

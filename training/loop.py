@@ -57,6 +57,9 @@ class TrainJob:
     slot_logit_shift: tuple[float, ...] | None = None   # per slot id, added to logits (None: zeros)
     epochs: int | None = None                    # overrides training.epochs
     save_rank_states: bool = False               # every rank writes its final weights (tests)
+    # the launching job's OMP_NUM_THREADS, read where the job is built: torchrun sets 1 in the
+    # workers it starts when none is set, which is its default, not the user's choice
+    omp_num_threads: str | None = field(default_factory=lambda: os.environ.get("OMP_NUM_THREADS"))
     extra: dict = field(default_factory=dict)    # recorded with the artifact
 
     @property
@@ -151,7 +154,7 @@ def train_step(ctx: StepContext, batch: Batch, padding: bool) -> float | None:
 
 def threads_per_process(processes: int, cores: int | None, omp_num_threads: str | None) -> int:
     """Torch's intra-op threads for one of ``processes`` training processes on this machine: the
-    cores shared out, unless OMP_NUM_THREADS says (torchrun's convention). Set it to 1 where other
+    cores shared out, unless the launching job's OMP_NUM_THREADS says. Set it to 1 where other
     work shares the cores: between small ops the second thread spins, measured at ~70% more CPU
     for ~20% less wall on a 2-core machine (README, test time)."""
     if omp_num_threads and omp_num_threads.strip():
@@ -169,7 +172,7 @@ def _train(job: TrainJob, comm) -> dict | None:
     t = job.training
     device = _device(comm)
     if device.type == "cpu":
-        torch.set_num_threads(threads_per_process(comm.size, os.cpu_count(), os.environ.get("OMP_NUM_THREADS")))
+        torch.set_num_threads(threads_per_process(comm.size, os.cpu_count(), job.omp_num_threads))
     torch.manual_seed(t.seed)
     model = new_model(job).to(device)
     # Horovod's optimizer is a new one over the same parameters: the schedule, the checkpoint's
