@@ -14,13 +14,8 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
+from tests.jvm_options import SHORT_JVM_OPTIONS
 
-# The spark-submit JVMs the tests start (jobs, spark-sql, Airflow's tasks) live a minute or two:
-# C1 alone compiles what they need, and C2's compiler threads were about a fifth of such a job's
-# CPU (README, test time). C1 alone also shrinks the default code cache to 48 MB, which a feature
-# build outgrows ("Out of space in CodeCache"), hence the size. The suite's own long-lived JVM is
-# launched without these (tests/integration/conftest.py): there C2 pays for itself.
-SHORT_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"
 os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM_OPTIONS)
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE_SWITCH = "CAMOE_TEST_JVM_ARCHIVE"          # "off": no class-data-sharing archive

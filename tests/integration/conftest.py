@@ -3,7 +3,6 @@ test run, the evaluation suite's trained models, and a fresh database per test."
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 
 import pytest
@@ -15,13 +14,8 @@ from tests.helpers import built_lake, recreate_database
 def spark(make_config):
     from core.session import build_spark
 
-    # this JVM runs the whole suite: C2 pays for itself here (tests/conftest.py SHORT_JVM_OPTIONS)
-    short_lived = os.environ.pop("SPARK_SUBMIT_OPTS", None)
-    try:
-        session = build_spark(make_config(), app_name="camoe-tests")
-    finally:
-        if short_lived is not None:
-            os.environ["SPARK_SUBMIT_OPTS"] = short_lived
+    # with the jobs' JVM options (SPARK_SUBMIT_OPTS: tests/jvm_options.py)
+    session = build_spark(make_config(), app_name="camoe-tests")
     yield session
     session.stop()
 

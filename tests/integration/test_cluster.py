@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.jvm_options import SHORT_JVM_OPTIONS
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SPARK_HOME = next((BIN.parent / "lib").glob("python3.*/site-packages/pyspark"))
@@ -42,7 +44,7 @@ def _free_port() -> int:
 def _env() -> dict[str, str]:
     env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_DAEMON_MEMORY": "512m"}
+           "SPARK_DAEMON_MEMORY": "512m", "SPARK_DAEMON_JAVA_OPTS": SHORT_JVM_OPTIONS}
     env.pop("SPARK_CONF_DIR", None)
     return env
 
@@ -133,7 +135,10 @@ def _submit(lake: Path, master: str, job: str, *args: str) -> subprocess.Complet
     conf = [*_stores(lake), *COMMON]
     flags = subprocess.run([sys.executable, "-m", "core.session", *conf], cwd=ROOT, env=_env(),
                            capture_output=True, text=True, timeout=120, check=True).stdout.split()
-    resources = ["--executor-memory", "1g", "--total-executor-cores", "2"] if master.startswith("spark://") else []
+    resources = []
+    if master.startswith("spark://"):         # the executors run as briefly as the jobs' drivers
+        resources = ["--executor-memory", "1g", "--total-executor-cores", "2",
+                     "--conf", f"spark.executor.defaultJavaOptions={SHORT_JVM_OPTIONS}"]
     cmd = [str(BIN / "spark-submit"), "--master", master, *flags, "--driver-memory", "1g", *resources,
            str(ROOT / "jobs" / f"{job}.py"), *conf, *args]
     started = time.time()
