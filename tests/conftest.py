@@ -1,6 +1,7 @@
-"""Fixtures for both suites: a test lake's paths and configs pointing at it (no Spark here:
-tests/integration/conftest.py holds the SparkSession), and how `make test` spreads the suite over
-two pytest-xdist workers."""
+"""Fixtures for both suites: a test lake's paths and configs pointing at it (no SparkSession here:
+tests/integration/conftest.py holds it), the JVM options every test JVM gets (and, when
+integration tests run, a class-data-sharing archive built in the background), and how
+`make test` spreads the suite over two pytest-xdist workers."""
 from __future__ import annotations
 
 import os
