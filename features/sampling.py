@@ -30,8 +30,9 @@ def stratified_downsample(df: DataFrame, rates: Mapping[tuple[str, int], float],
     is_train = F.col(split_col) == "train"
     rate = F.when(is_train, stratum_rate(F.col(slot_col), F.col(label_col), rates)).otherwise(1.0)
     keep = uniform(seed, "downsample", F.col(id_col).cast("string")) < rate
-    return (df.withColumn("_rate", rate).where(keep | (F.col("_rate") >= 1.0))
-            .withColumn("sample_weight", (1.0 / F.col("_rate")).cast("double")).drop("_rate"))
+    # the rate is recomputed rather than kept in a column: two DataFrame calls, not four, each
+    # of which re-analyses the build's whole plan
+    return df.where(keep | (rate >= 1.0)).withColumn("sample_weight", (1.0 / rate).cast("double"))
 
 
 def downsampling_logit_shift(rates: Mapping[tuple[str, int], float], slots: tuple[str, ...]) -> dict[str, float]:

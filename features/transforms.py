@@ -171,20 +171,22 @@ def encode_categoricals(df: DataFrame, vocabularies: DataFrame, columns: tuple[s
     One pass over ``df``: each column probes a hash table of its vocabulary broadcast once
     per build, so the rows are never shuffled (a shuffle join per column moved every row 15
     times). A vocabulary too large to broadcast (over ``BROADCAST_MAX_VALUES``) is joined
-    the shuffled way.
+    the shuffled way. The ids are added in one projection after the joins: each DataFrame call
+    re-analyses the whole plan, and a withColumn and a drop per join took ~2/3 of this
+    function's ~9 s of driver time on the build's plan (tests/integration/test_features.py's
+    lake, measured in-process).
     """
     sizes = {r["feature"]: r["count"] for r in
              vocabularies.groupBy("feature").agg(F.count(F.lit(1)).alias("count")).collect()}
     out = df
     for c in columns:
         vocab = vocabularies.where(F.col("feature") == c).select(
-            F.col("value").alias(f"_v_{c}"), F.col("index").alias(categorical_column(c)))
+            F.col("value").alias(f"_v_{c}"), F.col("index").alias(f"_i_{c}"))
         if sizes.get(c, 0) <= BROADCAST_MAX_VALUES:
             vocab = F.broadcast(vocab)
-        out = (out.join(vocab, F.col(c).cast("string") == F.col(f"_v_{c}"), "left")
-               .drop(f"_v_{c}")
-               .withColumn(categorical_column(c), F.coalesce(F.col(categorical_column(c)), F.lit(OOV_INDEX))))
-    return out
+        out = out.join(vocab, F.col(c).cast("string") == F.col(f"_v_{c}"), "left")
+    ids = {categorical_column(c): F.coalesce(F.col(f"_i_{c}"), F.lit(OOV_INDEX)) for c in columns}
+    return out.withColumns(ids).drop(*[f"_{k}_{c}" for c in columns for k in ("v", "i")])
 
 
 # ----------------------------------------------------------------------------- dense
@@ -207,10 +209,10 @@ def dense_statistics(train: DataFrame, columns: tuple[str, ...], log1p: tuple[st
 
 
 def scale_dense(df: DataFrame, stats: DataFrame, log1p: tuple[str, ...]) -> DataFrame:
-    """Add ``dense_<column>`` = (transform(x) - mean) / std as float."""
-    out = df
+    """Add ``dense_<column>`` = (transform(x) - mean) / std as float, in one projection."""
+    scaled = {}
     for r in stats.collect():
         std = r["std"] if r["std"] and r["std"] > 1e-9 else 1.0
-        scaled = (_pre_scale(r["feature"], log1p) - F.lit(r["mean"])) / F.lit(std)
-        out = out.withColumn(dense_column(r["feature"]), scaled.cast("float"))
-    return out
+        scaled[dense_column(r["feature"])] = ((_pre_scale(r["feature"], log1p) - F.lit(r["mean"])) / F.lit(std)) \
+            .cast("float")
+    return df.withColumns(scaled)

@@ -101,7 +101,7 @@ def submitted_lake(spark, tmp_path_factory):
 def test_a_build_killed_inside_its_write_or_between_tables_reruns_to_an_uninterrupted_runs_tables(submitted_lake):
     lake = submitted_lake
     reference_run = lake.reference_build
-    features_v, vocabularies_v = lake.version("features"), lake.version("vocabularies")
+    features_v, vocabularies_v, rates_v = (lake.version(t) for t in ("features", "vocabularies", "sampling_rates"))
     reference_vocabularies = lake.read("vocabularies", vocabularies_v).where(F.col("run_id") == reference_run)
     assert reference_vocabularies.count() > 0
 
@@ -113,10 +113,14 @@ def test_a_build_killed_inside_its_write_or_between_tables_reruns_to_an_uninterr
     assert lake.version("features") == features_v
     assert same_rows(lake.read("features", features_v), lake.spark.read.format("delta").load(lake.path("features")))
 
-    # 2. killed right after the features commit: features are the new build's, vocabularies not yet
+    # 2. killed right after the features commit: the features are the new build's, and so is the
+    # vocabulary they were encoded with (committed before them); the sampling report is not yet
     killed = lake.submit("build_features", *DATES, kill_at="after:features")
     assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
-    assert lake.version("features") == features_v + 1 and lake.version("vocabularies") == vocabularies_v
+    assert lake.version("features") == features_v + 1 and lake.version("sampling_rates") == rates_v
+    killed_run = lake.read("features", features_v + 1).first().build_run_id
+    assert lake.read("vocabularies", lake.version("vocabularies")).where(F.col("run_id") == killed_run).count() \
+        == reference_vocabularies.count()
 
     # 3. the re-run, started twice at once: one commits, the other is refused by name (the
     # embedded metastore is one driver's) and writes nothing
