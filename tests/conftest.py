@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from core.config import load_config
 from tests.jvm_options import SHORT_JVM_OPTIONS
+from tests.submit import SPARK_SUBMIT, python_env, spark_submit_flags
 
 os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM_OPTIONS)
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,15 +53,13 @@ class ClassArchive:
                 f"--set=storage.metastore_dir={self.lake}/metastore",
                 f"--set=storage.artifacts_dir={self.lake}/artifacts", "--set=spark.master=local[1]",
                 "--set=spark.shuffle_partitions=2"]
-        env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+        env = {**python_env(),
                "SPARK_SUBMIT_OPTS": f"{SHORT_JVM_OPTIONS} -XX:ArchiveClassesAtExit={self.partial} -Xlog:cds*=off"}
         try:
-            flags = subprocess.run([sys.executable, "-m", "core.session", "--local-jars", *sets], cwd=ROOT, env=env,
-                                   capture_output=True, text=True, timeout=600, check=True).stdout.split()
-            self.process = subprocess.Popen([str(Path(sys.executable).parent / "spark-submit"), *flags,
-                                             str(ROOT / "tests" / "spark_class_archive.py"), *sets],
-                                            cwd=self.folder, env=env, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL)
+            flags = spark_submit_flags(sets, env)
+            script = ROOT / "tests" / "spark_class_archive.py"
+            self.process = subprocess.Popen([str(SPARK_SUBMIT), *flags, str(script), *sets], cwd=self.folder,
+                                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if self.process.wait(timeout=900) == 0 and self.partial.is_file():
                 self.partial.rename(self.path)
         except (OSError, subprocess.SubprocessError):

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.jvm_options import SHORT_JVM_OPTIONS
+from tests.submit import SPARK_SUBMIT, spark_submit_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -133,13 +134,12 @@ def _stores(lake: Path) -> list[str]:
 def _submit(lake: Path, master: str, job: str, *args: str) -> subprocess.CompletedProcess:
     """spark-submit one job the way the README shows, against `master`, into `lake`."""
     conf = [*_stores(lake), *COMMON]
-    flags = subprocess.run([sys.executable, "-m", "core.session", *conf], cwd=ROOT, env=_env(),
-                           capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    flags = spark_submit_flags(conf, _env(), local_jars=False)
     resources = []
     if master.startswith("spark://"):         # the executors run as briefly as the jobs' drivers
         resources = ["--executor-memory", "1g", "--total-executor-cores", "2",
                      "--conf", f"spark.executor.defaultJavaOptions={SHORT_JVM_OPTIONS}"]
-    cmd = [str(BIN / "spark-submit"), "--master", master, *flags, "--driver-memory", "1g", *resources,
+    cmd = [str(SPARK_SUBMIT), "--master", master, *flags, "--driver-memory", "1g", *resources,
            str(ROOT / "jobs" / f"{job}.py"), *conf, *args]
     started = time.time()
     done = subprocess.run(cmd, cwd=lake, env=_env(), capture_output=True, text=True, timeout=1200)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.submit import python_env, spark_submit_flags
+
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
 CHAIN = ["generate_logs", "build_features", "validate", "train", "calibrate_evaluate", "score"]
@@ -145,9 +147,7 @@ def daily_run(dag_lake):
     base, _, settings = dag_lake
     done, states = _dags_test(dag_lake, PARAMS)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    python_env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    flags = subprocess.run([sys.executable, "-m", "core.session", *(f"--set={s}" for s in settings)],
-                           cwd=ROOT, env=python_env, capture_output=True, text=True, check=True).stdout.split()
+    flags = spark_submit_flags([f"--set={s}" for s in settings], local_jars=False)
     query = " UNION ALL ".join([
         "SELECT 'features' k, CAST(COUNT(*) AS STRING) v FROM camoe.features",
         f"SELECT 'dq_results', CAST(COUNT(*) AS STRING) FROM camoe.dq_results WHERE run_id = '{RUN}-validate'",
@@ -168,7 +168,7 @@ def daily_run(dag_lake):
         "SELECT concat('mlflow ', job), coalesce(mlflow_run_id, 'NULL') FROM camoe.runs "
         "WHERE job IN ('train', 'calibrate_evaluate', 'score')"])
     sql = subprocess.run([str(Path(sys.executable).parent / "spark-sql"), *flags, "-e", query], cwd=base,
-                         env=python_env, capture_output=True, text=True, timeout=600)
+                         env=python_env(), capture_output=True, text=True, timeout=600)
     assert sql.returncode == 0, sql.stderr[-3000:]
     tables = dict(line.split("\t", 1) for line in sql.stdout.strip().splitlines())
     return done, states, tables

@@ -9,11 +9,9 @@ tests/test_mlflow.py cover it): each job would only pay its import."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import signal
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,11 +22,11 @@ from pyspark.sql import functions as F
 from core.config import load_config
 from core.faults import KILL_ENV
 from features.synthetic import generate_impressions
+from tests.submit import SPARK_SUBMIT, python_env, spark_submit_flags
 from training.artifact import load_artifact
 from training.checkpoints import checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 START, DAYS, ROWS_PER_DAY = dt.date(2026, 3, 2), 4, 2000
 DATES = ("--start-date", START.isoformat(), "--end-date", (START + dt.timedelta(days=DAYS - 1)).isoformat())
 
@@ -42,13 +40,12 @@ class Lake:
         self.sets = [f"--set=storage.warehouse_dir={root}/warehouse", f"--set=storage.metastore_dir={root}/metastore",
                      f"--set=storage.artifacts_dir={root}/artifacts", "--set=spark.master=local[2]",
                      "--set=spark.shuffle_partitions=4", "--set=mlflow.enabled=false"]
-        self.env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-        self.flags = subprocess.run([sys.executable, "-m", "core.session", "--local-jars", *self.sets], cwd=ROOT,
-                                    env=self.env, capture_output=True, text=True, check=True).stdout.split()
+        self.env = python_env()
+        self.flags = spark_submit_flags(self.sets, self.env)
 
     def submit(self, job: str, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
         env = {**self.env, **({KILL_ENV: kill_at} if kill_at else {})}
-        return subprocess.run([str(BIN / "spark-submit"), *self.flags, str(ROOT / "jobs" / f"{job}.py"), *self.sets,
+        return subprocess.run([str(SPARK_SUBMIT), *self.flags, str(ROOT / "jobs" / f"{job}.py"), *self.sets,
                                *args], cwd=self.root, env=env, capture_output=True, text=True, timeout=900,
                               start_new_session=True)      # the kill takes the job's session, not pytest's
 

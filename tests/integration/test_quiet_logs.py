@@ -6,15 +6,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from core.session import SPARK_LOG_ENV
+from tests.submit import SPARK_SUBMIT, python_env, spark_submit_flags
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 
@@ -24,11 +23,9 @@ def test_generate_logs_through_spark_submit_prints_no_spark_info_ivy_report_or_t
                  f"--set=storage.metastore_dir={tmp_path}/metastore",
                  f"--set=storage.artifacts_dir={tmp_path}/artifacts", "--set=spark.master=local[1]",
                  "--set=generator.days=1", "--set=generator.rows_per_day=200"]
-    env = {k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV}
-    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
-    flags = subprocess.run([sys.executable, "-m", "core.session", "--local-jars", *overrides], cwd=ROOT,
-                           env=env, capture_output=True, text=True, check=True, timeout=900).stdout.split()
-    done = subprocess.run([str(BIN / "spark-submit"), *flags, str(ROOT / "jobs" / "generate_logs.py"),
+    env = python_env({k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV})
+    flags = spark_submit_flags(overrides, env)
+    done = subprocess.run([str(SPARK_SUBMIT), *flags, str(ROOT / "jobs" / "generate_logs.py"),
                            "--burn-in-days=0", *overrides], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
     output = done.stdout + done.stderr
