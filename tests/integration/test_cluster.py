@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.jvm_options import SHORT_JVM_OPTIONS
-from tests.submit import SPARK_SUBMIT, spark_submit_flags
+from tests.submit import SPARK_SUBMIT, python_env, spark_submit_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -43,8 +43,7 @@ def _free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+    env = {**python_env(), "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
            "SPARK_DAEMON_MEMORY": "512m", "SPARK_DAEMON_JAVA_OPTS": SHORT_JVM_OPTIONS}
     env.pop("SPARK_CONF_DIR", None)
     return env
