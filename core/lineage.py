@@ -16,12 +16,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.config import PROJECT_ROOT, Config
-from core.tables import RUNS, TableNotFound, replace_run_rows, table_exists
+from core.tables import RUNS, TableNotFound, note_minted_run_id, replace_run_rows, table_exists
 
 
 def new_run_id(job: str) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{job}-{now}-{uuid.uuid4().hex[:6]}"
+    return note_minted_run_id(f"{job}-{now}-{uuid.uuid4().hex[:6]}")
 
 
 def code_version() -> str:

@@ -170,7 +170,7 @@ def run_recorded(spark, cfg, job: str, run: Callable, args: argparse.Namespace,
         _try_record(spark, cfg, record, "failed")
         print(f"{job}: FAILED ({type(exc).__name__}): {exc}", file=sys.stderr)
         return 1
-    if code == 0:                       # the tables it created get their constraints from now on
+    if code == 0:                       # a table an older version created gets its constraints now
         for table in set(record.outputs) & set(CONSTRAINTS):
             ensure_constraints(spark, cfg.table(table))
     record.metrics["wall_seconds"] = round(time.time() - started, 2)

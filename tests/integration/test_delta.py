@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from core import tables
+from core import lineage, tables
 
 
 def test_delta_round_trip_time_travel_and_idempotent_date_replace(spark, fresh_db):
@@ -60,6 +60,18 @@ def test_a_run_table_gains_new_columns_and_keeps_earlier_runs(spark, fresh_db):
     tables.replace_run_rows(newer, name, "r2")                      # idempotent per run id
     rows = sorted(tuple(r) for r in tables.read_table(spark, name).collect())
     assert rows == [("r1", 1.0, None), ("r2", 2.0, 0.5)]
+
+    # a run id this process minted is appended on its first write, replaced on the next, and so
+    # are the ids derived from it (an experiment's trainings)
+    minted = lineage.new_run_id("job")
+    for run_id in (minted, f"{minted}-train-camoe"):
+        for auc in (0.1, 0.2):
+            tables.replace_run_rows(spark.createDataFrame([(run_id, auc, None)], newer.schema), name, run_id)
+    rows = sorted(tuple(r) for r in tables.read_table(spark, name).collect())
+    assert rows == sorted([("r1", 1.0, None), ("r2", 2.0, 0.5), (minted, 0.2, None),
+                           (f"{minted}-train-camoe", 0.2, None)])
+    modes = [r.operationParameters.get("mode") for r in spark.sql(f"DESCRIBE HISTORY {name}").orderBy("version").collect()]
+    assert modes[-4:] == ["Append", "Overwrite", "Append", "Overwrite"]
 
 
 def test_tables_are_visible_to_spark_sql_through_the_metastore(spark, fresh_db):
