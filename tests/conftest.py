@@ -93,7 +93,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # fixtures built once), except that the files reading the session's shared evaluation lake go to
 # one worker together (the lake and its trained models are built once). Files start longest first
 # (durations of the last clean-clone run) so the two workers finish together; the rest follow in
-# collection order.
+# collection order, but a test marked rebuilds_shared_lake runs after every other one of its group.
 SHARED_LAKE_FIXTURES = ("eval_lake", "experiment")
 SHARED_LAKE_FILES = ("test_training", "test_evaluate", "test_inference", "test_mlflow")
 LONGEST_FIRST = ("test_kill", "test_dag", "test_cluster", "shared-eval-lake", "test_own_log", "test_movielens",
@@ -125,7 +125,8 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"{', '.join(strays)} use(s) the shared evaluation lake: add to SHARED_LAKE_FILES "
                                 "in tests/conftest.py so one worker builds it once")
     rank = {scope: i for i, scope in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_scope(str(item.path)), len(rank)))       # stable: file order kept
+    items.sort(key=lambda item: (rank.get(_scope(str(item.path)), len(rank)),        # stable: file order kept
+                                 item.get_closest_marker("rebuilds_shared_lake") is not None))
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,8 @@ def test_a_run_table_gains_new_columns_and_keeps_earlier_runs(spark, fresh_db):
     rows = sorted(tuple(r) for r in tables.read_table(spark, name).collect())
     assert rows == sorted([("r1", 1.0, None), ("r2", 2.0, 0.5), (minted, 0.2, None),
                            (f"{minted}-train-camoe", 0.2, None)])
-    modes = [r.operationParameters.get("mode") for r in spark.sql(f"DESCRIBE HISTORY {name}").orderBy("version").collect()]
+    history = spark.sql(f"DESCRIBE HISTORY {name}").orderBy("version").collect()
+    modes = [r.operationParameters.get("mode") for r in history]
     assert modes[-4:] == ["Append", "Overwrite", "Append", "Overwrite"]
 
 

@@ -9,7 +9,6 @@ import torch
 
 from core import lineage, tables
 from features.reports import slot_metrics_sql
-from tests.helpers import built_lake
 from training.artifact import load_artifact, read_artifact
 from training.data import load_snapshot
 from training.inference import score_dataframe, score_rows
@@ -230,41 +229,6 @@ def test_experiments_train_every_seed_and_report_paired_intervals_and_claims(spa
     assert "(--quick)" in report.splitlines()[0] and "signal / ceiling" in report
 
 
-def test_the_sampling_ablation_trains_on_every_train_row_and_restores_the_configured_snapshot(spark, fresh_db):
-    import json
-    from pathlib import Path
-
-    from calibration.experiments import run_experiments
-
-    # its own lake: the restoring rebuild gives later jobs a new build (new category ids)
-    cfg = fresh_db("training.batch_size=256", "training.shuffle_buffer=0", "experiments.seeds=[17]",
-                   "experiments.epochs=1", "experiments.baseline=camoe", "experiments.sampling_ablation_floors=[1.0]")
-    built_lake(spark, cfg, dt.date(2026, 1, 1), 6, 4000, "sampling-build")
-    result = run_experiments(spark, cfg, "exp-s", models=("camoe",), sampling_ablation=True)
-    assert set(result.seed_evaluations) == {"camoe", "camoe@negatives>=1"}
-    versions = {r.model: r.features_version for r in spark.table(cfg.table(tables.EXPERIMENT_RESULTS))
-                .where("run_id = 'exp-s'").select("model", "features_version").distinct().collect()}
-    main, variant = versions["camoe"], versions["camoe@negatives>=1"]
-    assert main != variant
-
-    def split_counts(version: int) -> dict:
-        snapshot = tables.read_table(spark, cfg.table(tables.FEATURES), version)
-        return {r.split: r["count"] for r in snapshot.groupBy("split").count().collect()}
-
-    configured, unsampled = split_counts(main), split_counts(variant)
-    raw_train = spark.table(cfg.table(tables.IMPRESSIONS)).where(
-        "event_date BETWEEN DATE'2026-01-01' AND DATE'2026-01-04'").count()
-    assert unsampled["train"] == raw_train > configured["train"]          # floor 1.0 keeps every train row
-    assert {k: v for k, v in unsampled.items() if k != "train"} == {k: v for k, v in configured.items() if k != "train"}
-    latest = tables.latest_version(spark, cfg.table(tables.FEATURES))
-    assert latest > variant and split_counts(latest) == configured        # later jobs read the configured rates
-    document = json.loads(Path(result.json).read_text())
-    overall = [c for c in document["sampling"] if c["segment"] == "all"]
-    assert {(c["candidate"], c["reference"], c["metric"]) for c in overall} == {
-        ("camoe@negatives>=1", "camoe", m) for m in ("auc_pr", "excess_log_loss", "true_calibration_ratio")}
-    assert "Sampling ablation, AUC-PR: % change vs the same model" in Path(result.report).read_text()
-
-
 def test_an_unknown_training_run_is_a_readable_error(spark, experiment):
     cfg, _ = experiment
     with pytest.raises(LookupError, match="no succeeded training run 'nope'.*run jobs/train.py first"):
@@ -337,3 +301,41 @@ def test_reanalysing_an_experiment_trains_nothing_and_gives_the_same_intervals(s
     assert "(the evaluations of `exp1`, analysed again)" in Path(again.report).read_text()
     with pytest.raises(ValueError, match="has no rows of experiment 'exp9'"):
         run_experiments(spark, cfg, "exp9-again", reanalyse="exp9")
+
+
+@pytest.mark.rebuilds_shared_lake
+def test_the_sampling_ablation_trains_on_every_train_row_and_restores_the_configured_snapshot(spark, eval_lake,
+                                                                                             make_config):
+    import json
+    from pathlib import Path
+
+    from calibration.experiments import run_experiments
+
+    # on the shared lake, after every test of it (the marker): its restoring rebuild is a new
+    # build, whose features the shared models' scoring refuses
+    cfg = make_config("training.batch_size=256", "training.shuffle_buffer=0", "experiments.seeds=[17]",
+                      "experiments.epochs=1", "experiments.baseline=camoe",
+                      "experiments.sampling_ablation_floors=[1.0]", database=eval_lake.database)
+    result = run_experiments(spark, cfg, "exp-s", models=("camoe",), sampling_ablation=True)
+    assert set(result.seed_evaluations) == {"camoe", "camoe@negatives>=1"}
+    versions = {r.model: r.features_version for r in spark.table(cfg.table(tables.EXPERIMENT_RESULTS))
+                .where("run_id = 'exp-s'").select("model", "features_version").distinct().collect()}
+    main, variant = versions["camoe"], versions["camoe@negatives>=1"]
+    assert main != variant
+
+    def split_counts(version: int) -> dict:
+        snapshot = tables.read_table(spark, cfg.table(tables.FEATURES), version)
+        return {r.split: r["count"] for r in snapshot.groupBy("split").count().collect()}
+
+    configured, unsampled = split_counts(main), split_counts(variant)
+    raw_train = spark.table(cfg.table(tables.IMPRESSIONS)).where(
+        "event_date BETWEEN DATE'2026-01-01' AND DATE'2026-01-04'").count()
+    assert unsampled["train"] == raw_train > configured["train"]          # floor 1.0 keeps every train row
+    assert {k: v for k, v in unsampled.items() if k != "train"} == {k: v for k, v in configured.items() if k != "train"}
+    latest = tables.latest_version(spark, cfg.table(tables.FEATURES))
+    assert latest > variant and split_counts(latest) == configured        # later jobs read the configured rates
+    document = json.loads(Path(result.json).read_text())
+    overall = [c for c in document["sampling"] if c["segment"] == "all"]
+    assert {(c["candidate"], c["reference"], c["metric"]) for c in overall} == {
+        ("camoe@negatives>=1", "camoe", m) for m in ("auc_pr", "excess_log_loss", "true_calibration_ratio")}
+    assert "Sampling ablation, AUC-PR: % change vs the same model" in Path(result.report).read_text()

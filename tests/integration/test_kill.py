@@ -31,6 +31,13 @@ START, DAYS, ROWS_PER_DAY = dt.date(2026, 3, 2), 4, 2000
 DATES = ("--start-date", START.isoformat(), "--end-date", (START + dt.timedelta(days=DAYS - 1)).isoformat())
 
 
+# small and reproducible: one Petastorm reader thread, no shuffle buffer (see tests/test_training.py)
+TRAINING = ["--set=training.batch_size=256", "--set=training.reader_workers=1", "--set=training.shuffle_buffer=0",
+            "--set=training.warmup_steps=5", "--set=training.early_stopping_patience=9"]
+TRAIN = "train=--backend horovod --num-proc 2 --epochs 3"
+TRAINING_STEPS = "train,calibrate_evaluate,score"
+
+
 class Lake:
     """A warehouse of its own, written only by spark-submit processes (each holds the embedded
     metastore alone); this test's JVM reads its Delta tables by path."""
@@ -72,8 +79,8 @@ def run_id_of(done: subprocess.CompletedProcess, job: str = "build_features") ->
 
 @pytest.fixture(scope="module")
 def submitted_lake(spark, tmp_path_factory):
-    """Ingest + build (+ the per-slot summary) by one uninterrupted spark-submit: the reference
-    every test compares with."""
+    """Ingest, build, the per-slot summary, training, evaluation and scoring by one uninterrupted
+    spark-submit (run id "straight"): the reference every test compares with."""
     cfg = load_config()
     root = tmp_path_factory.mktemp("kill")
     raw = root / "raw"
@@ -81,17 +88,68 @@ def submitted_lake(spark, tmp_path_factory):
                          rows_per_day=ROWS_PER_DAY).write.parquet(str(raw))
     lake = Lake(spark, root / "lake")
     lake.root.mkdir()
-    done = lake.submit("pipeline", "--steps", "ingest,build_features,summarize",
+    done = lake.submit("pipeline", "--steps", f"ingest,build_features,summarize,{TRAINING_STEPS}", *TRAINING,
                        "--step-args", f"ingest=--source {raw} --format parquet",
-                       "--step-args", f"build_features={' '.join(DATES)}")
+                       "--step-args", f"build_features={' '.join(DATES)}", "--step-args", TRAIN,
+                       "--run-id", "straight")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    summary = [line for line in done.stdout.split("==> summarize")[-1].splitlines() if line.startswith("|")]
+    summary = [line for line in done.stdout.split("==> summarize")[-1].split("==> ")[0].splitlines()
+               if line.startswith("|")]
     assert summary[0].split("|")[1].strip() == "slot", done.stdout[-3000:]
     assert {line.split("|")[1].strip() for line in summary[1:]} == {
         "stream_audio", "podcast", "stream_audio_leavebehind", "podcast_leavebehind",
         "stream_video", "embedded_music", "podcast_video"}
-    lake.reference_build = run_id_of(done)
+    lake.reference_build = "straight-build_features"
     return lake
+
+
+def evaluation_of(lake: Lake, table: str, run_id: str):
+    """``run_id``'s rows of ``table`` without the columns that name runs or their times."""
+    rows = lake.read(table, lake.version(table)).where(F.col("run_id") == run_id)
+    return rows.drop("run_id", "model_run_id", "evaluated_at", "scored_at")
+
+
+# before the build's test (file order): its rebuilds would give the re-runs features of another build
+@pytest.mark.slow
+def test_training_and_evaluation_killed_mid_way_rerun_to_an_uninterrupted_runs_results(submitted_lake):
+    lake = submitted_lake
+    steps = ["--steps", TRAINING_STEPS, *TRAINING, "--step-args", TRAIN]
+    straight_model, _ = load_artifact(lake.root / "artifacts" / "models" / "straight-train")
+
+    # Horovod's two training processes killed halfway through epoch 3, after two epoch checkpoints;
+    # the newest is then cut short (a copy that lost its end): the re-run must not trust it
+    killed = lake.submit("pipeline", *steps, "--run-id", "again", kill_at="during:training:3")
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    model_dir = lake.root / "artifacts" / "models" / "again-train"
+    saved = checkpoints(model_dir)
+    assert [p.name for p in saved] == ["checkpoint-epoch0002.pt", "checkpoint-epoch0001.pt"]
+    assert not (model_dir / "model.json").exists()
+    with open(saved[0], "r+b") as handle:
+        handle.truncate(saved[0].stat().st_size // 2)
+
+    # the re-run resumes from epoch 1's checkpoint and is killed again inside calibrate_evaluate's writes
+    killed = lake.submit("pipeline", *steps, "--run-id", "again", kill_at="during:slot_metrics")
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    output = killed.stdout + killed.stderr
+    assert f"checkpoint {saved[0]} is unreadable" in output and "resuming from checkpoint-epoch0001.pt" in output
+    again_model, artifact = load_artifact(model_dir)
+    assert [h["epoch"] for h in artifact.result.history] == [0, 1, 2]
+    for name, tensor in straight_model.state_dict().items():
+        torch.testing.assert_close(again_model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6,
+                                   msg=lambda detail, name=name: f"{name}: {detail}")
+    assert evaluation_of(lake, "slot_metrics", "again-calibrate_evaluate").isEmpty()
+
+    # the re-run of what the kill left undone (a kill inside score's one predictions write is the
+    # build's case above: one Delta commit, all or nothing)
+    done = lake.submit("pipeline", "--steps", "calibrate_evaluate,score", "--run-id", "again")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+    for table, run in [("slot_metrics", "calibrate_evaluate"), ("temperatures", "calibrate_evaluate"),
+                       ("calibration_bins", "calibrate_evaluate"), ("predictions", "calibrate_evaluate"),
+                       ("predictions", "score")]:
+        reference = evaluation_of(lake, table, f"straight-{run}")
+        assert reference.count() > 0, table
+        assert same_rows(reference, evaluation_of(lake, table, f"again-{run}")), f"{table} of {run}"
 
 
 @pytest.mark.slow
@@ -137,59 +195,3 @@ def test_a_build_killed_inside_its_write_or_between_tables_reruns_to_an_uninterr
                      lake.read("features", lake.version("features")).drop("build_run_id"))
     vocabularies = lake.read("vocabularies", lake.version("vocabularies"))
     assert same_rows(reference_vocabularies.drop("run_id"), vocabularies.where(F.col("run_id") == rerun).drop("run_id"))
-
-
-# small and reproducible: one Petastorm reader thread, no shuffle buffer (see tests/test_training.py)
-TRAINING = ["--set=training.batch_size=256", "--set=training.reader_workers=1", "--set=training.shuffle_buffer=0",
-            "--set=training.warmup_steps=5", "--set=training.early_stopping_patience=9"]
-TRAIN = "train=--backend horovod --num-proc 2 --epochs 3"
-
-
-def evaluation_of(lake: Lake, table: str, run_id: str):
-    """``run_id``'s rows of ``table`` without the columns that name runs or their times."""
-    rows = lake.read(table, lake.version(table)).where(F.col("run_id") == run_id)
-    return rows.drop("run_id", "model_run_id", "evaluated_at", "scored_at")
-
-
-@pytest.mark.slow
-def test_training_and_evaluation_killed_mid_way_rerun_to_an_uninterrupted_runs_results(submitted_lake):
-    lake = submitted_lake
-    steps = ["--steps", "train,calibrate_evaluate,score", *TRAINING, "--step-args", TRAIN]
-    done = lake.submit("pipeline", *steps, "--run-id", "straight")
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    straight_model, _ = load_artifact(lake.root / "artifacts" / "models" / "straight-train")
-
-    # Horovod's two training processes killed halfway through epoch 3, after two epoch checkpoints;
-    # the newest is then cut short (a copy that lost its end): the re-run must not trust it
-    killed = lake.submit("pipeline", *steps, "--run-id", "again", kill_at="during:training:3")
-    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
-    model_dir = lake.root / "artifacts" / "models" / "again-train"
-    saved = checkpoints(model_dir)
-    assert [p.name for p in saved] == ["checkpoint-epoch0002.pt", "checkpoint-epoch0001.pt"]
-    assert not (model_dir / "model.json").exists()
-    with open(saved[0], "r+b") as handle:
-        handle.truncate(saved[0].stat().st_size // 2)
-
-    # the re-run resumes from epoch 1's checkpoint and is killed again inside calibrate_evaluate's writes
-    killed = lake.submit("pipeline", *steps, "--run-id", "again", kill_at="during:slot_metrics")
-    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
-    output = killed.stdout + killed.stderr
-    assert f"checkpoint {saved[0]} is unreadable" in output and "resuming from checkpoint-epoch0001.pt" in output
-    again_model, artifact = load_artifact(model_dir)
-    assert [h["epoch"] for h in artifact.result.history] == [0, 1, 2]
-    for name, tensor in straight_model.state_dict().items():
-        torch.testing.assert_close(again_model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6,
-                                   msg=lambda detail, name=name: f"{name}: {detail}")
-    assert evaluation_of(lake, "slot_metrics", "again-calibrate_evaluate").isEmpty()
-
-    # the re-run of what the kill left undone (a kill inside score's one predictions write is the
-    # build's case above: one Delta commit, all or nothing)
-    done = lake.submit("pipeline", "--steps", "calibrate_evaluate,score", "--run-id", "again")
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-
-    for table, run in [("slot_metrics", "calibrate_evaluate"), ("temperatures", "calibrate_evaluate"),
-                       ("calibration_bins", "calibrate_evaluate"), ("predictions", "calibrate_evaluate"),
-                       ("predictions", "score")]:
-        reference = evaluation_of(lake, table, f"straight-{run}")
-        assert reference.count() > 0, table
-        assert same_rows(reference, evaluation_of(lake, table, f"again-{run}")), f"{table} of {run}"
