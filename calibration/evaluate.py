@@ -44,9 +44,10 @@ class EvaluationSummary:
 
 
 def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, baseline_run_id: str | None = None,
-                 plots_dir=None, expert_masking: bool = True) -> EvaluationSummary:
+                 plots_dir=None, expert_masking: bool = True, plots: bool = True) -> EvaluationSummary:
     """Fit temperatures on validation, score test before/after, write every evaluation table, plot.
-    ``expert_masking=False`` skips the masked-expert scores (``expert_mask_metrics``, masked_pctr)."""
+    ``expert_masking=False`` skips the masked-expert scores (``expert_mask_metrics``, masked_pctr);
+    ``plots=False`` (or ``evaluation.plots: false``) the diagrams."""
     from core import lineage, tables
     from training.artifact import read_artifact
 
@@ -73,8 +74,9 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     finally:
         scored.unpersist()
     written = spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id") == run_id).toPandas()
-    plots = _plot(spark, cfg, run_id, written, baseline_run_id, plots_dir) if cfg.evaluation.plots else ()
-    return _summary(written, ids, temperatures, baseline_run_id, {t: versions[cfg.table(t)] for t in frames}, plots)
+    figures = _plot(spark, cfg, run_id, written, baseline_run_id, plots_dir) if plots and cfg.evaluation.plots else ()
+    return _summary(written, ids, temperatures, baseline_run_id, {t: versions[cfg.table(t)] for t in frames},
+                    figures)
 
 
 def fit_run_temperatures(spark, cfg, snapshot, artifact_dir, artifact, shift: dict[str, float]

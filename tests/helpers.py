@@ -35,6 +35,7 @@ def built_lake(spark: SparkSession, cfg: Config, start: dt.date, days: int, rows
     from features.pipeline import build_features
 
     recreate_database(spark, cfg)
+    tables.note_minted_run_id(run_id)     # a new database holds no rows of it, as of an id a job mints
     burn_in = cfg.features.history_days if burn_in_days is None else burn_in_days
     first = start - dt.timedelta(days=burn_in)
     end = start + dt.timedelta(days=days - 1)

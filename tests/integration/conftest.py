@@ -35,9 +35,11 @@ def experiment(spark, eval_lake, make_config):
     leaves camoe below the base rate) and evaluated on eval_lake, shared by the evaluation and
     inference tests (training it is most of their time)."""
     from calibration.experiments import run_experiments
+    from core.tables import note_minted_run_id
 
     cfg = make_config("training.batch_size=256", "training.shuffle_buffer=0", "experiments.epochs=2",
                       database=eval_lake.database)
+    note_minted_run_id("exp1")            # new to eval_lake's database, as an id jobs/experiments.py mints
     result = run_experiments(spark, cfg, "exp1", models=("wide_deep", "camoe"), quick=True)
     return cfg, result
 

@@ -173,6 +173,7 @@ def test_bins_predictions_masks_plots_and_sql(spark, experiment):
     assert Path(result.pareto).stat().st_size > 1000
     plots = Path(cfg.storage.artifacts_dir) / "evaluation" / run
     assert (plots / "reliability.png").stat().st_size > 1000 and (plots / "auc_pr_vs_baseline.png").exists()
+    assert not (plots.parent / result.seed_evaluations["camoe"][18]).exists()     # the first seed's only
 
     table = spark.sql(slot_metrics_sql(cfg, run)).toPandas()
     assert table["slot"].iloc[0] == "stream_audio" and len(table) == 10
@@ -316,6 +317,7 @@ def test_the_sampling_ablation_trains_on_every_train_row_and_restores_the_config
     cfg = make_config("training.batch_size=256", "training.shuffle_buffer=0", "experiments.seeds=[17]",
                       "experiments.epochs=1", "experiments.baseline=camoe",
                       "experiments.sampling_ablation_floors=[1.0]", database=eval_lake.database)
+    tables.note_minted_run_id("exp-s")    # new to the lake, as an id jobs/experiments.py mints
     result = run_experiments(spark, cfg, "exp-s", models=("camoe",), sampling_ablation=True)
     assert set(result.seed_evaluations) == {"camoe", "camoe@negatives>=1"}
     versions = {r.model: r.features_version for r in spark.table(cfg.table(tables.EXPERIMENT_RESULTS))
