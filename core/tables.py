@@ -74,27 +74,36 @@ CONSTRAINTS: dict[str, dict[str, str]] = {
 }
 
 
+def _constraints_of(name: str) -> dict[str, str]:
+    """``CONSTRAINTS`` of table ``name``, qualified (``db.table``) or not."""
+    return CONSTRAINTS.get(name.rsplit(".", 1)[-1], {})
+
+
+def _constraint_property(constraint: str) -> str:
+    """The table property Delta keeps a CHECK constraint in (it lower-cases the name)."""
+    return f"delta.constraints.{constraint.lower()}"
+
+
 def creation_properties(name: str, properties: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``delta.*`` properties a write that creates table ``name`` gives it: ``properties`` and
     the table's CHECK constraints (``CONSTRAINTS``), which Delta then checks on that first write
     too. Measured: three ALTER TABLE ADD CONSTRAINTs after the first write took 10-14 s of a job's
     fresh JVM (each a commit and a scan); as properties of the creating write they cost nothing."""
-    constraints = CONSTRAINTS.get(name.rsplit(".", 1)[-1], {})
     return {**(properties or {}),
-            **{f"delta.constraints.{constraint.lower()}": predicate for constraint, predicate in constraints.items()}}
+            **{_constraint_property(constraint): predicate for constraint, predicate in _constraints_of(name).items()}}
 
 
 def ensure_constraints(spark: SparkSession, name: str) -> list[str]:
     """Add the constraints ``name`` lacks (ADD CONSTRAINT checks the rows already there), for a
     table created without them (by an older version of the jobs, or not by ``creation_properties``);
     returns the names added. A no-op, one metadata read, once they exist."""
-    constraints = CONSTRAINTS.get(name.rsplit(".", 1)[-1], {})
+    constraints = _constraints_of(name)
     if not constraints:
         return []
     present = {r.key for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
     added = []
     for constraint, predicate in constraints.items():
-        if f"delta.constraints.{constraint.lower()}" not in present:
+        if _constraint_property(constraint) not in present:
             spark.sql(f"ALTER TABLE {name} ADD CONSTRAINT {constraint} CHECK ({predicate})")
             added.append(constraint)
     return added
@@ -297,7 +306,7 @@ def constraints_named(name: str):
     """A write refused by one of the table's CHECK constraints (``CONSTRAINTS``) as one
     ConstraintViolation naming the table, the constraint and the offending values. Delta's
     other refusals (rows outside a replaceWhere range, ...) pass through unchanged."""
-    ours = {c.lower(): p for c, p in CONSTRAINTS.get(name.rsplit(".", 1)[-1], {}).items()}
+    ours = {c.lower(): p for c, p in _constraints_of(name).items()}
     try:
         yield
     except Exception as exc:               # Delta's AnalysisException / SparkException via Py4J
