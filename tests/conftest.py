@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from tests.jvm_options import SHORT_JVM_OPTIONS
+from tests.jvm_options import TEST_JVM_OPTIONS
 from tests.submit import SPARK_SUBMIT, python_env, spark_submit_flags
 
-os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM_OPTIONS)
+os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE_SWITCH = "CAMOE_TEST_JVM_ARCHIVE"          # "off": no class-data-sharing archive
 
@@ -54,7 +54,7 @@ class ClassArchive:
                 f"--set=storage.artifacts_dir={self.lake}/artifacts", "--set=spark.master=local[1]",
                 "--set=spark.shuffle_partitions=2"]
         env = {**python_env(),
-               "SPARK_SUBMIT_OPTS": f"{SHORT_JVM_OPTIONS} -XX:ArchiveClassesAtExit={self.partial} -Xlog:cds*=off"}
+               "SPARK_SUBMIT_OPTS": f"{TEST_JVM_OPTIONS} -XX:ArchiveClassesAtExit={self.partial} -Xlog:cds*=off"}
         try:
             flags = spark_submit_flags(sets, env)
             script = ROOT / "tests" / "spark_class_archive.py"

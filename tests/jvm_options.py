@@ -6,5 +6,17 @@ threads were about a fifth of a spark-submit job's CPU, and half of the suite's 
 session's (tests/integration/test_own_log.py alone: that JVM's 233 CPU-s, 112 of them in
 compiler threads, against 176 with C1 alone, in the same wall time). C1 alone also shrinks the
 default code cache to 48 MB, which a feature build outgrows ("Out of space in CodeCache"), hence
-the size."""
+the size.
+
+For the same reason Spark SQL evaluates expressions interpreted, without generating Java code
+(``INTERPRETED_SQL``, as system properties, which every SparkConf reads as ``spark.*`` settings):
+on these tables compiling the generated code costs more than it saves. A flight recording of
+one spark-submit pipeline (generate_logs..score, 15,000 rows) had a quarter of the driver's
+samples in code generation and Janino's class lookups; with both settings the run took 73 CPU-s
+of user time instead of 81-83 and 63 s instead of 71 (two runs each, alternating). The jobs'
+own configuration keeps Spark's defaults: on real logs generated code is the fast path. (The
+standalone cluster's daemons and executors take SHORT_JVM_OPTIONS only: Spark refuses ``spark.*``
+settings in executor Java options, and the executors follow their driver's SQL settings.)"""
 SHORT_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"
+INTERPRETED_SQL = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
+TEST_JVM_OPTIONS = f"{SHORT_JVM_OPTIONS} {INTERPRETED_SQL}"
