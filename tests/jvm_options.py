@@ -12,7 +12,7 @@ For the same reason the jobs' JVMs evaluate Spark SQL interpreted, without gener
 (``INTERPRETED_SQL``, as system properties, which every SparkConf reads as ``spark.*`` settings):
 a flight recording of one spark-submit pipeline (generate_logs..score, 15,000 rows) had a quarter
 of the driver's samples in code generation and Janino's class lookups; with both settings the run
-took 73 user CPU-s instead of 81-83 and 63 s instead of 71 (bench/spark_submit_jit.sh). The
+took 76-79 user CPU-s instead of 83-86 and 66-68 s instead of 73-75 (bench/spark_submit_jit.sh). The
 suite's own session keeps Spark's code generation (``GENERATED_CODE``, set on its builder): it
 lives through the whole run and reuses what it compiled, and its tests read more rows (a clean-
 clone run with it interpreted too: the feature tests 193 s instead of 131, the generator's 93
