@@ -35,8 +35,8 @@ class ClassArchive:
     The tests' spark-submits name it from the start: a JVM started before it exists (or if it
     could not be made) runs as without it, silently. It is written under another name and renamed
     when whole, since a JVM mapping a half-written archive dies of SIGBUS. Measured here: a
-    spark-submit's session starts in 9 s of CPU instead of 18; tests/integration/test_quiet_logs.py
-    (one generate_logs spark-submit) in 21 s instead of 30 (README, test time)."""
+    spark-submit's session starts in 9 s of CPU instead of 18; a generate_logs spark-submit ran
+    in 21 s instead of 30 (README, test time)."""
 
     def __init__(self, folder: Path):
         self.folder, self.path = folder, folder / "spark-classes.jsa"

@@ -25,12 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.jvm_options import SHORT_JVM_OPTIONS
+from tests.jvm_options import SHORT_JVM_OPTIONS, class_archive_options
 from tests.submit import SPARK_SUBMIT, python_env, spark_submit_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SPARK_HOME = next((BIN.parent / "lib").glob("python3.*/site-packages/pyspark"))
+# the daemons and executors run as briefly as the jobs' drivers, and map the same class archive
+CLUSTER_JVM_OPTIONS = f"{SHORT_JVM_OPTIONS} {class_archive_options(os.environ.get('SPARK_SUBMIT_OPTS', ''))}".strip()
 COMMON = ["--set=spark.shuffle_partitions=4", "--set=generator.days=5", "--set=generator.rows_per_day=3000",
           "--set=mlflow.enabled=false"]                    # MLflow: tests/integration/test_dag.py
 TRAIN = ["--num-proc", "2", "--epochs", "1", "--set=training.batch_size=512"]
@@ -44,7 +46,7 @@ def _free_port() -> int:
 
 def _env() -> dict[str, str]:
     env = {**python_env(), "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_DAEMON_MEMORY": "512m", "SPARK_DAEMON_JAVA_OPTS": SHORT_JVM_OPTIONS}
+           "SPARK_DAEMON_MEMORY": "512m", "SPARK_DAEMON_JAVA_OPTS": CLUSTER_JVM_OPTIONS}
     env.pop("SPARK_CONF_DIR", None)
     return env
 
@@ -135,9 +137,9 @@ def _submit(lake: Path, master: str, job: str, *args: str) -> subprocess.Complet
     conf = [*_stores(lake), *COMMON]
     flags = spark_submit_flags(conf, _env(), local_jars=False)
     resources = []
-    if master.startswith("spark://"):         # the executors run as briefly as the jobs' drivers
+    if master.startswith("spark://"):
         resources = ["--executor-memory", "1g", "--total-executor-cores", "2",
-                     "--conf", f"spark.executor.defaultJavaOptions={SHORT_JVM_OPTIONS}"]
+                     "--conf", f"spark.executor.defaultJavaOptions={CLUSTER_JVM_OPTIONS}"]
     cmd = [str(SPARK_SUBMIT), "--master", master, *flags, "--driver-memory", "1g", *resources,
            str(ROOT / "jobs" / f"{job}.py"), *conf, *args]
     started = time.time()

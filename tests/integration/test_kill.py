@@ -5,10 +5,13 @@ training epoch, then re-run: no partial version is ever read, training resumes f
 readable checkpoint, and the re-runs' tables and weights equal an uninterrupted run's. The re-run
 of the build is two builds of the same days started at once: one commits, the other is refused by
 name. The kill points are core/faults.py's hooks. MLflow is off here (tests/test_dag.py and
-tests/test_mlflow.py cover it): each job would only pay its import."""
+tests/test_mlflow.py cover it): each job would only pay its import. The reference run is also
+the check that a spark-submit is quiet by default: no Spark INFO lines, no Ivy report, no
+traceback (the settings behind it: tests/unit/test_quiet_logs.py)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import signal
 import subprocess
@@ -21,6 +24,7 @@ from pyspark.sql import functions as F
 
 from core.config import load_config
 from core.faults import KILL_ENV
+from core.session import SPARK_LOG_ENV
 from features.synthetic import generate_impressions
 from tests.submit import SPARK_SUBMIT, python_env, spark_submit_flags
 from training.artifact import load_artifact
@@ -47,7 +51,7 @@ class Lake:
         self.sets = [f"--set=storage.warehouse_dir={root}/warehouse", f"--set=storage.metastore_dir={root}/metastore",
                      f"--set=storage.artifacts_dir={root}/artifacts", "--set=spark.master=local[2]",
                      "--set=spark.shuffle_partitions=4", "--set=mlflow.enabled=false"]
-        self.env = python_env()
+        self.env = python_env({k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV})  # Spark's default
         self.flags = spark_submit_flags(self.sets, self.env)
 
     def submit(self, job: str, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
@@ -93,6 +97,7 @@ def submitted_lake(spark, tmp_path_factory):
                        "--step-args", f"build_features={' '.join(DATES)}", "--step-args", TRAIN,
                        "--run-id", "straight")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert_quiet(done.stdout + done.stderr, f"ingest,build_features,summarize,{TRAINING_STEPS}".split(","))
     summary = [line for line in done.stdout.split("==> summarize")[-1].split("==> ")[0].splitlines()
                if line.startswith("|")]
     assert summary[0].split("|")[1].strip() == "slot", done.stdout[-3000:]
@@ -101,6 +106,16 @@ def submitted_lake(spark, tmp_path_factory):
         "stream_video", "embedded_music", "podcast_video"}
     lake.reference_build = "straight-build_features"
     return lake
+
+
+def assert_quiet(output: str, jobs: list[str]) -> None:
+    """A spark-submit's output holds no Spark log line (conf/log4j2.properties' layout, any
+    log4j level; the jobs' own warnings read "HH:MM:SS WARNING job: ..."), no Ivy report and no
+    traceback, and each job's own closing line."""
+    assert not re.search(r"^\d\d:\d\d:\d\d (TRACE|DEBUG|INFO|WARN|ERROR|FATAL) [\w$.]+: ", output, re.M), output[-3000:]
+    assert ":: resolution report ::" not in output and "Traceback" not in output, output[-3000:]
+    for job in jobs:
+        assert re.search(rf"^\d\d:\d\d:\d\d {job}: run \S+ finished in ", output, re.M), (job, output[-3000:])
 
 
 def evaluation_of(lake: Lake, table: str, run_id: str):
