@@ -1,11 +1,13 @@
 """Where a command's CPU goes: run it, sample /proc every second, then print its wall time, the
-machine's busy and idle CPU-seconds over the run, and the CPU of every JVM thread it started,
-summed by thread name (digits folded: "C2 CompilerThread0/1" -> "CN CompilerThreN").
+machine's busy and idle CPU-seconds over the run, the CPU of every process it started, summed by
+kind (a JVM by its main class and script: "java SparkSubmit train.py"; a Python by its module or
+script), and the CPU of every JVM thread, summed by thread name (digits folded: "C2
+CompilerThread0/1" -> "CN CompilerThreN").
 
     python bench/cpu_profile.py -- .venv/bin/python -m pytest tests/integration/test_own_log.py -q
 
-Machine-wide busy/idle: run it with nothing else running. JVM threads are read per thread from
-/proc/<pid>/task, so a thread that lives less than a second may be missed (its CPU is small)."""
+Machine-wide busy/idle: run it with nothing else running. Processes and JVM threads are read from
+/proc, so one that lives less than a second may be missed (its CPU is small)."""
 from __future__ import annotations
 
 import collections
@@ -41,14 +43,62 @@ def java_threads(last: dict) -> None:
             last[(pid, tid)] = (name, (int(fields[11]) + int(fields[12])) / TICKS)
 
 
+def process_kind(cmdline: list[str]) -> str:
+    """ "java SparkSubmit pipeline.py", "python -m pyspark.daemon", "python train.py", "python -c", "chmod"."""
+    program = os.path.basename(cmdline[0])
+    if program == "java":
+        main_class = next((a.rsplit(".", 1)[-1] for a in cmdline if a.startswith("org.apache.")), "?")
+        script = next((os.path.basename(a) for a in cmdline if a.endswith(".py")), "")
+        return f"java {main_class} {script}".rstrip()
+    if program.startswith("python"):
+        rest = cmdline[1:]
+        while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c"):
+            rest = rest[1:]
+        if rest[:1] == ["-c"]:
+            return "python -c"
+        if rest[:1] == ["-m"] and len(rest) > 1:
+            return f"python -m {rest[1]}"
+        return f"python {os.path.basename(rest[0])}" if rest else "python"
+    return program
+
+
+def descendants(root: int, kinds: dict, cpu: dict) -> None:
+    """Record the CPU-seconds so far of ``root`` and every process below it, and each one's kind
+    (its latest command line: spark-class's bash becomes the JVM it execs)."""
+    children = collections.defaultdict(list)
+    stats = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        children[int(fields[1])].append(int(pid))
+        stats[int(pid)] = (int(fields[11]) + int(fields[12])) / TICKS
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline").read().split("\0")
+        except OSError:
+            continue
+        if cmdline[0]:                          # empty once it exited (a zombie)
+            kinds[pid] = process_kind(cmdline)
+        if pid not in kinds:
+            continue
+        cpu[pid] = max(cpu.get(pid, 0.0), stats.get(pid, 0.0))
+
+
 def main(argv: list[str]) -> int:
     command = argv[argv.index("--") + 1:] if "--" in argv else argv
     if not command:
         raise SystemExit(__doc__)
     busy0, idle0, start = *machine_busy_idle(), time.time()
-    proc, last = subprocess.Popen(command), {}
+    proc, last, kinds, cpu = subprocess.Popen(command), {}, {}, {}
     while proc.poll() is None:
         java_threads(last)
+        descendants(proc.pid, kinds, cpu)
         time.sleep(1)
     busy1, idle1 = machine_busy_idle()
     by_name = collections.Counter()
@@ -56,6 +106,15 @@ def main(argv: list[str]) -> int:
         by_name[name] += seconds
     print(f"wall {time.time() - start:.0f} s, machine busy {busy1 - busy0:.0f} CPU-s, idle {idle1 - idle0:.0f} CPU-s;"
           f" JVM threads {sum(by_name.values()):.0f} CPU-s:", file=sys.stderr)
+    by_kind, count = collections.Counter(), collections.Counter()
+    for pid, seconds in cpu.items():
+        by_kind[kinds[pid]] += seconds
+        count[kinds[pid]] += 1
+    print(f"processes {sum(by_kind.values()):.0f} CPU-s (seen at least once; pytest's own included):",
+          file=sys.stderr)
+    for kind, seconds in by_kind.most_common(15):
+        print(f"  {seconds:8.1f}  {kind} (x{count[kind]})", file=sys.stderr)
+    print("JVM threads:", file=sys.stderr)
     for name, seconds in by_name.most_common(12):
         print(f"  {seconds:8.1f}  {name}", file=sys.stderr)
     return proc.returncode
