@@ -19,9 +19,10 @@ clone run with it interpreted too: the feature tests 193 s instead of 131, the g
 instead of 46), and it is where `spark.catalog.listTables` runs, whose interpreted decoder fails
 in Spark 4.0 (EXPRESSION_DECODING_FAILED). The jobs' own configuration keeps Spark's defaults:
 on real logs generated code is the fast path. (The standalone cluster's daemons and executors
-take SHORT_JVM_OPTIONS and the class archive only: Spark refuses ``spark.*`` settings in executor Java options, and the
-executors follow their driver's SQL settings.) No test reads a driver's web UI (``NO_WEB_UI``):
-starting it was ~0.45 CPU-s of every test JVM (a session's start, 8.15 CPU-s with it, 7.7 without)."""
+take SHORT_JVM_OPTIONS and the class archive only: Spark refuses ``spark.*`` settings in executor
+Java options, and the executors follow their driver's SQL settings.) No test reads a driver's
+web UI (``NO_WEB_UI``): starting it was ~0.45 CPU-s of every test JVM (a spark-submit that starts
+a session and runs one query: 8.15 CPU-s with it, 7.7 without, two runs each way)."""
 SHORT_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"
 INTERPRETED_SQL = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
 NO_WEB_UI = "-Dspark.ui.enabled=false"

@@ -6,7 +6,7 @@ readable checkpoint, and the re-runs' tables and weights equal an uninterrupted 
 of the build is two builds of the same days started at once: one commits, the other is refused by
 name. The kill points are core/faults.py's hooks. MLflow is off here (tests/test_dag.py and
 tests/test_mlflow.py cover it): each job would only pay its import. The reference run is also
-the check that a spark-submit is quiet by default: no Spark INFO lines, no Ivy report, no
+the check that a spark-submit is quiet by default: no Spark log lines, no Ivy report, no
 traceback (the settings behind it: tests/unit/test_quiet_logs.py)."""
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ class Lake:
         self.sets = [f"--set=storage.warehouse_dir={root}/warehouse", f"--set=storage.metastore_dir={root}/metastore",
                      f"--set=storage.artifacts_dir={root}/artifacts", "--set=spark.master=local[2]",
                      "--set=spark.shuffle_partitions=4", "--set=mlflow.enabled=false"]
-        self.env = python_env({k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV})  # Spark's default
+        # Spark's default log level (a CAMOE_SPARK_LOG of the caller's would fail the quiet check)
+        self.env = python_env({k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV})
         self.flags = spark_submit_flags(self.sets, self.env)
 
     def submit(self, job: str, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
