@@ -123,6 +123,13 @@ def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, st
     return spark
 
 
+def open_database(spark, cfg: Config) -> None:
+    """Make ``cfg.database`` on a started session whose metastore is ``cfg``'s (a pipeline step
+    that names a database of its own: build_spark made the pipeline's)."""
+    check_metastore(spark, cfg)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
+
+
 class MetastoreBusyError(RuntimeError):
     """Another driver holds the embedded Derby metastore."""
 

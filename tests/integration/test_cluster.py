@@ -5,9 +5,9 @@ generate_logs + build_features (one jobs/pipeline.py driver) run with spark-subm
 ``spark://127.0.0.1:<port>`` and
 against ``local[2]``, each into its own temporary warehouse; the tables must hold the same rows.
 Then the training job (2 processes = 2 Spark tasks, one per worker core) runs on the cluster with
-Horovod and with TorchDistributor (barrier tasks on the executors, local_mode=False), and with
-TorchDistributor on local[2] (torchrun processes on the driver, local_mode=True), on the same
-features snapshot: the weights must be equal.
+Horovod (the cluster pipeline's last step, in its driver) and with TorchDistributor (barrier tasks
+on the executors, local_mode=False), and with TorchDistributor on local[2] (torchrun processes on
+the driver, local_mode=True), on the same features snapshot: the weights must be equal.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ SPARK_HOME = next((BIN.parent / "lib").glob("python3.*/site-packages/pyspark"))
 # the daemons and executors run as briefly as the jobs' drivers, and map the same class archive
 CLUSTER_JVM_OPTIONS = f"{SHORT_JVM_OPTIONS} {class_archive_options(os.environ.get('SPARK_SUBMIT_OPTS', ''))}".strip()
 COMMON = ["--set=spark.shuffle_partitions=4", "--set=generator.days=5", "--set=generator.rows_per_day=3000",
-          "--set=mlflow.enabled=false"]                    # MLflow: tests/integration/test_dag.py
-TRAIN = ["--num-proc", "2", "--epochs", "1", "--set=training.batch_size=512"]
+          "--set=training.batch_size=512", "--set=mlflow.enabled=false"]   # MLflow: tests/integration/test_dag.py
+TRAIN = ["--num-proc", "2", "--epochs", "1"]
 
 
 def _free_port() -> int:
@@ -149,10 +149,15 @@ def _submit(lake: Path, master: str, job: str, *args: str) -> subprocess.Complet
     return done
 
 
-def _pipeline(lake: Path, master: str) -> None:
-    """generate_logs then build_features, in one driver (jobs/pipeline.py)."""
+def _pipeline(lake: Path, master: str, train_run_id: str | None = None) -> subprocess.CompletedProcess:
+    """generate_logs then build_features, in one driver (jobs/pipeline.py); then, given a run
+    id, the Horovod training of what it built (one driver less than a train job of its own)."""
     lake.mkdir()
-    _submit(lake, master, "pipeline", "--steps", "generate_logs,build_features")
+    if train_run_id is None:
+        return _submit(lake, master, "pipeline", "--steps", "generate_logs,build_features")
+    train = " ".join([*TRAIN, "--backend", "horovod", "--run-id", train_run_id])
+    return _submit(lake, master, "pipeline", "--steps", "generate_logs,build_features,train",
+                   "--step-args", f"train={train}")
 
 
 def _differences(spark, left: Path, right: Path, table: str, key: tuple[str, ...], ignore: tuple[str, ...]) -> str:
@@ -210,11 +215,13 @@ def test_standalone_cluster_matches_local(standalone_cluster, tmp_path, request)
     assert cluster.state()["cores"] == 2
     on_cluster, on_local = tmp_path / "cluster-lake", tmp_path / "local-lake"
 
-    # the same seeded raw logs and feature build, on the cluster and in local[2], side by side
+    # the same seeded raw logs and feature build, on the cluster and in local[2], side by side;
+    # the cluster's driver then trains with Horovod (each process a task on one worker's core)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        runs = [pool.submit(_pipeline, on_cluster, cluster.url), pool.submit(_pipeline, on_local, "local[2]")]
-        for run in runs:
-            run.result()
+        runs = [pool.submit(_pipeline, on_cluster, cluster.url, "horovod-on-cluster"),
+                pool.submit(_pipeline, on_local, "local[2]")]
+        trained_in_pipeline = runs[0].result()
+        runs[1].result()
 
     # the cluster really ran them (spark-submit's --master reached the session builder)
     assert [app["name"] for app in cluster.state()["completedapps"]] == ["camoe-pipeline"], cluster.tail()
@@ -226,16 +233,16 @@ def test_standalone_cluster_matches_local(standalone_cluster, tmp_path, request)
         ("feature_stats", ("feature",), ("run_id",)))]
     assert not any(problems), "\n".join(p for p in problems if p)
 
-    # Horovod and TorchDistributor training of the same snapshot on the cluster (each process a
-    # task on one worker's core; TorchDistributor's barrier tasks on the executors), and
-    # TorchDistributor on local[2] (torchrun processes on the driver) as the reference.
-    trained = {}
-    for backend, master, launched in (("horovod", cluster.url, ""),
-                                      ("torch_distributor", cluster.url, " on the executors"),
-                                      ("torch_distributor", "local[2]", " on the driver")):
-        run_id = f"{backend}-on-{'local' if master.startswith('local') else 'cluster'}"
-        done = _submit(on_cluster, master, "train", *TRAIN, "--backend", backend, "--run-id", run_id)
-        assert f"({backend}{launched}, 2 workers)" in done.stdout, done.stdout[-2000:]
+    # TorchDistributor training of the same snapshot on the cluster (barrier tasks on the
+    # executors) and on local[2] (torchrun processes on the driver, the reference), beside the
+    # pipeline's Horovod training
+    assert "(horovod, 2 workers)" in trained_in_pipeline.stdout, trained_in_pipeline.stdout[-2000:]
+    trained = {"horovod-on-cluster": torch.load(on_cluster / "artifacts" / "models" / "horovod-on-cluster" / "model.pt",
+                                                weights_only=True)}
+    for master, launched in ((cluster.url, "on the executors"), ("local[2]", "on the driver")):
+        run_id = f"torch_distributor-on-{'local' if master.startswith('local') else 'cluster'}"
+        done = _submit(on_cluster, master, "train", *TRAIN, "--backend", "torch_distributor", "--run-id", run_id)
+        assert f"(torch_distributor {launched}, 2 workers)" in done.stdout, done.stdout[-2000:]
         trained[run_id] = torch.load(on_cluster / "artifacts" / "models" / run_id / "model.pt", weights_only=True)
     # Bit-equal: every run reads the same snapshot files in the same seeded order, sets torch to
     # one thread per process (2 cores / 2 processes either way) and averages gradients with a Gloo
@@ -249,8 +256,8 @@ def test_standalone_cluster_matches_local(standalone_cluster, tmp_path, request)
         unequal = [k for k in reference if not torch.equal(weights[k], reference[k])]
         assert not unequal, f"{run_id}: weights differ from torch_distributor on local[2]: {unequal[:10]}"
 
-    # the cluster really ran them: three applications, each with an executor on both workers
+    # the cluster really ran them: two applications, each with an executor on both workers
     apps = sorted(app["name"] for app in cluster.state()["completedapps"])
-    assert apps == ["camoe-pipeline", "camoe-train", "camoe-train"], apps
+    assert apps == ["camoe-pipeline", "camoe-train"], apps
     for worker in sorted(p for p in cluster.root.glob("worker*") if p.is_dir()):
-        assert len(list(worker.glob("app-*/*/stderr"))) == 3, f"{worker.name} did not run an executor of every app"
+        assert len(list(worker.glob("app-*/*/stderr"))) == 2, f"{worker.name} did not run an executor of every app"
