@@ -7,7 +7,8 @@ metastore connection and the Delta log replays (25-35 s a step on 2 cores). Airf
 steps as separate tasks (dags/camoe_daily.py), so that each retries on its own; this job is for
 a whole run by hand (``make demo``) or a test. The first step that fails stops the run, with
 its exit code (3: the quality gate). With --run-id R each step records run id R-<job>, as the
-DAG's tasks do (a step's own --run-id in --step-args wins).
+DAG's tasks do (a step's own --run-id in --step-args wins). A step's own --set applies to it
+alone; a database it names is made when the session starts, as a job's own is.
 
     spark-submit jobs/pipeline.py
     spark-submit jobs/pipeline.py --steps generate_logs,build_features --set generator.days=3
