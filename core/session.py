@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from core.config import Config, ConfigError
@@ -123,11 +123,15 @@ def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, st
     return spark
 
 
-def open_database(spark, cfg: Config) -> None:
-    """Make ``cfg.database`` on a started session whose metastore is ``cfg``'s (a pipeline step
-    that names a database of its own: build_spark made the pipeline's)."""
-    check_metastore(spark, cfg)
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
+def open_databases(spark, session_cfg: Config, cfgs: Iterable[Config]) -> None:
+    """On a session build_spark started with ``session_cfg``, check that each of ``cfgs`` (a
+    pipeline's steps, each with its own --set) names the session's metastore, and make the
+    databases they name that the session has not (build_spark made ``session_cfg.database``)."""
+    cfgs = list(cfgs)
+    for cfg in cfgs:
+        check_metastore(spark, cfg)
+    for database in sorted({cfg.database for cfg in cfgs} - {session_cfg.database}):
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
 
 
 class MetastoreBusyError(RuntimeError):

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.config import ConfigError
-from core.session import open_database
+from core.session import open_databases
 from jobs._cli import job_parser, load_job_config, run_recorded, setup_logging, start_spark
 
 STEPS = ("generate_logs", "build_features", "validate", "summarize", "train", "calibrate_evaluate", "score")
@@ -101,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     spark = start_spark("pipeline", cfg)
     if spark is None:
         return 1
-    try:
-        for step_cfg in step_cfgs:     # a step's own --set database=...: its database is made as a job's is
-            open_database(spark, step_cfg)
+    try:                               # a step's own --set database=...: made as a job's own is
+        open_databases(spark, cfg, step_cfgs)
     except ConfigError as exc:
         print(f"pipeline: configuration error: {exc}", file=sys.stderr)
         return 2
