@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import Observation, SparkSession
 from pyspark.sql import functions as F
 
 from core import tables
@@ -109,29 +109,27 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
     log.info("vocabularies and dense statistics fitted on %s..%s and written; encoding and writing",
              train_start, train_end)
 
-    # The two fitted tables went together, now the two date-range writes, then the sampling
-    # report, then the two counts: each pair overlaps its Delta commits' driver-side waits
-    # (core.tables.concurrently).
+    # The two fitted tables went together, now the two date-range writes (each pair overlaps its
+    # Delta commits' driver-side waits: core.tables.concurrently), then the sampling report. The
+    # rows each write wrote, and the train rows per stratum after sampling, are observed as the
+    # writes run (DataFrame.observe), not counted by reading the tables back.
+    features_written, quarantine_written = Observation(), Observation()
+    features = features.observe(features_written, F.count(F.lit(1)).alias("rows"),
+                                *sampling.train_rows_observed(cfg.sampling.rates))
+    quarantined = quarantined.observe(quarantine_written, F.count(F.lit(1)).alias("rows"))
     written |= tables.concurrently({
         tables.QUARANTINE: lambda: tables.replace_date_range(
             quarantined, cfg.table(tables.QUARANTINE), "event_date", start, end, ["event_date"],
             only_where="stage = 'build_features'"),   # an ingest's rejects of these days stay
         tables.FEATURES: lambda: tables.replace_date_range(
             features, cfg.table(tables.FEATURES), "event_date", start, end, ["event_date"])})
-    # Rows before sampling come from the cache, rows after from the table just written: the
-    # encoded rows are never computed a second time.
-    before = with_hist.select(F.col(s.slot).alias("slot"), F.col(s.label).cast("int").alias("label"), "split")
-    after = tables.read_table(spark, cfg.table(tables.FEATURES), written[tables.FEATURES]) \
-        .where(F.col("build_run_id") == run_id)
-    report = sampling.sampling_report(before, after, cfg.sampling.rates, run_id)
+    # rows before sampling from the cache: the encoded rows are never computed a second time
+    before = sampling.train_rows_by_stratum(with_hist.select(F.col(s.slot).alias("slot"), F.col(s.label).alias("label"),
+                                                             "split"))
+    after = sampling.observed_train_rows(features_written.get, cfg.sampling.rates)
+    report = sampling.sampling_report(spark, before, after, cfg.sampling.rates, run_id)
     written[tables.SAMPLING_RATES] = tables.replace_run_rows(report, cfg.table(tables.SAMPLING_RATES), run_id)
-
-    quarantine_now = tables.read_table(spark, cfg.table(tables.QUARANTINE), written[tables.QUARANTINE])
-    counts = tables.concurrently({
-        tables.QUARANTINE: quarantine_now.where((F.col("run_id") == run_id)
-                                                & (F.col("stage") == "build_features")).count,
-        tables.FEATURES: after.count})
-    quarantined_rows, feature_rows = counts[tables.QUARANTINE], counts[tables.FEATURES]
+    quarantined_rows, feature_rows = quarantine_written.get["rows"], features_written.get["rows"]
     with_hist.unpersist()
     quality.check_row_accounting(input_rows, accepted_rows, quarantined_rows)
     log.info("wrote %s feature rows (train split down-sampled), %s quarantined rows", f"{feature_rows:,}",

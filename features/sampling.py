@@ -52,19 +52,42 @@ def build_logit_shift(spark, rates_table: str, build_run_id: str, slots: tuple[s
     return downsampling_logit_shift(rates, slots)
 
 
-def sampling_report(before: DataFrame, after: DataFrame, rates: Mapping[tuple[str, int], float],
-                    run_id: str, slot_col: str = "slot", label_col: str = "label") -> DataFrame:
-    """One ``sampling_rates`` row per (slot, label): rate, train rows before and after."""
-    def counts(df: DataFrame, name: str) -> DataFrame:
-        return df.where(F.col("split") == "train").groupBy(
-            F.col(slot_col).alias("slot"), F.col(label_col).cast("int").alias("label")
-        ).agg(F.count(F.lit(1)).alias(name))
+Stratum = tuple[str, int]          # (slot, label)
 
-    spark = before.sparkSession
-    rate_df = spark.createDataFrame([(s, int(lab), float(r)) for (s, lab), r in rates.items()],
-                                    "slot string, label int, rate double")
-    return (rate_df.join(counts(before, "rows_before"), ["slot", "label"], "left")
-            .join(counts(after, "rows_after"), ["slot", "label"], "left")
-            .fillna(0, ["rows_before", "rows_after"])
-            .withColumn("run_id", F.lit(run_id))
-            .select("run_id", "slot", "label", "rate", "rows_before", "rows_after"))
+
+def train_rows_observed(rates: Mapping[Stratum, float], slot_col: str = "slot", label_col: str = "label",
+                        split_col: str = "split") -> list[Column]:
+    """Aggregates counting the train rows of each stratum in ``rates``, for ``DataFrame.observe``
+    on the features write: the report's rows after sampling come from the write itself instead
+    of a second read of the table it wrote (``observed_train_rows`` reads them back)."""
+    is_train = F.col(split_col) == "train"
+    return [F.count_if(is_train & (F.col(slot_col) == slot) & (F.col(label_col) == label))
+            .alias(_stratum_key(slot, label)) for slot, label in rates]
+
+
+def observed_train_rows(observed: Mapping[str, int], rates: Mapping[Stratum, float]) -> dict[Stratum, int]:
+    """The per-stratum counts ``train_rows_observed`` left in an Observation's result."""
+    return {stratum: int(observed[_stratum_key(*stratum)]) for stratum in rates}
+
+
+def _stratum_key(slot: str, label: int) -> str:
+    return f"train_rows[{slot}|{int(label)}]"
+
+
+def train_rows_by_stratum(df: DataFrame, slot_col: str = "slot", label_col: str = "label",
+                          split_col: str = "split") -> dict[Stratum, int]:
+    """Train rows of ``df`` per (slot, label): one small collect."""
+    counts = df.where(F.col(split_col) == "train").groupBy(slot_col, F.col(label_col).cast("int")).count().collect()
+    return {(r[0], r[1]): r[2] for r in counts}
+
+
+SAMPLING_REPORT_SCHEMA = "run_id string, slot string, label int, rate double, rows_before bigint, rows_after bigint"
+
+
+def sampling_report(spark, rows_before: Mapping[Stratum, int], rows_after: Mapping[Stratum, int],
+                    rates: Mapping[Stratum, float], run_id: str) -> DataFrame:
+    """One ``sampling_rates`` row per (slot, label) of ``rates``: rate, train rows before and
+    after sampling (0 for a stratum without rows)."""
+    rows = [(run_id, slot, int(label), float(rate), rows_before.get((slot, label), 0), rows_after.get((slot, label), 0))
+            for (slot, label), rate in rates.items()]
+    return spark.createDataFrame(rows, SAMPLING_REPORT_SCHEMA)

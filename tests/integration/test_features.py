@@ -54,6 +54,13 @@ def test_downsampling_keeps_each_stratum_at_its_rate_and_every_positive(spark, b
             # binomial: kept fraction within 4 standard deviations of the rate
             sd = math.sqrt(r.rate * (1 - r.rate) / r.rows_before)
             assert abs(r.rows_after / r.rows_before - r.rate) < 4 * sd + 1e-9, (slot, label)
+    # the counts observed as the build wrote are the table's own, and those before sampling the raw log's
+    train = spark.table(cfg.table(tables.FEATURES)).where("split = 'train'")
+    kept = {(r.slot, r.label): r["count"] for r in train.groupBy("slot", "label").count().collect()}
+    assert {k: r.rows_after for k, r in report.items() if r.rows_after} == kept
+    raw = spark.table(cfg.table(tables.IMPRESSIONS)).where(F.col("event_date").between(START, dt.date(2026, 1, 4)))
+    read = {(r.slot, r.clicked): r["count"] for r in raw.groupBy("slot", "clicked").count().collect()}
+    assert {k: r.rows_before for k, r in report.items() if r.rows_before} == read
     positives_before = sum(r.rows_before for (s, lab), r in report.items() if lab == 1)
     positives_after = sum(r.rows_after for (s, lab), r in report.items() if lab == 1)
     assert positives_before == positives_after > 0
