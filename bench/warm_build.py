@@ -1,0 +1,84 @@
+"""A small feature build's fixed cost in a warm Spark session: what each test build pays.
+
+    python bench/warm_build.py [--rows-per-day 3000] [--days 4] [--builds 3] [--as-tests] [--conf KEY=VALUE ...]
+
+One session (the jobs' settings, local[2], 4 shuffle partitions, plus ``--conf`` Spark settings,
+e.g. ``--conf spark.sql.codegen.cache.maxEntries=4000``; ``--as-tests``: the test suite's own
+session's, tests/jvm_options.py's JVM options and Spark's code generation) runs ``--builds``
+identical builds, each into a fresh database of a temporary warehouse: generated raw logs
+(``--days`` plus features.history_days of burn-in, as tests/helpers.py's built_lake writes),
+then features.pipeline.build_features. Per build: wall seconds, the driver JVM's CPU seconds
+(local mode: driver and executors are that one process), the Python driver's CPU seconds, and
+the Janino compilations Spark's code generator ran (CodegenMetrics; a cache hit compiles
+nothing). The first build pays the JIT and the first compilations; the later ones are what a
+long-lived session (the test suite's) pays per build. Prints one line per build.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))             # this checkout's packages and tests/helpers.py
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows-per-day", type=int, default=3000)
+    parser.add_argument("--days", type=int, default=4, help="featurised days (burn-in comes on top)")
+    parser.add_argument("--builds", type=int, default=3)
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting")
+    parser.add_argument("--as-tests", action="store_true", help="the test suite's session's JVM options")
+    args = parser.parse_args()
+
+    import psutil
+
+    from core import tables
+    from core.config import load_config
+    from core.session import build_spark
+    from features.pipeline import build_features
+    from tests.helpers import generated, recreate_database, write_raw
+
+    tmp = Path(tempfile.mkdtemp(prefix="camoe-bench-warm-build-"))
+    base = [f"storage.warehouse_dir={tmp}/warehouse", f"storage.metastore_dir={tmp}/metastore",
+            f"storage.artifacts_dir={tmp}/artifacts", "spark.master=local[2]", "spark.shuffle_partitions=4"]
+    extra = dict(item.split("=", 1) for item in args.conf)
+    if args.as_tests:
+        from tests.jvm_options import GENERATED_CODE, TEST_JVM_OPTIONS
+
+        os.environ["SPARK_SUBMIT_OPTS"] = TEST_JVM_OPTIONS
+        extra = {**GENERATED_CODE, **extra}
+    try:
+        spark = build_spark(load_config(overrides=[*base, "database=warm_build_0"]), app_name="bench-warm-build",
+                            extra=extra)
+        jvm = next(p for p in psutil.Process().children(recursive=True) if p.name() == "java")
+        codegen = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+        print(f"load before: {' '.join(f'{x:.2f}' for x in psutil.getloadavg())}", flush=True)
+        for i in range(args.builds):
+            cfg = load_config(overrides=[*base, f"database=warm_build_{i}"])
+            recreate_database(spark, cfg)
+            start = dt.date(2026, 1, 1)
+            first, end = start - dt.timedelta(days=cfg.features.history_days), start + dt.timedelta(days=args.days - 1)
+            write_raw(generated(spark, cfg, first, (end - first).days + 1, args.rows_per_day), cfg, first, end)
+            run_id = f"warm-build-{i}"
+            tables.note_minted_run_id(run_id)
+            jvm_cpu, py_cpu, compiled = sum(jvm.cpu_times()[:2]), time.process_time(), codegen.getCount()
+            began = time.perf_counter()
+            result = build_features(spark, cfg, start, end, run_id)
+            wall = time.perf_counter() - began
+            print(f"build {i + 1}: {result.input_rows:,} rows, {wall:.1f} s wall, driver JVM "
+                  f"{sum(jvm.cpu_times()[:2]) - jvm_cpu:.1f} CPU-s, Python {time.process_time() - py_cpu:.1f} CPU-s, "
+                  f"{codegen.getCount() - compiled} code-generation compilations", flush=True)
+        spark.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
