@@ -124,8 +124,7 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
         tables.FEATURES: lambda: tables.replace_date_range(
             features, cfg.table(tables.FEATURES), "event_date", start, end, ["event_date"])})
     # rows before sampling from the cache: the encoded rows are never computed a second time
-    before = sampling.train_rows_by_stratum(with_hist.select(F.col(s.slot).alias("slot"), F.col(s.label).alias("label"),
-                                                             "split"))
+    before = sampling.train_rows_by_stratum(with_hist, s.slot, s.label)
     after = sampling.observed_train_rows(features_written.get, cfg.sampling.rates)
     report = sampling.sampling_report(spark, before, after, cfg.sampling.rates, run_id)
     written[tables.SAMPLING_RATES] = tables.replace_run_rows(report, cfg.table(tables.SAMPLING_RATES), run_id)
