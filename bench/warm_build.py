@@ -1,11 +1,15 @@
 """A small feature build's fixed cost in a warm Spark session: what each test build pays.
 
-    python bench/warm_build.py [--rows-per-day 3000] [--days 4] [--builds 3] [--as-tests] [--conf KEY=VALUE ...]
+    python bench/warm_build.py [--rows-per-day 3000] [--days 4] [--builds 3] [--shift-days 0] [--as-tests]
+                               [--conf KEY=VALUE ...]
 
 One session (the jobs' settings, local[2], 4 shuffle partitions, plus ``--conf`` Spark settings,
-e.g. ``--conf spark.sql.codegen.cache.maxEntries=4000``; ``--as-tests``: the test suite's own
-session's, tests/jvm_options.py's JVM options and Spark's code generation) runs ``--builds``
-identical builds, each into a fresh database of a temporary warehouse: generated raw logs
+e.g. ``--conf spark.sql.codegen.cache.maxEntries=100``; ``--as-tests``: the test suite's own
+session's, tests/jvm_options.py's JVM options, Spark's code generation and its larger code cache)
+runs ``--builds``
+builds, each into a fresh database of a temporary warehouse, identical unless ``--shift-days``
+starts each build that many days after the one before (as the suite's builds differ in dates,
+which generated code holds as literals): generated raw logs
 (``--days`` plus features.history_days of burn-in, as tests/helpers.py's built_lake writes),
 then features.pipeline.build_features. Per build: wall seconds, the driver JVM's CPU seconds
 (local mode: driver and executors are that one process), the Python driver's CPU seconds, and
@@ -33,6 +37,7 @@ def main() -> None:
     parser.add_argument("--rows-per-day", type=int, default=3000)
     parser.add_argument("--days", type=int, default=4, help="featurised days (burn-in comes on top)")
     parser.add_argument("--builds", type=int, default=3)
+    parser.add_argument("--shift-days", type=int, default=0, help="each build starts this many days later")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting")
     parser.add_argument("--as-tests", action="store_true", help="the test suite's session's JVM options")
     args = parser.parse_args()
@@ -63,7 +68,7 @@ def main() -> None:
         for i in range(args.builds):
             cfg = load_config(overrides=[*base, f"database=warm_build_{i}"])
             recreate_database(spark, cfg)
-            start = dt.date(2026, 1, 1)
+            start = dt.date(2026, 1, 1) + dt.timedelta(days=i * args.shift_days)
             first, end = start - dt.timedelta(days=cfg.features.history_days), start + dt.timedelta(days=args.days - 1)
             write_raw(generated(spark, cfg, first, (end - first).days + 1, args.rows_per_day), cfg, first, end)
             run_id = f"warm-build-{i}"
