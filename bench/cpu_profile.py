@@ -44,7 +44,8 @@ def java_threads(last: dict) -> None:
 
 
 def process_kind(cmdline: list[str]) -> str:
-    """ "java SparkSubmit pipeline.py", "python -m pyspark.daemon", "python train.py", "python -c", "chmod"."""
+    """ "java SparkSubmit pipeline.py", "python -m pyspark.daemon", "python train.py", "chmod", and
+    "python -c from multiprocessing.spawn" (a ``-c`` program's first two words)."""
     program = os.path.basename(cmdline[0])
     if program == "java":
         main_class = next((a.rsplit(".", 1)[-1] for a in cmdline if a.startswith("org.apache.")), "?")
@@ -54,8 +55,8 @@ def process_kind(cmdline: list[str]) -> str:
         rest = cmdline[1:]
         while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c"):
             rest = rest[1:]
-        if rest[:1] == ["-c"]:
-            return "python -c"
+        if rest[:1] == ["-c"] and len(rest) > 1:     # the code's first words: multiprocessing's
+            return f"python -c {' '.join(rest[1].split()[:2])[:40]}"   # spawn_main, a test's probe
         if rest[:1] == ["-m"] and len(rest) > 1:
             return f"python -m {rest[1]}"
         return f"python {os.path.basename(rest[0])}" if rest else "python"

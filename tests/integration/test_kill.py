@@ -51,8 +51,11 @@ class Lake:
         self.sets = [f"--set=storage.warehouse_dir={root}/warehouse", f"--set=storage.metastore_dir={root}/metastore",
                      f"--set=storage.artifacts_dir={root}/artifacts", "--set=spark.master=local[2]",
                      "--set=spark.shuffle_partitions=4", "--set=mlflow.enabled=false"]
-        # Spark's default log level (a CAMOE_SPARK_LOG of the caller's would fail the quiet check)
-        self.env = python_env({k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV})
+        # Spark's default log level (a CAMOE_SPARK_LOG of the caller's would fail the quiet check);
+        # Spark's scratch (block manager, driver temp files) in the lake: a killed JVM's shutdown
+        # hooks never run, and its folders would stay in /tmp after every run of the suite
+        self.env = python_env({**{k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV},
+                               "SPARK_LOCAL_DIRS": str(root / "scratch")})
         self.flags = spark_submit_flags(self.sets, self.env)
 
     def submit(self, job: str, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
