@@ -52,10 +52,15 @@ class Lake:
                      f"--set=storage.artifacts_dir={root}/artifacts", "--set=spark.master=local[2]",
                      "--set=spark.shuffle_partitions=4", "--set=mlflow.enabled=false"]
         # Spark's default log level (a CAMOE_SPARK_LOG of the caller's would fail the quiet check);
-        # Spark's scratch (block manager, driver temp files) in the lake: a killed JVM's shutdown
-        # hooks never run, and its folders would stay in /tmp after every run of the suite
+        # Spark's scratch in the lake: a killed JVM's shutdown hooks never run, and its folders
+        # would stay in /tmp after every run of the suite (the block manager's and the driver's
+        # temp files under SPARK_LOCAL_DIRS, spark-submit's and the artifact manager's under
+        # java.io.tmpdir)
+        scratch = root / "scratch"
         self.env = python_env({**{k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV},
-                               "SPARK_LOCAL_DIRS": str(root / "scratch")})
+                               "SPARK_LOCAL_DIRS": str(scratch),
+                               "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} "
+                                                    f"-Djava.io.tmpdir={scratch}".strip()})
         self.flags = spark_submit_flags(self.sets, self.env)
 
     def submit(self, job: str, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
@@ -95,7 +100,7 @@ def submitted_lake(spark, tmp_path_factory):
     generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=START, days=DAYS,
                          rows_per_day=ROWS_PER_DAY).write.parquet(str(raw))
     lake = Lake(spark, root / "lake")
-    lake.root.mkdir()
+    (lake.root / "scratch").mkdir(parents=True)       # java.io.tmpdir must exist
     done = lake.submit("pipeline", "--steps", f"ingest,build_features,summarize,{TRAINING_STEPS}", *TRAINING,
                        "--step-args", f"ingest=--source {raw} --format parquet",
                        "--step-args", f"build_features={' '.join(DATES)}", "--step-args", TRAIN,
