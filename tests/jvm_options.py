@@ -20,10 +20,20 @@ instead of 46), and it is where `spark.catalog.listTables` runs, whose interpret
 in Spark 4.0 (EXPRESSION_DECODING_FAILED). It reuses them only if Spark's code-generation cache
 holds them: at its default 100 classes a small feature build (~260 compilations) evicts its own,
 and the next build compiles the same classes again. With 4,000, `python bench/warm_build.py
---as-tests --builds 4 --shift-days 9` (builds of different dates, as the suite's) compiled 24
-classes per warm build instead of 259 and used 47, 45 and 44 driver CPU-s instead of 55, 53 and
-46. The jobs' own configuration keeps Spark's defaults:
-on real logs generated code is the fast path. (The standalone cluster's daemons and executors
+--as-tests --builds 4 --shift-days 9` (builds of different dates, as the suite's; before
+SMALL_DELTA_LOGS below) compiled 24 classes per warm build instead of 259 and used 47, 45 and 44
+driver CPU-s instead of 55, 53 and 46. The jobs' own configuration keeps Spark's defaults: on real
+logs generated code is the fast path. The suite's session also keeps each Delta table's state in
+one partition (``SMALL_DELTA_LOGS``; conf/base.yaml's jobs keep 4): every read or write of a Delta
+table first runs Delta's "Filtering files for query" job over that state, one task per partition,
+and each task deserialises the job's plan. A warm build ran 28 such jobs, 106 tasks, deserialising
+2.6-2.9 s and running 2.6-2.7 s (`python bench/warm_build.py --as-tests --builds 3 --shift-days 9
+--stages --conf spark.databricks.delta.snapshotPartitions=4`); with one partition 28 tasks, 0.6 and
+1.1-1.2 s. The same command with `--builds 7 --alternate
+spark.databricks.delta.snapshotPartitions=1` instead of `--stages` used 46, 41 and 42 driver-JVM
+CPU-s for the builds with one partition against 53, 45 and 44 for those between them (2.5-12 CPU-s
+less than each neighbour).
+(The standalone cluster's daemons and executors
 take SHORT_JVM_OPTIONS and the class archive only: Spark refuses ``spark.*`` settings in executor
 Java options, and the executors follow their driver's SQL settings.) No test reads a driver's
 web UI (``NO_WEB_UI``): starting it was ~0.45 CPU-s of every test JVM (a spark-submit that starts
@@ -34,6 +44,8 @@ NO_WEB_UI = "-Dspark.ui.enabled=false"
 TEST_JVM_OPTIONS = f"{SHORT_JVM_OPTIONS} {INTERPRETED_SQL} {NO_WEB_UI}"
 GENERATED_CODE = {"spark.sql.codegen.wholeStage": "true", "spark.sql.codegen.factoryMode": "FALLBACK",
                   "spark.sql.codegen.cache.maxEntries": "4000"}
+SMALL_DELTA_LOGS = {"spark.databricks.delta.snapshotPartitions": "1"}
+SUITE_SESSION = {**GENERATED_CODE, **SMALL_DELTA_LOGS}       # the settings of the suite's own session
 
 
 def class_archive_options(jvm_options: str) -> str:

@@ -13,11 +13,11 @@ from tests.helpers import built_lake, recreate_database
 @pytest.fixture(scope="session")
 def spark(make_config):
     from core.session import build_spark
-    from tests.jvm_options import GENERATED_CODE
+    from tests.jvm_options import SUITE_SESSION
 
     # with the jobs' JVM options (SPARK_SUBMIT_OPTS: tests/jvm_options.py) but Spark's own code
-    # generation, which this long-lived session reuses across tests
-    session = build_spark(make_config(), app_name="camoe-tests", extra=GENERATED_CODE)
+    # generation, which this long-lived session reuses across tests, and one-partition Delta states
+    session = build_spark(make_config(), app_name="camoe-tests", extra=SUITE_SESSION)
     yield session
     session.stop()
 
