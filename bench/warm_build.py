@@ -18,10 +18,11 @@ the Janino compilations Spark's code generator ran (CodegenMetrics; a cache hit 
 nothing). The first build pays the JIT and the first compilations; the later ones are what a
 long-lived session (the test suite's) pays per build. ``--alternate KEY=VALUE`` sets a runtime
 SQL setting for every second build (2, 4, ...) and gives the others the session's own value
-(conf/base.yaml's, or Spark's default): an A/B in one session, on one machine state. Prints one line per build; with
-``--stages`` (the session's web UI on, read through its REST API) also the build's Spark stages and
-tasks, and how much of the tasks' time went to deserialising them (a task carries its stage's plan
-and, with whole-stage code generation, the generated Java source), grouped by what ran them.
+(conf/base.yaml's, or Spark's default): an A/B in one session, on one machine state. Prints one
+line per build; with ``--stages`` (the session's web UI on, read through its REST API) also the
+build's Spark stages and tasks, and how much of the tasks' time went to deserialising them (a task
+carries its stage's plan and, with whole-stage code generation, the generated Java source),
+grouped by what ran them.
 """
 from __future__ import annotations
 
@@ -76,16 +77,15 @@ def main() -> None:
         jvm = next(p for p in psutil.Process().children(recursive=True) if p.name() == "java")
         codegen = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
         print(f"load before: {' '.join(f'{x:.2f}' for x in psutil.getloadavg())}", flush=True)
+        if args.alternate:
+            key, value = args.alternate.split("=", 1)
+            session_value = spark.conf.get(key, None)
         for i in range(args.builds):
             cfg = load_config(overrides=[*base, f"database=warm_build_{i}"])
-            setting = ""
+            setting = f" [{args.alternate}]" if args.alternate and i % 2 else ""
             if args.alternate:
-                key, value = args.alternate.split("=", 1)
-                if i == 0:
-                    session_value = spark.conf.get(key, None)
-                if i % 2:
+                if setting:
                     spark.conf.set(key, value)
-                    setting = f" [{key}={value}]"
                 elif session_value is None:
                     spark.conf.unset(key)
                 else:
