@@ -3,17 +3,23 @@
 Delta extensions and catalog, the warehouse folder, an embedded Derby metastore (so
 ``spark-sql`` and ``spark.sql`` see the same tables) and the Delta jars through
 ``spark.jars.packages``. A master given by ``spark-submit --master`` wins over conf
-(``local[*]``, spark-submit's own default, does not: then conf's ``spark.master`` applies).
+(``local[*]``, spark-submit's own default, does not: then conf's ``spark.master`` applies), and
+so does every other setting spark-submit gave (``--conf``, ``--driver-memory``,
+spark-defaults.conf) except the few the tables depend on (``PLATFORM_SETTINGS``).
 """
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import Config, ConfigError
+
+log = logging.getLogger("camoe.session")
 
 
 def spark_conf(cfg: Config) -> dict[str, str]:
@@ -80,6 +86,56 @@ def _logging_conf(cfg: Config) -> dict[str, str]:
     return settings
 
 
+# Where the tables live and how dates read: the conf decides these even under spark-submit (a
+# cluster's spark-defaults.conf often names a warehouse of its own), so every job of one conf
+# reads and writes the same tables. A submitted value that differs is named, not obeyed.
+PLATFORM_SETTINGS = ("spark.sql.extensions", "spark.sql.catalog.spark_catalog", "spark.sql.warehouse.dir",
+                     "spark.sql.catalogImplementation", "spark.sql.session.timeZone")
+
+
+@dataclass(frozen=True)
+class SubmittedSetting:
+    """A setting spark-submit gave that differs from the conf's, and which of the two applies."""
+    key: str
+    submitted: str
+    conf: str
+
+    @property
+    def applies(self) -> bool:
+        return self.key not in PLATFORM_SETTINGS
+
+    def describe(self) -> str:
+        if self.applies:
+            return f"spark-submit's {self.key}={self.submitted} applies (the conf says {self.conf})"
+        return (f"spark-submit's {self.key}={self.submitted} is not used: the tables need the conf's "
+                f"{self.conf} (change it in the conf, and give python -m core.session the same conf)")
+
+
+def merge_submitted(settings: Mapping[str, str],
+                    submitted: Mapping[str, str]) -> tuple[dict[str, str], list[SubmittedSetting]]:
+    """The session settings for a driver spark-submit started: ``settings`` (the conf's) with
+    spark-submit's value wherever it gave one that differs, except for ``PLATFORM_SETTINGS``;
+    and each such difference. Keys only spark-submit gave are left to it (already set).
+
+    >>> merged, diffs = merge_submitted({"spark.sql.shuffle.partitions": "8", "spark.sql.warehouse.dir": "/a"},
+    ...                                 {"spark.sql.shuffle.partitions": "400", "spark.sql.warehouse.dir": "/b"})
+    >>> merged
+    {'spark.sql.shuffle.partitions': '400', 'spark.sql.warehouse.dir': '/a'}
+    >>> [d.applies for d in diffs]
+    [True, False]
+    """
+    merged, differences = dict(settings), []
+    for key, value in settings.items():
+        given = submitted.get(key)
+        if given is None or given == value:
+            continue
+        difference = SubmittedSetting(key, given, value)
+        differences.append(difference)
+        if difference.applies:
+            merged[key] = given
+    return merged, differences
+
+
 def spark_submit_args(cfg: Config) -> list[str]:
     """The same settings as ``--conf`` flags, for spark-submit / spark-sql command lines."""
     args: list[str] = []
@@ -102,9 +158,13 @@ def build_spark(cfg: Config, app_name: str | None = None, extra: Mapping[str, st
     cfg.storage.warehouse_dir.mkdir(parents=True, exist_ok=True)
 
     builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
-    if _submitted_master() in (None, "local[*]"):
+    submitted = _submitted_conf()
+    if submitted.get("spark.master") in (None, "local[*]"):
         builder = builder.master(cfg.spark.master)
-    for key, value in {**spark_conf(cfg), **(extra or {})}.items():
+    settings, differences = merge_submitted(spark_conf(cfg), submitted)
+    for difference in differences:
+        log.log(logging.INFO if difference.applies else logging.WARNING, difference.describe())
+    for key, value in {**settings, **(extra or {})}.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
     check_metastore(spark, cfg)
@@ -187,9 +247,9 @@ def check_metastore(spark, cfg: Config) -> None:
 _EXTERNAL_METASTORE_KEYS = ("spark.hadoop.hive.metastore.uris", "spark.hadoop.javax.jdo.option.ConnectionURL")
 
 
-def _submitted_master() -> str | None:
-    """The master spark-submit gave this driver (``--master``, spark-defaults or its own default
-    ``local[*]``); None outside spark-submit.
+def _submitted_conf() -> dict[str, str]:
+    """The settings spark-submit gave this driver (its flags, spark-defaults.conf, its own
+    default master ``local[*]``); empty outside spark-submit.
 
     A plain ``SparkConf()`` reads the JVM's system properties only once a gateway exists, and
     the gateway is connected lazily, so it never saw ``--master`` (every job ran on conf's
@@ -198,80 +258,9 @@ def _submitted_master() -> str | None:
     from pyspark import SparkConf, SparkContext
 
     if not os.environ.get("PYSPARK_GATEWAY_PORT"):
-        return None
+        return {}
     SparkContext._ensure_initialized()
-    return SparkConf().get("spark.master", None)
-
-
-# ----------------------------------------------------------------------------- package jars
-# spark-submit resolves --packages through Ivy on every launch and prints Ivy's report (~22 lines)
-# to stderr; Spark 4.0 has no setting to quiet it (MavenUtils logs quietly in its tests only and
-# Ivy's default logger is fixed at INFO). ``--local-jars`` resolves once, quietly, and then
-# gives the jars of that resolution as --jars: the same classpath without the report.
-_PRINT_JARS = ("from pyspark import SparkConf, SparkContext\n"
-               "SparkContext._ensure_initialized()\n"
-               "print('CAMOE_JARS=' + SparkConf().get('spark.jars', ''))\n")
-
-
-def package_jars(cfg: Config, cache_dir: Path | None = None) -> list[str] | None:
-    """Local jar files of spark.jars.packages (with their dependencies), from a cached earlier
-    resolution or a new one whose output is shown only when it fails; None when there are no
-    packages or the resolution failed (then --packages resolves, and reports, as usual)."""
-    import hashlib
-    import json
-
-    import pyspark
-
-    conf = spark_conf(cfg)
-    if not conf.get("spark.jars.packages"):
-        return None
-    ivy = {k: v for k, v in conf.items() if k.startswith("spark.jars.")}
-    key = hashlib.sha1(json.dumps([pyspark.__version__, ivy], sort_keys=True).encode()).hexdigest()[:16]
-    cache_dir = cache_dir or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "camoe"
-    cached = cache_dir / f"spark-jars-{key}.txt"
-    if cached.is_file():
-        jars = cached.read_text().split()
-        if jars and all(Path(j).is_file() for j in jars):
-            return jars
-    print(f"resolving {ivy['spark.jars.packages']} once (jar list cached in {cache_dir})", file=sys.stderr)
-    jars = _resolve_packages(ivy)
-    if jars:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text("\n".join(jars) + "\n")
-        os.replace(tmp, cached)
-    return jars
-
-
-def _resolve_packages(ivy: Mapping[str, str]) -> list[str] | None:
-    """Run spark-submit once with these spark.jars.* settings and read back the jars it put on
-    spark.jars (file: URIs into Ivy's jars folder)."""
-    import subprocess
-    import tempfile
-    from urllib.parse import unquote, urlparse
-
-    from pyspark.find_spark_home import _find_spark_home
-
-    submit = Path(_find_spark_home()) / "bin" / "spark-submit"
-    with tempfile.TemporaryDirectory(prefix="camoe-jars-") as tmp:
-        script = Path(tmp) / "print_jars.py"
-        script.write_text(_PRINT_JARS)
-        flags = [arg for k, v in ivy.items() for arg in ("--conf", f"{k}={v}")]
-        env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-        try:
-            done = subprocess.run([str(submit), *flags, str(script)], capture_output=True, text=True,
-                                  env=env, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            print(f"core.session: could not resolve {ivy['spark.jars.packages']}: {exc}", file=sys.stderr)
-            return None
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("CAMOE_JARS=")), None)
-    uris = [u for u in (line or "").removeprefix("CAMOE_JARS=").split(",") if u]
-    jars = [unquote(urlparse(u).path) if u.startswith("file:") else u for u in uris]
-    if done.returncode != 0 or not jars or not all(Path(j).is_file() for j in jars):
-        print(f"core.session: resolving {ivy['spark.jars.packages']} failed (exit {done.returncode}); "
-              f"spark-submit will resolve them itself:\n{done.stderr[-3000:]}", file=sys.stderr)
-        return None
-    return jars
+    return dict(SparkConf().getAll())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     import shlex
 
     from core.config import load_config
+    from core.spark_jars import package_jars
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--conf-dir")

@@ -146,6 +146,8 @@ def _submit(lake: Path, master: str, job: str, *args: str) -> subprocess.Complet
     done = subprocess.run(cmd, cwd=lake, env=_env(), capture_output=True, text=True, timeout=1200)
     print(f"{job} on {master}: rc {done.returncode} in {time.time() - started:.0f}s")
     assert done.returncode == 0, f"{job} on {master} failed:\n{done.stderr[-4000:]}"
+    # spark-submit's --driver-memory beats the conf's spark.driver.memory (4g), and the job says so
+    assert "spark-submit's spark.driver.memory=1g applies" in done.stdout + done.stderr, done.stderr[-4000:]
     return done
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from core.session import SPARK_LOG_ENV, package_jars, spark_conf, spark_submit_args
+from core.session import SPARK_LOG_ENV, spark_conf, spark_submit_args
+from core.spark_jars import package_jars
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -40,19 +41,19 @@ def test_every_spark_submit_flag_is_one_shell_word():
 
 
 def test_local_jars_come_from_a_cached_resolution_when_its_files_exist(tmp_path, monkeypatch):
-    import core.session as session
+    import core.spark_jars as spark_jars
 
     cfg = load_config()
     jars = [tmp_path / "a.jar", tmp_path / "b.jar"]
     for jar in jars:
         jar.write_bytes(b"")
     calls = []
-    monkeypatch.setattr(session, "_resolve_packages", lambda ivy: calls.append(ivy) or [str(j) for j in jars])
+    monkeypatch.setattr(spark_jars, "_resolve_packages", lambda ivy: calls.append(ivy) or [str(j) for j in jars])
     assert package_jars(cfg, cache_dir=tmp_path) == [str(j) for j in jars]     # resolved, then cached
     assert package_jars(cfg, cache_dir=tmp_path) == [str(j) for j in jars]
     assert len(calls) == 1
     jars[0].unlink()                                                           # a jar went missing
-    monkeypatch.setattr(session, "_resolve_packages", lambda ivy: None)
+    monkeypatch.setattr(spark_jars, "_resolve_packages", lambda ivy: None)
     assert package_jars(cfg, cache_dir=tmp_path) is None                       # -> --packages again
 
 
