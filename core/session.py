@@ -32,6 +32,9 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         # Hive's default Derby URL (databaseName=metastore_db) resolves against derby.system.home:
         # the metastore lands in metastore_dir without a ';'-laden URL that shells mangle
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={cfg.storage.metastore_dir}",
+        # Hive's session makes <java.io.tmpdir>/<session uuid>_resources and Spark never closes the
+        # session: one empty folder left per driver. One folder beside the metastore instead.
+        "spark.hadoop.hive.downloaded.resources.dir": str(cfg.storage.metastore_dir / "hive-resources"),
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     }

@@ -1,4 +1,5 @@
-"""The embedded metastore's lock is read as Derby holds it: a POSIX lock on dbex.lck."""
+"""The embedded metastore's lock is read as Derby holds it: a POSIX lock on dbex.lck; Hive's session
+folder lives beside the metastore."""
 from __future__ import annotations
 
 import subprocess
@@ -29,3 +30,12 @@ def test_a_metastore_is_busy_exactly_while_another_process_holds_derbys_lock(tmp
         holder.kill()
         holder.wait()
     assert not _derby_locked_elsewhere(tmp_path)
+
+
+def test_hives_session_resource_folder_is_beside_the_metastore_not_one_per_driver_in_tmp(spark, make_config):
+    """Hive's session makes ``hive.downloaded.resources.dir`` when the driver first reaches the
+    metastore; its default, ``<java.io.tmpdir>/<session uuid>_resources``, was left behind by
+    every driver (Spark never closes Hive's session)."""
+    folder = make_config().storage.metastore_dir / "hive-resources"
+    assert spark.sparkContext._jsc.hadoopConfiguration().get("hive.downloaded.resources.dir") == str(folder)
+    assert folder.is_dir()                                  # made by Hive, so Hive read the setting
