@@ -27,6 +27,28 @@ def test_delta_round_trip_time_travel_and_idempotent_date_replace(spark, fresh_d
     assert sorted(r.k for r in tables.read_table(spark, name, version=0).collect()) == [1, 2, 3]
 
 
+
+def test_the_latest_version_from_deltas_log_matches_its_history_also_after_a_write_by_path(spark, fresh_db,
+                                                                                          monkeypatch):
+    """latest_version reads Delta's log through its Scala API, and falls back to the public
+    history(1) when that call fails (a Delta upgrade that moves it): both give the same answer,
+    for the session's own writes and for one that did not go through the catalog (another job)."""
+    cfg = fresh_db()
+    name = cfg.table("versions")
+    spark.range(3).write.format("delta").saveAsTable(name)
+    spark.range(2).write.format("delta").mode("append").saveAsTable(name)
+    assert tables._log_version(spark, name) == tables._history_version(spark, name) == 1
+    location = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]
+    spark.range(1).write.format("delta").mode("append").save(location)
+    assert tables._log_version(spark, name) == tables._history_version(spark, name) == 2
+
+    def moved(*_):
+        raise AttributeError("org.apache.spark.sql.delta.DeltaLog.forTable does not exist in the JVM")
+    monkeypatch.setattr(tables, "_log_version", moved)
+    assert tables.latest_version(spark, name) == 2
+    with pytest.raises(Exception, match="not a Delta table|cannot be found|TABLE_OR_VIEW_NOT_FOUND"):
+        tables.latest_version(spark, cfg.table("absent"))
+
 def test_replace_date_range_refuses_rows_outside_the_range(spark, fresh_db):
     cfg = fresh_db()
     name = cfg.table("guarded")

@@ -1,0 +1,67 @@
+"""What asking a Delta table's newest version costs in a warm session (``core.tables.latest_version``,
+called after every write and before every pinned read).
+
+    python bench/table_version.py [--versions 6] [--calls 10] [--rounds 3]
+
+One session with the test suite's settings (tests/jvm_options.py), one table of ``--versions``
+commits; then ``--rounds`` rounds, each timing ``--calls`` calls of each way to ask, in turn:
+Delta's ``DeltaLog`` through py4j (what ``latest_version`` uses) and ``DeltaTable.history(1)``
+(its fallback, a Spark job per call). Prints milliseconds per call per round, and the load.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))             # this checkout's packages and tests/jvm_options.py
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--versions", type=int, default=6)
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    from core import tables
+    from core.config import load_config
+    from core.session import build_spark
+    from tests.jvm_options import SUITE_SESSION, TEST_JVM_OPTIONS
+
+    os.environ["SPARK_SUBMIT_OPTS"] = TEST_JVM_OPTIONS
+    tmp = Path(tempfile.mkdtemp(prefix="camoe-bench-table-version-"))
+    try:
+        cfg = load_config(overrides=[f"storage.warehouse_dir={tmp}/warehouse", f"storage.metastore_dir={tmp}/metastore",
+                                     f"storage.artifacts_dir={tmp}/artifacts", "spark.master=local[2]",
+                                     "spark.shuffle_partitions=4", "database=bench_versions"])
+        spark = build_spark(cfg, app_name="bench-table-version", extra=SUITE_SESSION)
+        name = cfg.table("versions")
+        for i in range(args.versions):
+            spark.range(1000 + i).write.format("delta").mode("append" if i else "overwrite").saveAsTable(name)
+        ways = {"DeltaLog": tables._log_version, "history(1)": tables._history_version}
+        answers = {label: way(spark, name) for label, way in ways.items()}      # warm-up, and the same answer
+        assert len(set(answers.values())) == 1, answers
+        print(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; version {answers['DeltaLog']}")
+        for round_ in range(1, args.rounds + 1):
+            times = {}
+            for label, way in ways.items():
+                started = time.perf_counter()
+                for _ in range(args.calls):
+                    way(spark, name)
+                times[label] = (time.perf_counter() - started) * 1000 / args.calls
+            print(f"round {round_}: " + ", ".join(f"{label} {ms:.0f} ms/call" for label, ms in times.items()),
+                  flush=True)
+        print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        spark.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
