@@ -57,6 +57,7 @@ class Lake:
         # temp files under SPARK_LOCAL_DIRS, spark-submit's and the artifact manager's under
         # java.io.tmpdir)
         scratch = root / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)          # java.io.tmpdir must exist
         self.env = python_env({**{k: v for k, v in os.environ.items() if k != SPARK_LOG_ENV},
                                "SPARK_LOCAL_DIRS": str(scratch),
                                "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} "
@@ -100,7 +101,6 @@ def submitted_lake(spark, tmp_path_factory):
     generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=START, days=DAYS,
                          rows_per_day=ROWS_PER_DAY).write.parquet(str(raw))
     lake = Lake(spark, root / "lake")
-    (lake.root / "scratch").mkdir(parents=True)       # java.io.tmpdir must exist
     done = lake.submit("pipeline", "--steps", f"ingest,build_features,summarize,{TRAINING_STEPS}", *TRAINING,
                        "--step-args", f"ingest=--source {raw} --format parquet",
                        "--step-args", f"build_features={' '.join(DATES)}", "--step-args", TRAIN,
