@@ -166,11 +166,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+# Mappings whose keys are dotted names (Spark's settings): ``--set spark.conf.spark.sql.x=1``
+# sets the key ``spark.sql.x`` of ``spark.conf``, not a nested ``spark: {sql: {x: 1}}``
+FLAT_KEY_MAPPINGS = (("spark", "conf"),)
+
+
 def _apply_override(merged: dict, sources: dict, item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.path=value")
     dotted, raw_value = item.split("=", 1)
     keys = dotted.strip().split(".")
+    for section in FLAT_KEY_MAPPINGS:                  # their keys hold dots: the rest is one key
+        if tuple(keys[:len(section)]) == section and len(keys) > len(section):
+            keys = [*section, ".".join(keys[len(section):])]
     node = merged
     for k in keys[:-1]:
         node = node.setdefault(k, {})
@@ -262,6 +270,10 @@ def _parse_storage(s: Section, root: Path) -> StorageSettings:
 
 def _parse_spark(s: Section) -> SparkSettings:
     conf = s.sub("conf", default={})
+    for key, value in conf.data.items():
+        if isinstance(value, (dict, list)) or value is None:
+            raise conf.fail(str(key), f"must be one Spark setting's value (a string or number), got {value!r}: "
+                                      "write the setting's name whole, e.g. spark.sql.shuffle.partitions: 400")
     out = SparkSettings(
         app_name=s.get("app_name"),
         master=s.get("master"),

@@ -137,3 +137,16 @@ def test_the_ingest_section_joins_lookups_and_derives_schema_columns_only():
         load_config(MOVIELENS, overrides=["ingest.lookups.users.key=null"])
     with pytest.raises(ConfigError, match=r"unknown key\(s\) 'ingest\.lookups\.users\.on'"):
         load_config(MOVIELENS, overrides=["ingest.lookups.users.on=[user_id]"])
+
+
+def test_set_reaches_a_dotted_spark_setting_and_a_nested_one_is_refused_by_name(tmp_path):
+    cfg = load_config(overrides=["spark.conf.spark.sql.shuffle.partitions=400",
+                                 "spark.conf.spark.databricks.delta.snapshotPartitions=2"])
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "400"
+    assert cfg.spark.conf["spark.databricks.delta.snapshotPartitions"] == "2"
+    assert "spark" not in cfg.spark.conf
+    nested = tmp_path / "spark.yaml"
+    nested.write_text("spark:\n  app_name: x\n  master: local[2]\n  shuffle_partitions: 4\n"
+                      "  conf:\n    spark:\n      sql:\n        shuffle.partitions: 400\n")
+    with pytest.raises(ConfigError, match=r"spark\.yaml: 'spark\.conf\.spark' must be one Spark setting's value"):
+        load_config(extra_files=[nested])
