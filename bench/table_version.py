@@ -1,12 +1,14 @@
-"""What asking a Delta table's newest version costs in a warm session (``core.tables.latest_version``,
-called after every write and before every pinned read).
+"""What asking a Delta table's version costs in a warm session (``core.delta_versions``: the
+newest before every pinned read, a write's own after every write).
 
     python bench/table_version.py [--versions 6] [--calls 10] [--rounds 3]
 
 One session with the test suite's settings (tests/jvm_options.py), one table of ``--versions``
-commits; then ``--rounds`` rounds, each timing ``--calls`` calls of each way to ask, in turn:
-Delta's ``DeltaLog`` through py4j (what ``latest_version`` uses) and ``DeltaTable.history(1)``
-(its fallback, a Spark job per call). Prints milliseconds per call per round, and the load.
+commits (the last one tagged as the jobs' writes tag theirs); then ``--rounds`` rounds, each
+timing ``--calls`` calls of each way to ask, in turn: Delta's ``DeltaLog`` through py4j (what
+``latest_version`` uses), ``DeltaTable.history(1)`` (its fallback, a Spark job per call), and
+``written_version`` (the version of the tagged commit: what a write returns). Prints
+milliseconds per call per round, and the load.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from core import tables
+    from core import delta_versions
     from core.config import load_config
     from core.session import build_spark
     from tests.jvm_options import SUITE_SESSION, TEST_JVM_OPTIONS
@@ -44,7 +46,10 @@ def main() -> None:
         name = cfg.table("versions")
         for i in range(args.versions):
             spark.range(1000 + i).write.format("delta").mode("append" if i else "overwrite").saveAsTable(name)
-        ways = {"DeltaLog": tables._log_version, "history(1)": tables._history_version}
+        writer, tag = delta_versions.tag_write(spark.range(5).write.format("delta").mode("append"))
+        writer.saveAsTable(name)
+        ways = {"DeltaLog": delta_versions._log_version, "history(1)": delta_versions._history_version,
+                "a write's tagged commit": lambda spark, name: delta_versions.written_version(spark, name, tag)}
         answers = {label: way(spark, name) for label, way in ways.items()}      # warm-up, and the same answer
         assert len(set(answers.values())) == 1, answers
         print(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; version {answers['DeltaLog']}")

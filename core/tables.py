@@ -1,8 +1,8 @@
 """Delta table names and I/O: the only module (with the jobs) that reads or writes tables.
 
 Writes are idempotent: a date range is replaced with ``replaceWhere``; run-keyed tables
-replace the rows of their run id. Every write returns the Delta version it produced so the
-``runs`` table can record exactly what a job read and wrote.
+replace the rows of their run id. Every write returns the Delta version it produced (its tagged
+commit: core/delta_versions.py) so the ``runs`` table can record exactly what a job read and wrote.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from pyspark.sql import types as T
 
 from core import faults
 from core.config import Config
+from core.delta_versions import filesystem_and_path, tag_write, written_version
+from core.delta_versions import latest_version as latest_version  # the callers' tables.latest_version
 from core.feature_table import SPLITS
 
 IMPRESSIONS = "impressions"
@@ -113,32 +115,6 @@ def table_exists(spark: SparkSession, name: str) -> bool:
     return spark.catalog.tableExists(name)
 
 
-def latest_version(spark: SparkSession, name: str) -> int:
-    """The newest committed version of Delta table ``name``.
-
-    Asked after every write and before every pinned read. Delta's ``DeltaLog`` (its Scala
-    API, through py4j) answers from the log without a Spark job: 33-54 ms a call against 318-428
-    ms for ``DeltaTable.history(1)`` in a warm session (``python bench/table_version.py``). That
-    class is not Delta's public API, so when its call fails this falls back to ``history(1)``."""
-    try:
-        return _log_version(spark, name)
-    except Exception:                  # py4j's errors for a renamed class or changed signature
-        return _history_version(spark, name)
-
-
-def _log_version(spark: SparkSession, name: str) -> int:
-    jvm, session = spark._jvm, spark._jsparkSession
-    identifier = session.sessionState().sqlParser().parseTableIdentifier(name)
-    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(session, identifier)
-    none = jvm.scala.Option.empty()
-    return int(log.update(False, none, none).version())      # (stalenessAcceptable, sinceTs, catalogTable)
-
-
-def _history_version(spark: SparkSession, name: str) -> int:
-    from delta.tables import DeltaTable
-    return int(DeltaTable.forName(spark, name).history(1).select("version").first()[0])
-
-
 def require_table(spark: SparkSession, name: str) -> None:
     """Raise TableNotFound, naming the job that writes ``name``, when it does not exist."""
     if not table_exists(spark, name):
@@ -223,7 +199,7 @@ def check_data_files(spark: SparkSession, name: str, version: int | None = None)
     snapshot = table_files(spark, name, version)
     at = f"{name} version {version}" if version is not None else f"{name} (latest version)"
     for url in snapshot.files:
-        filesystem, path = _filesystem(url)
+        filesystem, path = filesystem_and_path(url)
         info = filesystem.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
             raise DataFileError(f"{at}: data file {url} is missing (deleted by a VACUUM or by hand?); "
@@ -237,18 +213,6 @@ def check_data_files(spark: SparkSession, name: str, version: int | None = None)
             raise DataFileError(f"{at}: data file {url} is not a complete Parquet file ({info.size} bytes, "
                                 "no footer): rebuild the features (build_features)")
     return snapshot
-
-
-def _filesystem(url: str):
-    """(pyarrow filesystem, path) of a data file URL as Spark lists it (file:/..., s3a://..., hdfs://...)."""
-    from urllib.parse import unquote, urlparse
-
-    from pyarrow import fs as pafs
-
-    parsed = urlparse(url)
-    if parsed.scheme in ("", "file"):
-        return pafs.LocalFileSystem(), unquote(parsed.path)
-    return pafs.FileSystem.from_uri(url.replace("s3a://", "s3://", 1))
 
 
 def read_date_range(spark: SparkSession, name: str, date_column: str, start: dt.date,
@@ -286,10 +250,11 @@ def replace_date_range(df: DataFrame, name: str, date_column: str, start: dt.dat
     else:
         for key, value in creation_properties(name, properties).items():
             writer = writer.option(key, value)     # delta.* options become the new table's properties
+    writer, tag = tag_write(writer)
     with conflicts_named(name, f"{date_column} {start}..{end}"), constraints_named(name):
         writer.saveAsTable(name)
     faults.after_commit(name)
-    return latest_version(spark, name)
+    return written_version(spark, name, tag)
 
 
 class ConcurrentWriteError(RuntimeError):
@@ -406,11 +371,12 @@ def replace_run_rows(df: DataFrame, name: str, run_id: str) -> int:
     else:
         writer = (writer.mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'")
                   .option("mergeSchema", "true"))
+    writer, tag = tag_write(writer)
     with conflicts_named(name, f"the rows of run {run_id}"), constraints_named(name):
         writer.saveAsTable(name)
     _RUN_ROWS_WRITTEN.add((name, run_id))
     faults.after_commit(name)
-    return latest_version(spark, name)
+    return written_version(spark, name, tag)
 
 
 def concurrently(tasks: Mapping[str, Callable[[], Result]]) -> dict[str, Result]:
@@ -433,5 +399,6 @@ def replace_run_rows_of_tables(frames: Mapping[str, DataFrame], run_id: str) -> 
 
 
 def overwrite_table(df: DataFrame, name: str) -> int:
-    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(name)
-    return latest_version(df.sparkSession, name)
+    writer, tag = tag_write(df.write.format("delta").mode("overwrite").option("overwriteSchema", "true"))
+    writer.saveAsTable(name)
+    return written_version(df.sparkSession, name, tag)

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from core import lineage, tables
+from core import delta_versions, faults, lineage, tables
 
 
 def test_delta_round_trip_time_travel_and_idempotent_date_replace(spark, fresh_db):
@@ -37,17 +37,49 @@ def test_the_latest_version_from_deltas_log_matches_its_history_also_after_a_wri
     name = cfg.table("versions")
     spark.range(3).write.format("delta").saveAsTable(name)
     spark.range(2).write.format("delta").mode("append").saveAsTable(name)
-    assert tables._log_version(spark, name) == tables._history_version(spark, name) == 1
+    assert delta_versions._log_version(spark, name) == delta_versions._history_version(spark, name) == 1
     location = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]
     spark.range(1).write.format("delta").mode("append").save(location)
-    assert tables._log_version(spark, name) == tables._history_version(spark, name) == 2
+    assert delta_versions._log_version(spark, name) == delta_versions._history_version(spark, name) == 2
 
     def moved(*_):
         raise AttributeError("org.apache.spark.sql.delta.DeltaLog.forTable does not exist in the JVM")
-    monkeypatch.setattr(tables, "_log_version", moved)
+    monkeypatch.setattr(delta_versions, "_delta_log", moved)
     assert tables.latest_version(spark, name) == 2
     with pytest.raises(Exception, match="not a Delta table|cannot be found|TABLE_OR_VIEW_NOT_FOUND"):
         tables.latest_version(spark, cfg.table("absent"))
+
+
+def test_a_write_returns_its_own_version_when_another_driver_committed_after_it(spark, fresh_db, monkeypatch):
+    """Lineage names the version a write made: its tagged commit, found in the log's files or,
+    where they cannot be read, in Delta's history; not the newest, another job's."""
+    cfg = fresh_db()
+    name = cfg.table("run_rows")
+    mine = []
+    real_after_commit = faults.after_commit
+
+    def another_driver_commits(table):        # between this write's commit and its version lookup
+        real_after_commit(table)
+        if table == name and len(mine) == 1:
+            location = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]
+            spark.createDataFrame([("other", 9)], "run_id string, x int").write.format("delta") \
+                .mode("append").save(location)
+    monkeypatch.setattr(faults, "after_commit", another_driver_commits)
+    mine.append(tables.replace_run_rows(spark.createDataFrame([("a", 1)], "run_id string, x int"), name, "a"))
+    mine.append(tables.replace_run_rows(spark.createDataFrame([("b", 2)], "run_id string, x int"), name, "b"))
+    assert mine == [0, 1] and tables.latest_version(spark, name) == 2
+    assert sorted(r.run_id for r in tables.read_table(spark, name, version=1).collect()) == ["a", "b"]
+
+    writer, tag = delta_versions.tag_write(spark.createDataFrame([("c", 3)], "run_id string, x int")
+                                           .write.format("delta").mode("append"))
+    writer.saveAsTable(name)                                                   # version 3
+    spark.createDataFrame([("d", 4)], "run_id string, x int").write.format("delta").mode("append").saveAsTable(name)
+    assert delta_versions.written_version(spark, name, tag) == 3
+    log_dir = delta_versions._delta_log(spark, name)[0].logPath().toString()
+    assert delta_versions._commit_metadata(log_dir, 3) == tag                  # found in the commit's file
+    monkeypatch.setattr(delta_versions, "_commit_metadata", lambda *_: 1 / 0)  # log files unreadable
+    assert delta_versions.written_version(spark, name, tag) == 3               # from Delta's history
+
 
 def test_replace_date_range_refuses_rows_outside_the_range(spark, fresh_db):
     cfg = fresh_db()
