@@ -27,7 +27,6 @@ def test_delta_round_trip_time_travel_and_idempotent_date_replace(spark, fresh_d
     assert sorted(r.k for r in tables.read_table(spark, name, version=0).collect()) == [1, 2, 3]
 
 
-
 def test_the_latest_version_from_deltas_log_matches_its_history_also_after_a_write_by_path(spark, fresh_db,
                                                                                           monkeypatch):
     """latest_version reads Delta's log through its Scala API, and falls back to the public
