@@ -50,6 +50,11 @@ def _ece(labels, true_ctr, scores, sample_weight, **_unused):
                                         "equal_mass", sample_weight)
 
 
+def _squared_ce_debiased(labels, true_ctr, scores, sample_weight, **_unused):
+    return m.debiased_squared_calibration_error(_need(labels, "labels", "squared_ce_debiased"), scores, ECE_BINS,
+                                                "equal_mass", sample_weight)
+
+
 def _expected_log_loss(labels, true_ctr, scores, sample_weight, **_unused):
     return m.expected_log_loss(_need(true_ctr, "true_ctr", "expected_log_loss"), scores,
                                sample_weight=sample_weight)
@@ -77,7 +82,8 @@ def _signal_gain(labels, true_ctr, scores, sample_weight, base_rate=None, **_unu
 # evaluation's default, conf evaluation.ece_bins; for another count pass a callable)
 METRICS: dict[str, Metric] = {
     "auc_pr": _auc_pr, "roc_auc": _roc_auc, "log_loss": _log_loss, "calibration_ratio": _calibration_ratio,
-    "ece_equal_mass": _ece, "expected_log_loss": _expected_log_loss, "excess_log_loss": _excess_log_loss,
+    "ece_equal_mass": _ece, "squared_ce_debiased": _squared_ce_debiased, "expected_log_loss": _expected_log_loss,
+    "excess_log_loss": _excess_log_loss,
     "true_calibration_ratio": _true_calibration_ratio, "oracle_ece": _oracle_ece, "signal_gain": _signal_gain,
 }
 
@@ -85,6 +91,7 @@ METRICS: dict[str, Metric] = {
 # the metric functions themselves may be passed too: they go to their named (fast) versions
 _NAME_OF_FUNCTION = {m.average_precision: "auc_pr", m.roc_auc: "roc_auc", m.log_loss: "log_loss",
                      m.calibration_ratio: "calibration_ratio", m.expected_calibration_error: "ece_equal_mass",
+                     m.debiased_squared_calibration_error: "squared_ce_debiased",
                      m.expected_log_loss: "expected_log_loss", m.excess_log_loss: "excess_log_loss",
                      m.true_calibration_ratio: "true_calibration_ratio", m.oracle_ece: "oracle_ece",
                      m.signal_gain: "signal_gain"}
@@ -223,12 +230,12 @@ class _CalibrationBinRows:
     differences of the cumulative sums at its ends.
     """
 
-    def __init__(self, values: np.ndarray, scores: np.ndarray, bins: int, scheme: str):
+    def __init__(self, values: np.ndarray, scores: np.ndarray, bins: int, scheme: str, debiased: bool = False):
         if scheme not in m.ECE_SCHEMES:
             raise ValueError(f"scheme must be one of {m.ECE_SCHEMES}, got {scheme!r}")
         self.order = np.argsort(scores, kind="stable")
         self.scores, self.values = scores[self.order], values[self.order]
-        self.bins, self.scheme = bins, scheme
+        self.bins, self.scheme, self.debiased = bins, scheme, debiased
 
     def value(self, counts: np.ndarray | None) -> float:
         w = np.ones(self.scores.size) if counts is None else counts[self.order]
@@ -242,6 +249,12 @@ class _CalibrationBinRows:
             edges = np.arange(1, self.bins) / self.bins
         # a row's bin is the number of edges strictly below it: bin b ends after the last row <= edge b
         ends = np.r_[np.searchsorted(self.scores, edges, side="right"), self.scores.size] - 1
+        if self.debiased:                      # metrics.debiased_squared_calibration_error
+            gap = self.values - self.scores
+            rows = np.diff(np.r_[0.0, weight[ends]])
+            sum_d = np.diff(np.r_[0.0, np.cumsum(w * gap)[ends]])
+            sum_d2 = np.diff(np.r_[0.0, np.cumsum(w * gap * gap)[ends]])
+            return float(m.debiased_bin_terms(rows, sum_d, sum_d2).sum() / weight[-1])
         predicted = np.cumsum(w * self.scores)[ends]
         observed = np.cumsum(w * self.values)[ends]
         return float(np.abs(np.diff(np.r_[0.0, observed - predicted])).sum() / weight[-1])
@@ -258,6 +271,8 @@ def prepare_scorer(metric: str | Metric, scores: np.ndarray, labels, true_ctr, a
         return _RankingRows(_need(labels, "labels", name), scores, name)
     if name == "ece_equal_mass":
         return _CalibrationBinRows(_need(labels, "labels", name), scores, ECE_BINS, "equal_mass")
+    if name == "squared_ce_debiased":
+        return _CalibrationBinRows(_need(labels, "labels", name), scores, ECE_BINS, "equal_mass", debiased=True)
     if name == "oracle_ece":
         return _CalibrationBinRows(_need(true_ctr, "true_ctr", name), scores, ECE_BINS, "equal_mass")
     if name == "log_loss":

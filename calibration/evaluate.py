@@ -55,13 +55,15 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     artifact = read_artifact(train["artifact"])
     snapshot = tables.check_data_files(spark, artifact.features_table, artifact.features_version)
     shift = downsampling_shift(spark, cfg, artifact)
-    temperatures, temperature_rows = fit_run_temperatures(spark, cfg, snapshot, train["artifact"], artifact, shift)
+    masking = expert_masking and artifact.model.architecture == "moe" and artifact.model.experts > 1
+    temperatures, temperature_rows, masked_temperatures = fit_run_temperatures(
+        spark, cfg, snapshot, train["artifact"], artifact, shift, masking)
     baseline_run_id, baseline = _baseline(spark, cfg, artifact.model.name, artifact.features_version,
                                           baseline_run_id)
     ids = dict(run_id=run_id, model=artifact.model.name, model_run_id=train["run_id"],
                features_version=artifact.features_version)
-    masking = expert_masking and artifact.model.architecture == "moe" and artifact.model.experts > 1
-    scored = score_test_split(spark, snapshot, train["artifact"], artifact, shift, temperatures, masking)
+    scored = score_test_split(spark, snapshot, train["artifact"], artifact, shift, temperatures, masking,
+                              masked_temperatures)
     try:
         # materialised once here: the tables below are aggregations of it, written concurrently
         if scored.count() == 0:
@@ -79,37 +81,52 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
                     figures)
 
 
-def fit_run_temperatures(spark, cfg, snapshot, artifact_dir, artifact, shift: dict[str, float]
-                         ) -> tuple[dict[str, float], list[tuple]]:
+def fit_run_temperatures(spark, cfg, snapshot, artifact_dir, artifact, shift: dict[str, float],
+                         masked_experts: bool = False) -> tuple[dict[str, float], list[tuple], np.ndarray | None]:
     """Per task T minimising the NLL of the corrected validation logits of the model's slots;
-    returns (task -> T, the temperatures table's rows)."""
+    returns (task -> T, the temperatures table's rows, and with ``masked_experts`` a (K, T)
+    array: the temperatures of the model with expert k zeroed, fitted the same way on its own
+    validation logits, so a masked model is judged calibrated as the model itself is)."""
 
     from calibration.temperature import fit_temperatures
     from training.table_scoring import RowSelection, score_table
 
     tasks = list(artifact.tasks)
     validation = score_table(spark, snapshot, artifact_dir, shift, None, keep=["label"],
-                             selection=RowSelection(split="validation", slots=artifact.model_slots)
-                             ).select("task", "label", "pctr_raw").toPandas()
+                             selection=RowSelection(split="validation", slots=artifact.model_slots),
+                             masked_experts=masked_experts)
+    validation = validation.select("task", "label", "pctr_raw",
+                                   *(["masked_pctr"] if masked_experts else [])).toPandas()
     if validation.empty:
         raise ValueError(f"{artifact.features_table}@{artifact.features_version} has no validation rows")
-    p = validation["pctr_raw"].to_numpy(np.float64)
-    z = np.log(p) - np.log1p(-p)
+    bounds = (cfg.evaluation.temperature_min, cfg.evaluation.temperature_max)
+    z = _logit(validation["pctr_raw"].to_numpy(np.float64))
     y = validation["label"].to_numpy(np.float64)
     task_index = validation["task"].map({t: i for i, t in enumerate(tasks)}).to_numpy(np.int64)
-    fitted = fit_temperatures(z, y, task_index, len(tasks), (cfg.evaluation.temperature_min,
-                                                             cfg.evaluation.temperature_max))
+    fitted = fit_temperatures(z, y, task_index, len(tasks), bounds)
     rows = []
     for i, task in enumerate(tasks):
         sel = task_index == i
         before, after = _nll(z[sel], y[sel], 1.0), _nll(z[sel], y[sel], fitted[i])
         rows.append((task, float(fitted[i]), int(sel.sum()), int(y[sel].sum()), before, after))
-    return {task: float(t) for task, t in zip(tasks, fitted)}, rows
+    masked = None
+    if masked_experts:
+        raw = np.vstack(validation["masked_pctr"].to_numpy()).astype(np.float64)        # (n, K), T = 1
+        masked = np.stack([fit_temperatures(_logit(raw[:, k]), y, task_index, len(tasks), bounds)
+                           for k in range(raw.shape[1])])                                # (K, T)
+    return {task: float(t) for task, t in zip(tasks, fitted)}, rows, masked
 
 
-def score_test_split(spark, snapshot, artifact_dir, artifact, shift, temperatures, masked_experts: bool):
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p) - np.log1p(-p)
+
+
+def score_test_split(spark, snapshot, artifact_dir, artifact, shift, temperatures, masked_experts: bool,
+                     masked_temperatures: np.ndarray | None = None):
     """The test rows of the model's slots scored before and after calibration, persisted (the
-    caller unpersists); ``true_ctr`` is a null column on a log without it."""
+    caller unpersists); ``true_ctr`` is a null column on a log without it. With
+    ``masked_temperatures`` ((K, T): ``fit_run_temperatures``') each masked score is
+    recalibrated with its own expert's temperature instead of the model's."""
     from training.table_scoring import RowSelection, score_table
 
     names = snapshot.schema.names
@@ -118,9 +135,24 @@ def score_test_split(spark, snapshot, artifact_dir, artifact, shift, temperature
     scored = score_table(spark, snapshot, artifact_dir, shift, temperatures, keep=keep,
                          selection=RowSelection(split="test", slots=artifact.model_slots),
                          masked_experts=masked_experts)
+    if masked_experts and masked_temperatures is not None:
+        scored = recalibrate_masked(scored, list(artifact.tasks), temperatures, masked_temperatures)
     if "true_ctr" not in names:
         scored = scored.withColumn("true_ctr", F.lit(None).cast("double"))
     return scored.persist()
+
+
+def recalibrate_masked(scored, tasks: list[str], temperatures: dict[str, float], masked_temperatures: np.ndarray):
+    """masked_pctr[k] = sigmoid(logit(masked_pctr[k]) * T_task / T_k,task): the scores the model's
+    temperature calibrated, calibrated with expert k's own (both divide the same corrected logit)."""
+    experts = range(masked_temperatures.shape[0])
+    factors = F.create_map(*[x for i, task in enumerate(tasks) for x in (
+        F.lit(task), F.array(*[F.lit(float(temperatures[task] / masked_temperatures[k, i])) for k in experts]))])
+    factor_of_task = factors[F.col("task")]
+
+    def recalibrated(p, k):
+        return 1.0 / (1.0 + F.exp(-(F.log(p) - F.log1p(-p)) * F.element_at(factor_of_task, k + 1)))
+    return scored.withColumn("masked_pctr", F.transform("masked_pctr", recalibrated))
 
 
 def evaluation_frames(spark, cfg, scored, temperature_rows, ids: dict, baseline, baseline_run_id: str | None,

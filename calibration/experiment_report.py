@@ -11,14 +11,29 @@ import math
 import numpy as np
 import pandas as pd
 
-# (title, models, what the paper asks of them)
+# (title, roles, what the paper asks of them); the models are the conf's (experiments.claims.roles)
 ABLATIONS = (
-    ("Task grouping (paper Table 3)", ("dcnv2", "camoe_t1", "camoe", "camoe_music_podcast", "camoe_t7"),
-     "t=1 vs modality (audio/video) vs content (music/podcast) vs one task per slot"),
-    ("Adaptive loss masking (paper Table 4)", ("camoe_no_alm", "camoe"), "CAMoE with and without ALM"),
-    ("Experts (paper Table 5)", ("mmoe", "camoe"),
-     "MLP experts with the x0 skip (MMoE = CAMoE without DCN) vs DCN-v2 cross + MLP experts"),
+    ("Task grouping (paper Tables 2 and 3)", ("one_task", "camoe", "content_tasks", "per_slot_tasks"), None),
+    ("Adaptive loss masking (paper Table 4)", ("no_alm", "camoe"), "with and without ALM"),
+    ("Experts (paper Table 5)", ("mlp_experts", "camoe"),
+     "MLP experts with the x0 skip (MMoE) vs DCN-v2 cross + MLP experts"),
 )
+
+
+def ablations(roles, models, taxonomy) -> list[tuple[str, tuple[str, ...], str, bool]]:
+    """The report's ablation tables for this conf: (title, models, what they compare, with the
+    ECE table). ``roles``: role -> model; ``models``: model -> ModelSettings. The task-grouping
+    table names each model's grouping and tasks from the conf."""
+    out = []
+    for title, wanted, what in ABLATIONS:
+        present = tuple(roles[r] for r in wanted if r in roles)
+        if len(present) < 2:
+            continue
+        if what is None:
+            what = " vs ".join(f"{m} = {models[m].grouping} ({'/'.join(taxonomy.grouping(models[m].grouping).tasks)})"
+                               for m in present if m in models)
+        out.append((title, present, what, "no_alm" in wanted))
+    return out
 
 
 def change_table(metrics: pd.DataFrame, baseline: str, slots: list[str], column: str = "auc_pr") -> pd.DataFrame:
@@ -40,11 +55,12 @@ def change_table(metrics: pd.DataFrame, baseline: str, slots: list[str], column:
     return change
 
 
-def ece_table(metrics: pd.DataFrame, models: tuple[str, ...], slots: list[str]) -> pd.DataFrame:
-    """ECE (equal-mass) per slot before and after temperature for ``models``."""
+def ece_table(metrics: pd.DataFrame, models: tuple[str, ...], slots: list[str],
+              column: str = "ece_equal_mass") -> pd.DataFrame:
+    """A calibration error (equal-mass ECE by default) per slot before and after temperature for ``models``."""
     rows = metrics[metrics["model"].isin(models) & metrics["level"].isin(["slot", "all"])]
     rows = rows.assign(variant=rows["model"] + rows["calibrated"].map({False: " (raw)", True: " (T)"}))
-    wide = rows.pivot_table(index="variant", columns="slot", values="ece_equal_mass", aggfunc="first")
+    wide = rows.pivot_table(index="variant", columns="slot", values=column, aggfunc="first")
     return wide[[s for s in [*slots, "all"] if s in wide.columns]]
 
 
@@ -68,7 +84,10 @@ def pareto_points(power: dict, x_slot: str, y_slot: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def markdown_report(metrics: pd.DataFrame, baseline: str, slots: list[str], header: str = "") -> str:
+def markdown_report(metrics: pd.DataFrame, baseline: str, slots: list[str], header: str = "",
+                    ablation_tables=()) -> str:
+    """The report: header, Table 2's analogue, the oracle fractions, then ``ablation_tables``
+    (``ablations``' tuples)."""
     models = set(metrics["model"])
     with_oracle = "auc_pr_oracle_fraction" in metrics.columns and metrics["auc_pr_oracle_fraction"].notna().any()
     parts = [header,
@@ -83,15 +102,19 @@ def markdown_report(metrics: pd.DataFrame, baseline: str, slots: list[str], head
     else:
         parts.append("The log has no true click probability (true_ctr): the oracle, the learnable ceiling and "
                      "the label-free metrics are left out; every comparison is on the logged clicks.")
-    for title, names, what in ABLATIONS:
+    for title, names, what, with_ece in ablation_tables:
         present = [m for m in names if m in models]
         if len(present) < 2:
             continue
         table = change_table(metrics, baseline, slots).loc[present]
         parts += [f"## {title}: {what}; AUC-PR % change vs {baseline}", _fmt(table, "{:+.1f}")]
-        if "camoe_no_alm" in present:            # the paper's ALM table reports calibration too
-            parts += ["ECE (equal-mass bins) before (raw) and after (T) temperature scaling:",
+        if with_ece:                              # the paper's ALM table reports calibration too
+            parts += ["ECE (equal-mass bins, plug-in) before (raw) and after (T) temperature scaling:",
                       _fmt(ece_table(metrics, tuple(present), slots), "{:.5f}")]
+            if "rms_ce_debiased" in metrics.columns and metrics["rms_ce_debiased"].notna().any():
+                parts += ["The same with the estimation noise taken out (RMS calibration error, debiased: "
+                          "`core.metrics.debiased_squared_calibration_error`):",
+                          _fmt(ece_table(metrics, tuple(present), slots, "rms_ce_debiased"), "{:.5f}")]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
@@ -137,16 +160,26 @@ def power_markdown(power: dict, baseline: str, slots: list[str], seeds: dict[str
                 continue
             table = part.pivot_table(index="candidate", columns="segment", values="relative", aggfunc="first")
             table = table[[c for c in columns if c in table.columns]].map(_interval_cell)
-            parts += [f"## {what}{title}: % change vs {versus} with 95% CI (paired bootstrap over test impressions "
-                      f"and training seeds; bold: the interval excludes 0)", _fmt(table, "{}")]
+            parts += [f"## {what}{title}: % change vs {versus} with 95% CI (over test impressions and "
+                      f"training seeds; bold: the interval excludes 0)", _fmt(table, "{}")]
     if power["claims"]:
-        lines = ["| claim | paper | segment | metric | change % [95% CI] | verdict |", "|---|---|---|---|---|---|"]
+        lines = ["| claim | paper | segment | metric | paper's change % | our change % [95% CI] | verdict |",
+                 "|---|---|---|---|---:|---|---|"]
         for c in power["claims"]:
             cell = _interval_cell(c["relative"]).replace("**", "")
+            paper = "" if c.get("paper_change_pct") is None else f"{c['paper_change_pct']:+.1f}"
             lines.append(f"| {c['claim']} ({c['candidate']} vs {c['reference']}) | {c['source']} | {c['segment']} | "
-                         f"{c['metric']} | {cell} | {c['verdict']} |")
+                         f"{c['metric']} | {paper} | {cell} | {c['verdict']} |")
         parts += ["## The paper's claims: confirmed when the interval lies on the better side of 0, refuted "
-                  "when on the worse side, unresolved when it covers 0", "\n".join(lines)]
+                  "when on the worse side, unresolved when it covers 0",
+                  "Intervals: the seed-averaged change, its variance the test rows' part common to the seeds "
+                  "(bootstrap) plus the seeds' spread, with a Student t multiplier on the Welch-Satterthwaite "
+                  "degrees of freedom (`calibration/bootstrap.py`); seed s of two models is paired where both ran "
+                  "the same seeds. A masked expert's scores are recalibrated with temperatures fitted for them "
+                  "on validation.", "\n".join(lines)]
+    if power.get("claims_not_judged"):
+        parts += ["Claims not judged here:", "\n".join(f"- {c['claim']} ({c['source']}): {c['reason']}"
+                                                    for c in power["claims_not_judged"])]
     if power["auc_pr_change_half_width"]:
         parts.append("Achieved half-width of the AUC-PR change intervals (percentage points; target <= 3): "
                      + ", ".join(f"{slot} max {w['max_points']:.1f} (mean {w['mean_points']:.1f})"

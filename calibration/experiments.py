@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from calibration.experiment_report import (
+    ablations,
     loss_name,
     markdown_report,
     pareto_points,
@@ -26,17 +27,20 @@ POWER_METRICS = ("auc_pr", "excess_log_loss", "true_calibration_ratio")
 HALF_WIDTH_SLOTS = ("stream_audio", "stream_video")      # the issue's power target: CI half-width <= 3 points
 
 
-def power_analysis(rows, baseline: str, slots: list[str], resamples: int, masking_model: str = "camoe") -> dict:
+def power_analysis(rows, baseline: str, slots: list[str], resamples: int, claim_settings=None, taxonomy=None,
+                   models=None) -> dict:
     """Every model vs ``baseline`` per slot and overall (paired bootstrap over test impressions and
-    seeds), the paper's claims judged from the same rows (expert masking on ``masking_model``),
-    and the achieved AUC-PR half-widths.
+    seeds), the paper's claims judged from the same rows by the roles of ``claim_settings``
+    (core ClaimSettings; with ``taxonomy`` and ``models``, conf model name -> ModelSettings), the
+    claims that could not be judged with the reason, and the achieved AUC-PR half-widths.
 
     rows: ``calibration.power.ScoredRows``. Returns plain dicts (the JSON's shape)."""
-    from calibration.power import ALL, CLAIMS, compare, is_masked_variant, judge_claims, label_free, masking_claims
+    from calibration.paper_claims import label_free, resolve_claims
+    from calibration.power import ALL, compare, is_masked_variant, judge_claims
 
     segments = [s for s in [*slots, ALL] if s == ALL or (rows.slot == s).any()]
-    models = [m for m in rows.scores if not is_masked_variant(m) and SAMPLING_ENTRY not in m]
-    comparisons = [c for model in models if model != baseline
+    models_run = [m for m in rows.scores if not is_masked_variant(m) and SAMPLING_ENTRY not in m]
+    comparisons = [c for model in models_run if model != baseline
                    for c in compare(rows, model, baseline, segments, POWER_METRICS, resamples)]
     # the sampling ablation: each variant vs the same model on the configured rates
     sampling = [c for variant in rows.scores if SAMPLING_ENTRY in variant
@@ -47,22 +51,22 @@ def power_analysis(rows, baseline: str, slots: list[str], resamples: int, maskin
         widths = [100 * c.change.relative.half_width for c in comparisons if c.segment == slot and c.metric == "auc_pr"]
         if widths:
             half_widths[slot] = {"max_points": max(widths), "mean_points": float(np.mean(widths))}
-    claims = (*CLAIMS, *masking_claims(rows, masking_model))
+    claims, not_judged = ([], []) if claim_settings is None else resolve_claims(rows, claim_settings, taxonomy, models)
+    twins = [x for c in claims for x in (c, *label_free([c]))]
+    if rows.true_ctr is None:
+        not_judged += [{"claim": c.claim, "source": c.source, "reason": "on excess log loss: the log has no true_ctr"}
+                       for c in label_free(claims)]
     return {"comparisons": [c.as_dict() for c in comparisons], "sampling": [c.as_dict() for c in sampling],
-            "claims": [v.as_dict() for v in judge_claims(rows, [x for c in claims for x in (c, *label_free([c]))],
-                                                         resamples)],
+            "claims": [v.as_dict() for v in judge_claims(rows, twins, resamples)],
+            "claims_not_judged": [n if isinstance(n, dict) else n.as_dict() for n in not_judged],
             "auc_pr_change_half_width": half_widths}
-
-
-
-
 
 
 def model_slot_summary(metrics: pd.DataFrame) -> dict:
     """Per model and segment, the calibrated slot_metrics averaged over seeds (JSON shape)."""
     wanted = ["auc_pr", "auc_pr_oracle_fraction", "auc_pr_ceiling_fraction", "signal_fraction_of_ceiling",
               "signal_fraction_of_oracle", "excess_log_loss", "true_calibration_ratio", "calibration_ratio",
-              "ece_equal_mass", "rows", "positives"]
+              "ece_equal_mass", "rms_ce_debiased", "rows", "positives"]
     rows = metrics[metrics["calibrated"] & metrics["level"].isin(["slot", "all"])]
     present = [c for c in wanted if c in rows.columns]
     mean = rows.groupby(["model", "slot"])[present].mean()
@@ -229,8 +233,8 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
     all_runs = [r for by_seed in seed_evaluations.values() for r in by_seed.values()]
     metrics = spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id").isin(all_runs))
     optional = [c for c in ("oracle_auc_pr", "auc_pr_oracle_fraction", "ceiling_auc_pr", "auc_pr_ceiling_fraction",
-                            "excess_log_loss", "true_calibration_ratio", "signal_fraction_of_ceiling")
-                if c in metrics.columns]
+                            "excess_log_loss", "true_calibration_ratio", "signal_fraction_of_ceiling",
+                            "rms_ce_debiased") if c in metrics.columns]
     # the model column names the entry: a sampling variant is its model on another snapshot
     metrics = metrics.drop("model").join(F.broadcast(_run_seeds(spark, seed_evaluations)), "run_id")
     results = metrics.select(F.lit(run_id).alias("run_id"), F.col("run_id").alias("eval_run_id"), "model",
@@ -244,7 +248,8 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
 
     # every (model, seed)'s calibrated test scores, aligned on the same impressions
     scored = _scored_rows(spark, cfg, seed_evaluations, version, target)
-    power = power_analysis(scored, settings.baseline, slots, settings.bootstrap_resamples, target)
+    power = power_analysis(scored, settings.baseline, slots, settings.bootstrap_resamples, settings.claims,
+                           cfg.taxonomy, cfg.models)
 
     out_dir = Path(cfg.storage.artifacts_dir) / "experiments" / run_id
     header = (f"# CAMoE ablations on {cfg.table(tables.FEATURES)}{' (--quick)' if quick else ''}\n\n"
@@ -265,9 +270,11 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
     checks = target_checks(summary, target, slots, train_clicks)
     intervals = "\n\n".join(p for p in (targets_markdown(checks, target),
                                          power_markdown(power, settings.baseline, slots, scored.seeds)) if p)
+    tables_of_roles = ablations(settings.claims.roles, cfg.models, cfg.taxonomy) if settings.claims else ()
     report = markdown_report(first_seed, settings.baseline, slots,
                              header + ("\n\n" + intervals if intervals else "")
-                             + ("\n\nThe single-run tables below are the first seed's." if len(seeds) > 1 else ""))
+                             + ("\n\nThe single-run tables below are the first seed's." if len(seeds) > 1 else ""),
+                             tables_of_roles)
     figure = None
     audio, video = "stream_audio", "stream_video"
     if {audio, video} <= set(slots) and power["comparisons"]:

@@ -4,14 +4,17 @@ and the paper's claims read from those changes as confirmed, refuted or unresolv
 Input: the test rows every (model, seed) scored, as one long pandas frame (model, seed,
 impression_id, slot, label, pctr, and true_ctr / ceiling_ctr where the log has them). Output:
 typed results (``Comparison``, ``ClaimVerdict``) that the experiments report and
-``experiments.json`` are written from. Intervals are paired bootstraps over test impressions and
-training seeds (``calibration.bootstrap.paired_bootstrap``): both models are scored on the same
-resampled rows, and each model's seeds are resampled too. Everything here is numpy/pandas.
+``experiments.json`` are written from. Intervals are ``calibration.bootstrap.paired_bootstrap``'s:
+both models scored on the same resampled rows, the seed-to-seed spread on k - 1 degrees of
+freedom, and seed s of one model paired with seed s of the other when both ran the same seeds
+(the same seed gives the same data order and initialisation draws; a masked variant is the same
+network). Which claims an experiment's models allow: ``calibration.paper_claims``. Everything
+here is numpy/pandas.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,8 +22,9 @@ import pandas as pd
 from calibration.bootstrap import MetricChange, paired_bootstrap
 
 ALL = "all"
-# metric -> which direction is better; label-free ones need true_ctr
-LABEL_METRICS = {"auc_pr": "higher", "ece_equal_mass": "lower"}
+# metric -> which direction is better; label-free ones need true_ctr. A calibration ratio is
+# better closer to 1: its change says nothing by its sign, so no claim is judged on it.
+LABEL_METRICS = {"auc_pr": "higher", "squared_ce_debiased": "lower"}
 TRUTH_METRICS = {"excess_log_loss": "lower", "true_calibration_ratio": "closer to 1"}
 BETTER = {**LABEL_METRICS, **TRUTH_METRICS}           # metric -> which direction of change is better
 
@@ -147,6 +151,11 @@ def available_metrics(rows: ScoredRows, metrics: Sequence[str]) -> list[str]:
     return [m for m in metrics if m in LABEL_METRICS or rows.true_ctr is not None]
 
 
+def seeds_paired(rows: ScoredRows, candidate: str, reference: str) -> bool:
+    """Seed s of the two is one unit when both ran the same seeds (module docstring)."""
+    return rows.seeds[candidate] == rows.seeds[reference] and len(rows.seeds[candidate]) > 1
+
+
 def compare(rows: ScoredRows, candidate: str, reference: str, segments: Iterable[str],
             metrics: Sequence[str], resamples: int = 200, seed: int = 0) -> list[Comparison]:
     """Paired-bootstrap changes of ``candidate`` vs ``reference`` per segment and metric.
@@ -155,6 +164,7 @@ def compare(rows: ScoredRows, candidate: str, reference: str, segments: Iterable
     for model in (candidate, reference):
         if model not in rows.scores:
             raise ValueError(f"model {model!r} has no scored rows (models: {sorted(rows.scores)})")
+    paired = seeds_paired(rows, candidate, reference)
     out = []
     for segment in segments:
         sel = rows.select(segment)
@@ -163,15 +173,19 @@ def compare(rows: ScoredRows, candidate: str, reference: str, segments: Iterable
         truth = None if rows.true_ctr is None else rows.true_ctr[sel]
         for metric in available_metrics(rows, metrics):
             change = paired_bootstrap(metric, rows.scores[reference][:, sel], rows.scores[candidate][:, sel],
-                                      labels=rows.label[sel], true_ctr=truth, resamples=resamples, seed=seed)
+                                      labels=rows.label[sel], true_ctr=truth, resamples=resamples, seed=seed,
+                                      paired_seeds=paired)
             out.append(Comparison(candidate, reference, segment, metric, int(sel.sum()),
                                   int(rows.label[sel].sum()), change))
     return out
 
 
+# ----------------------------------------------------------------------------- the paper's claims
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the paper, as a comparison: ``candidate`` does better than ``reference``."""
+    """One claim of the paper, as a comparison: ``candidate`` does better than ``reference``.
+
+    paper: segment -> the paper's own % change for it, where it reports one (shown beside ours)."""
 
     claim: str
     source: str
@@ -179,35 +193,7 @@ class Claim:
     reference: str
     segments: tuple[str, ...]
     metric: str = "auc_pr"
-
-
-VIDEO = ("stream_video", "embedded_music", "podcast_video")
-MAIN = (ALL, "stream_audio", "stream_video")
-CLAIMS = (
-    Claim("CAMoE (t=2) beats the production baseline Wide&Deep", "Table 2", "camoe", "wide_deep", MAIN),
-    Claim("two tasks (audio/video) beat one task", "Table 3", "camoe", "camoe_t1", MAIN),
-    Claim("two tasks beat one task per slot (t=7)", "Table 3", "camoe", "camoe_t7", MAIN),
-    Claim("grouping by modality beats grouping by content", "Table 3", "camoe", "camoe_music_podcast", MAIN),
-    Claim("adaptive loss masking helps the video slots", "Table 4", "camoe", "camoe_no_alm", VIDEO),
-    Claim("adaptive loss masking improves calibration", "Table 4", "camoe", "camoe_no_alm", (ALL, *VIDEO),
-          "ece_equal_mass"),
-    Claim("DCN-v2 cross experts beat MLP experts (MMoE)", "Table 5", "camoe", "mmoe", MAIN),
-)
-
-
-def masking_claims(rows: ScoredRows, model: str = "camoe") -> list[Claim]:
-    """Paper app. A.2, as we read it: every expert of ``model`` carries signal, so zeroing it at
-    scoring time lowers AUC-PR. One claim per expert whose masked scores were recorded."""
-    experts = sorted(int(name.rsplit(MASKED, 1)[1]) for name in rows.scores
-                     if is_masked_variant(name) and name.startswith(model + MASKED))
-    return [Claim(f"expert {k} carries signal: zeroing it at scoring time lowers AUC-PR", "App. A.2", model,
-                  masked_variant(model, k), MAIN) for k in experts]
-
-
-def label_free(claims: Sequence[Claim]) -> list[Claim]:
-    """Each AUC-PR claim again on excess log loss against true_ctr (lower is better): no label
-    noise, so it resolves differences AUC-PR cannot; judged only where the log has true_ctr."""
-    return [replace(c, metric="excess_log_loss") for c in claims if c.metric == "auc_pr"]
+    paper: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,14 +204,19 @@ class ClaimVerdict:
     comparison: Comparison
 
     def as_dict(self) -> dict:
+        paper = dict(self.claim.paper).get(self.segment)
         return {"claim": self.claim.claim, "source": self.claim.source, "segment": self.segment,
-                "metric": self.claim.metric, "verdict": self.verdict,
+                "metric": self.claim.metric, "verdict": self.verdict, "paper_change_pct": paper,
+                "paired_seeds": self.comparison.change.paired_seeds,
                 **{k: v for k, v in self.comparison.as_dict().items() if k not in ("segment", "metric")}}
 
 
 def verdict(comparison: Comparison, better: str) -> str:
     """confirmed when the interval of the change lies wholly on the better side of 0, refuted
-    when wholly on the worse side, unresolved when it covers 0 (or could not be computed)."""
+    when wholly on the worse side, unresolved when it covers 0 (or could not be computed).
+    ``better``: "higher" or "lower" (a metric better closer to a target has no sign to read)."""
+    if better not in ("higher", "lower"):
+        raise ValueError(f"a claim needs a metric that is better higher or lower, not {better!r}")
     lo, hi = comparison.change.absolute.lo, comparison.change.absolute.hi
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "unresolved"
@@ -238,9 +229,10 @@ def verdict(comparison: Comparison, better: str) -> str:
     return "unresolved"
 
 
-def judge_claims(rows: ScoredRows, claims: Sequence[Claim] = CLAIMS, resamples: int = 200,
+def judge_claims(rows: ScoredRows, claims: Sequence[Claim], resamples: int = 200,
                  seed: int = 0) -> list[ClaimVerdict]:
-    """Every claim whose two models were run, per segment. Claims on other models are skipped."""
+    """Every claim whose two models were run, per segment (claims on other models are skipped:
+    ``resolve_claims`` says which and why)."""
     out = []
     for claim in claims:
         if claim.candidate not in rows.scores or claim.reference not in rows.scores:

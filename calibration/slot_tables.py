@@ -50,7 +50,8 @@ def _schema(columns) -> str:
 
 
 def _ece_columns(schemes) -> list[tuple[str, str]]:
-    return [(f"ece_{s}", "double") for s in schemes]
+    """The plug-in ECE per scheme, then the debiased RMS calibration error (equal-mass bins)."""
+    return [(f"ece_{s}", "double") for s in schemes] + [("rms_ce_debiased", "double")]
 
 
 def slot_tables(scored: DataFrame, bins: int, with_oracle: bool, with_ceiling: bool = False

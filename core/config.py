@@ -227,7 +227,7 @@ def parse_config(merged: Mapping[str, Any], sources: Mapping[str, str], project_
     training = parse_training(Section(merged.get("training"), "training", src("training")))
     evaluation = parse_evaluation(Section(merged.get("evaluation"), "evaluation", src("evaluation")), models)
     experiments = None if merged.get("experiments") is None else parse_experiments(
-        Section(merged["experiments"], "experiments", src("experiments")), models, default_model)
+        Section(merged["experiments"], "experiments", src("experiments")), models, default_model, taxonomy)
     auction = None if merged.get("auction") is None else \
         parse_auction(Section(merged["auction"], "auction", src("auction")), taxonomy, models)
     ingest = IngestSettings() if merged.get("ingest") is None else \

@@ -19,6 +19,27 @@ class EvaluationSettings:
     plots: bool
 
 
+# The parts models play in the paper's claims (calibration/power.py states each claim by them).
+CLAIM_ROLES = {
+    "camoe": "the CAMoE network the claims are about (its own tasks, ALM, DCN-v2 experts)",
+    "baseline": "the production baseline (the paper's Wide&Deep)",
+    "one_task": "the same network with one task (t=1)",
+    "per_slot_tasks": "the same network with one task per slot",
+    "content_tasks": "the same network with tasks by content instead of modality",
+    "no_alm": "the same network without adaptive loss masking",
+    "mlp_experts": "the same network with MLP experts instead of DCN-v2 cross experts (MMoE)",
+}
+
+
+@dataclass(frozen=True)
+class ClaimSettings:
+    """experiments.claims: which model plays which role, and which slots the claims are read on."""
+
+    roles: Mapping[str, str]            # role (CLAIM_ROLES) -> model; a role left out: its claims are not judged
+    main_slots: tuple[str, ...]         # the slots every comparison is judged on, beside all
+    video_modality: str | None          # the modality the ALM and expert-masking claims are about
+
+
 @dataclass(frozen=True)
 class ExperimentSettings:
     models: tuple[str, ...]
@@ -33,6 +54,7 @@ class ExperimentSettings:
     sampling_ablation_floors: tuple[float, ...] = (1.0,)
     # the model the report's per-slot targets, expert-masking claims and sampling ablation are about
     target_model: str = "camoe"
+    claims: ClaimSettings | None = None
 
     def quick(self) -> ExperimentSettings:
         """``--quick``: the same models and report from two seeds, at most two epochs and 50
@@ -73,7 +95,8 @@ def parse_evaluation(s: Section, models: Mapping[str, ModelSettings]) -> Evaluat
     return out
 
 
-def parse_experiments(s: Section, models: Mapping[str, ModelSettings], default_model: str) -> ExperimentSettings:
+def parse_experiments(s: Section, models: Mapping[str, ModelSettings], default_model: str,
+                      taxonomy: Taxonomy) -> ExperimentSettings:
     names = s.str_list("models")
     unknown = [n for n in names if n not in models]
     if unknown:
@@ -91,13 +114,38 @@ def parse_experiments(s: Section, models: Mapping[str, ModelSettings], default_m
         sampling_ablation_floors=s.get("sampling_ablation_floors", rate_list, default=(1.0,),
                                        expect="a non-empty list of distinct rates in (0, 1]"),
         target_model=s.get("target_model", default=default_model, **model_name(models)))
+    claims = parse_claims(s.sub("claims", default={}), names, out.baseline, out.target_model, taxonomy)
     s.done()
     if out.baseline not in out.models:
         raise s.fail("baseline", f"must be one of experiments.models {list(out.models)}")
     if out.target_model not in out.models:
         raise s.fail("target_model", f"({out.target_model!r}, default: default_model) must be one of "
                                      f"experiments.models {list(out.models)}")
-    return out
+    return replace(out, claims=claims)
+
+
+def parse_claims(s: Section, models: tuple[str, ...], baseline: str, target_model: str,
+                 taxonomy: Taxonomy) -> ClaimSettings:
+    """experiments.claims; without it the target model plays camoe and the baseline baseline,
+    the main slots are each modality's first slot and the video modality is ``video`` if any."""
+    roles_section = s.sub("roles", default={"camoe": target_model, "baseline": baseline})
+    roles = {}
+    for role in roles_section.data:
+        if role not in CLAIM_ROLES:
+            raise roles_section.fail(role, f"is not a claim role; roles: {', '.join(CLAIM_ROLES)}")
+        roles[role] = roles_section.get(role, check=lambda v: v in models,
+                                        expect=f"one of experiments.models {list(models)}")
+    roles_section.done()
+    first_of_modality = tuple(taxonomy.slots_of_modality(m)[0] for m in taxonomy.modalities)
+    main_slots = s.str_list("main_slots", default=list(first_of_modality))
+    unknown = [slot for slot in main_slots if slot not in taxonomy.slots]
+    if unknown:
+        raise s.fail("main_slots", f"names unknown slot(s) {unknown}; slots.yaml defines {list(taxonomy.slot_names)}")
+    default_video = "video" if "video" in taxonomy.modalities else None
+    video = s.get("video_modality", default=default_video,
+                  check=lambda v: v in taxonomy.modalities, expect=f"one of the modalities {list(taxonomy.modalities)}")
+    s.done()
+    return ClaimSettings(roles=roles, main_slots=main_slots, video_modality=video)
 
 
 def parse_auction(s: Section, taxonomy: Taxonomy, models: Mapping[str, ModelSettings]) -> AuctionSettings:

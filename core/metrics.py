@@ -17,6 +17,7 @@ label noise that dominates AUC-PR on a few hundred clicks is absent from them.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
@@ -281,6 +282,51 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
     return float(np.abs(sum_label - sum_pred).sum() / total) if total > 0 else float("nan")
 
 
+def debiased_squared_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15,
+                                       scheme: str = "equal_mass", sample_weight: np.ndarray | None = None) -> float:
+    """Squared calibration error with the estimation noise taken out, per bin of ``scheme``:
+
+        sum_b (n_b / n) [ dbar_b^2 - s_b^2 / n_b ],   d_i = y_i - p_i,
+
+    dbar_b the bin's mean of d and s_b^2 its sample variance. dbar_b^2 overstates the squared
+    gap by the variance of dbar_b, s_b^2 / n_b, so each term is unbiased for the bin's squared
+    gap (Kumar, Liang and Ma, "Verified Uncertainty Calibration", NeurIPS 2019, debias the
+    squared error the same way with the label variance ybar(1 - ybar) / (n_b - 1); the variance
+    of y - p also counts the spread of the predictions within the bin). A calibrated scorer
+    gets ~0, negative about as often as positive, where the plug-in ECE sits above 0 by its
+    noise floor; ``rms_calibration_error`` gives it on the probability scale. Weights are
+    frequency weights (a bootstrap's row counts); bins with fewer than two rows add their
+    plug-in term. NaN without rows.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    d = np.asarray(labels, dtype=np.float64) - p
+    if p.size == 0:
+        return float("nan")
+    w = _weights(sample_weight, p.size)
+    index = np.searchsorted(bin_edges(p, bins, scheme, w), p, side="left")
+    rows = np.bincount(index, weights=w, minlength=bins)
+    total = rows.sum()
+    if total <= 0:
+        return float("nan")
+    sum_d = np.bincount(index, weights=d if w is None else w * d, minlength=bins)
+    sum_d2 = np.bincount(index, weights=d * d if w is None else w * d * d, minlength=bins)
+    return float(debiased_bin_terms(rows, sum_d, sum_d2).sum() / total)
+
+
+def debiased_bin_terms(rows: np.ndarray, sum_d: np.ndarray, sum_d2: np.ndarray) -> np.ndarray:
+    """Per bin n_b [dbar^2 - s^2 / n_b] from its weight, sum of d and sum of d^2 (bins with
+    fewer than two rows: n_b dbar^2; empty bins: 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(rows > 0, sum_d / rows, 0.0)
+        variance = np.where(rows > 1, (sum_d2 - rows * mean * mean) / (rows - 1), 0.0)
+        return rows * mean * mean - variance
+
+
+def rms_calibration_error(squared: float) -> float:
+    """sqrt of a (debiased) squared calibration error, 0 where the estimate is below 0."""
+    return float(math.sqrt(max(squared, 0.0))) if squared == squared else float("nan")
+
+
 def oracle_ece(true_ctr: np.ndarray, probs: np.ndarray, bins: int = 15, scheme: str = "equal_mass",
                sample_weight: np.ndarray | None = None) -> float:
     """ECE against the true click probability: sum_b |sum_{i in b} t_i - sum_{i in b} p_i| / n.
@@ -319,7 +365,8 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray, bins: int, schemes: Se
     """Every label metric of one segment's scores, and its reliability bins.
 
     labels, scores: (n,), n > 0. Returns ({rows, positives, ctr, mean_pred, auc_pr, roc_auc,
-    log_loss, normalized_entropy, calibration_ratio, ece_<scheme>}, [{scheme, bin, rows,
+    log_loss, normalized_entropy, calibration_ratio, ece_<scheme>, rms_ce_debiased (equal-mass bins:
+    ``debiased_squared_calibration_error``'s root)}, [{scheme, bin, rows,
     sum_pred, sum_label, min_pred, max_pred} per non-empty bin]). Undefined metrics are NaN
     (AUC-PR without clicks, ...). ``calibration.slot_tables`` runs it per segment on executors.
     """
@@ -335,6 +382,7 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray, bins: int, schemes: Se
         rows = reliability_bins(y, p, bins, scheme)
         metrics[f"ece_{scheme}"] = sum(abs(r["sum_label"] - r["sum_pred"]) for r in rows) / y.size
         bin_rows += [{"scheme": scheme, **r} for r in rows]
+    metrics["rms_ce_debiased"] = rms_calibration_error(debiased_squared_calibration_error(y, p, bins, "equal_mass"))
     return metrics, bin_rows
 
 

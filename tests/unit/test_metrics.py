@@ -262,7 +262,8 @@ def test_a_clearly_better_scorer_is_resolved_and_a_label_free_metric_resolves_mo
     assert auc.absolute.half_width < own.half_width
 
 
-@pytest.mark.parametrize("name", ["auc_pr", "roc_auc", "ece_equal_mass", "oracle_ece", "excess_log_loss",
+@pytest.mark.parametrize("name", ["auc_pr", "roc_auc", "ece_equal_mass", "squared_ce_debiased", "oracle_ece",
+                                  "excess_log_loss",
                                   "log_loss", "true_calibration_ratio", "calibration_ratio", "signal_gain"])
 def test_fast_paths_equal_the_metric_definitions(name):
     """Named metrics take precomputed shortcuts; a callable gets the plain weighted definition."""
@@ -287,10 +288,15 @@ def test_seeds_are_averaged_and_their_spread_widens_the_interval():
     pooled = paired_bootstrap("excess_log_loss", worse, seeds, true_ctr=t, resamples=100)
     assert pooled.candidate == pytest.approx(np.mean([excess_log_loss(t, s) for s in seeds]))
     assert pooled.baseline == pytest.approx(excess_log_loss(t, worse))
-    rows_only = paired_bootstrap("excess_log_loss", worse, list(seeds), true_ctr=t, resamples=100,
-                                 resample_seeds=False)
-    assert rows_only.candidate == pooled.candidate
+    rows_only = paired_bootstrap("excess_log_loss", worse, seeds[:1], true_ctr=t, resamples=100)
+    assert rows_only.absolute.seeds == 1 and pooled.absolute.seeds == 3
     assert pooled.absolute.half_width > 2 * rows_only.absolute.half_width
+    # the seed part: the three seeds' spread on 2 degrees of freedom (t = 4.30 at 95%)
+    per_seed = np.array([excess_log_loss(t, s) for s in seeds])
+    assert pooled.absolute.standard_error >= np.std(per_seed, ddof=1) / np.sqrt(3)
+    assert 2 <= pooled.absolute.degrees_of_freedom < 3
+    with pytest.raises(ValueError, match="paired seeds need as many"):
+        paired_bootstrap("excess_log_loss", worse, seeds, true_ctr=t, paired_seeds=True)
     with pytest.raises(ValueError, match="shape"):
         paired_bootstrap("excess_log_loss", worse, seeds[:, :10], true_ctr=t)
     with pytest.raises(ValueError, match="needs true_ctr"):

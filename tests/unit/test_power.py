@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calibration.power import CLAIMS, Claim, compare, judge_claims, scored_rows, verdict
+from calibration.paper_claims import PAPER_CLAIMS, label_free, masking_claims, resolve_claims
+from calibration.power import Claim, compare, judge_claims, scored_rows, verdict
+from core.config import PROJECT_ROOT, load_config
 
 
 def _frame(seed: int = 0, n: int = 8000) -> pd.DataFrame:
@@ -54,10 +56,14 @@ def test_paired_changes_resolve_a_better_model_and_give_exactly_zero_for_a_copy(
     assert better[("all", "auc_pr")].change.relative.lo > 0
     assert better[("all", "excess_log_loss")].change.absolute.hi < 0        # lower is better
     assert better[("stream_audio", "auc_pr")].rows == (rows.slot == "stream_audio").sum()
-    # a copy: no change on the data; seeds are resampled per model (not paired), so the interval
-    # has the seed-to-seed spread around 0
+    # a copy, seed for seed (both ran seeds 1 and 2, so seed s is paired with seed s): every
+    # per-seed difference is 0, and so is the interval
     same = compare(rows, "twin", "noisy", ["all"], ["auc_pr"])[0].change
-    assert same.absolute.estimate == 0.0 and same.absolute.lo < 0 < same.absolute.hi
+    assert same.paired_seeds and (same.absolute.estimate, same.absolute.lo, same.absolute.hi) == (0.0, 0.0, 0.0)
+    # not paired (the seeds counted as independent draws), the copy's seed spread widens it around 0
+    from calibration.bootstrap import paired_bootstrap
+    unpaired = paired_bootstrap("auc_pr", rows.scores["noisy"], rows.scores["twin"], labels=rows.label, resamples=50)
+    assert unpaired.absolute.lo < 0 < unpaired.absolute.hi
     with pytest.raises(ValueError, match="model 'nope' has no scored rows"):
         compare(rows, "nope", "noisy", ["all"], ["auc_pr"])
     with pytest.raises(ValueError, match="unknown metric"):
@@ -76,12 +82,53 @@ def test_verdicts_follow_the_interval_and_the_better_direction():
 
 def test_claims_are_judged_only_for_models_that_ran():
     rows = scored_rows(_frame())
-    assert judge_claims(rows) == []                      # none of the paper's models is here
     claim = Claim("good beats noisy", "test", "good", "noisy", ("all", "stream_video", "podcast"))
     verdicts = judge_claims(rows, [claim])
     assert [(v.segment, v.verdict) for v in verdicts] == [("all", "confirmed"), ("stream_video", "confirmed")]
-    assert verdicts[0].as_dict()["relative"]["lo"] > 0
-    assert {c.candidate for c in CLAIMS} == {"camoe"}      # every paper claim is about CAMoE t=2
+    assert verdicts[0].as_dict()["relative"]["lo"] > 0 and verdicts[0].as_dict()["paired_seeds"]
+    assert judge_claims(rows, [Claim("x", "test", "camoe", "noisy", ("all",))]) == []     # camoe did not run
+    assert {c.candidate for c in PAPER_CLAIMS} == {"camoe"}     # every paper claim is about the CAMoE role
+
+
+def _renamed(frame: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+    return frame.assign(model=frame["model"].map(lambda m: names.get(m, m)))
+
+
+def test_claims_resolve_by_role_on_a_conf_with_other_model_names():
+    """The starter conf calls its one-task network one_head: "2 tasks vs 1" is judged on it, and
+    the claims whose roles no model plays are listed with the reason."""
+    cfg = load_config(PROJECT_ROOT / "conf" / "examples" / "starter")
+    settings = cfg.experiments.claims
+    assert settings.roles == {"camoe": "camoe", "baseline": "wide_deep", "one_task": "one_head"}
+    rows = scored_rows(_renamed(_frame(), {"good": "camoe", "noisy": "one_head", "twin": "wide_deep"}))
+    claims, skipped = resolve_claims(rows, settings, cfg.taxonomy, cfg.models)
+    by_reference = {c.reference: c for c in claims}
+    assert set(by_reference) == {"wide_deep", "one_head"}
+    two_vs_one = by_reference["one_head"]
+    assert two_vs_one.claim == "2 tasks (audio/video) beat one task" and two_vs_one.candidate == "camoe"
+    assert two_vs_one.segments == ("all", "stream_audio", "stream_video")
+    verdicts = {v.segment: v.verdict for v in judge_claims(rows, [two_vs_one], resamples=30)}
+    assert verdicts["all"] == "confirmed"
+    reasons = {n.claim: n.reason for n in skipped}
+    assert "no model plays 'no_alm'" in reasons["adaptive loss masking helps the video slots"]
+    assert "'per_slot_tasks'" in reasons["2 tasks (audio/video) beat one task per slot"]
+    assert "masked-expert scores were not recorded" in reasons["masking one expert at inference raises video AUC-PR"]
+    # a role the conf gives a model that did not run: named as such
+    cfg_default = load_config()
+    rows_default = scored_rows(_renamed(_frame(), {"good": "camoe", "noisy": "camoe_t1", "twin": "wide_deep"}))
+    _, skipped = resolve_claims(rows_default, cfg_default.experiments.claims, cfg_default.taxonomy, cfg_default.models)
+    assert any(n.reason == "mmoe did not run in this experiment" for n in skipped)
+
+
+def test_claim_roles_are_validated_naming_the_key():
+    from core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'experiments\.claims\.roles\.two_heads' is not a claim role"):
+        load_config(overrides=["experiments.claims.roles.two_heads=camoe"])
+    with pytest.raises(ConfigError, match=r"'experiments\.claims\.roles\.one_task' must be one of experiments"):
+        load_config(overrides=["experiments.claims.roles.one_task=nope"])
+    with pytest.raises(ConfigError, match=r"'experiments\.claims\.video_modality' must be one of the modalities"):
+        load_config(overrides=["experiments.claims.video_modality=tv"])
 
 
 def test_the_report_marks_resolved_changes_and_gives_the_achieved_half_widths():
@@ -151,29 +198,39 @@ def test_camoe_is_held_to_the_ceiling_and_calibration_targets_per_slot():
     assert target_checks(summary, "camoe", ["stream_audio"])[0]["calibration_within_precision"] is None
 
 
-def test_masked_expert_scores_become_variants_judged_only_by_the_masking_claims():
+def test_masked_expert_scores_become_variants_judged_as_the_paper_states_them():
+    """App. A.2: masking an expert *raises* video AUC-PR (Table 7), judged per video slot with the
+    paper's number beside ours, the masked model paired seed for seed with the model."""
     from calibration.experiments import power_analysis
-    from calibration.power import masking_claims
 
-    frame = _frame(n=4000)
-    good = frame["model"] == "good"
-    # 'good' recorded two masked variants: expert 0 zeroed = the noisy scores, expert 1 zeroed = itself
+    cfg = load_config()
+    frame = _renamed(_frame(n=4000), {"good": "camoe"})
+    good = frame["model"] == "camoe"
+    # 'camoe' recorded two masked variants: expert 0 zeroed = the noisy scores, expert 1 zeroed = itself
     noisy = frame[frame["model"] == "noisy"].set_index(["seed", "impression_id"])["pctr"]
     masked0 = noisy.reindex(pd.MultiIndex.from_frame(frame.loc[good, ["seed", "impression_id"]])).to_numpy()
     frame["masked_pctr"] = None
     frame.loc[good, "masked_pctr"] = pd.Series(
         [np.array([m, p]) for m, p in zip(masked0, frame.loc[good, "pctr"])], index=frame.index[good])
     rows = scored_rows(frame)
-    assert set(rows.scores) == {"good", "noisy", "twin", "good/masked-expert-0", "good/masked-expert-1"}
-    assert rows.seeds["good/masked-expert-0"] == [1, 2]
-    assert np.array_equal(rows.scores["good/masked-expert-1"], rows.scores["good"])
-    claims = masking_claims(rows, "good")
-    assert [(c.reference, c.source) for c in claims] == [("good/masked-expert-0", "App. A.2"),
-                                                          ("good/masked-expert-1", "App. A.2")]
-    power = power_analysis(rows, "noisy", ["stream_audio", "stream_video"], resamples=30, masking_model="good")
+    assert set(rows.scores) == {"camoe", "noisy", "twin", "camoe/masked-expert-0", "camoe/masked-expert-1"}
+    assert rows.seeds["camoe/masked-expert-0"] == [1, 2]
+    assert np.array_equal(rows.scores["camoe/masked-expert-1"], rows.scores["camoe"])
+    claims = masking_claims(rows, "camoe", ("stream_video",))
+    assert [(c.candidate, c.reference, c.paper) for c in claims] == [
+        ("camoe/masked-expert-0", "camoe", (("stream_video", 6.6),)),
+        ("camoe/masked-expert-1", "camoe", (("stream_video", 6.5),))]
+    assert masking_claims(rows, "camoe", ()) == []                       # no video slot: nothing to judge
+    power = power_analysis(rows, "noisy", ["stream_audio", "stream_video"], resamples=30,
+                           claim_settings=cfg.experiments.claims, taxonomy=cfg.taxonomy, models=cfg.models)
     assert not any("masked" in c["candidate"] for c in power["comparisons"])     # not in the model tables
-    overall = {c["reference"]: c["verdict"] for c in power["claims"] if c["segment"] == "all"}
-    assert overall == {"good/masked-expert-0": "confirmed", "good/masked-expert-1": "unresolved"}
+    masking = {(c["candidate"], c["metric"]): c for c in power["claims"] if "masked" in c["candidate"]}
+    assert {c["segment"] for c in masking.values()} == {"stream_video"}
+    # zeroing expert 0 gives the noisy scores: AUC-PR falls, the paper's "raises" is refuted
+    assert masking[("camoe/masked-expert-0", "auc_pr")]["verdict"] == "refuted"
+    assert masking[("camoe/masked-expert-0", "auc_pr")]["paper_change_pct"] == 6.6
+    assert masking[("camoe/masked-expert-1", "auc_pr")]["verdict"] == "unresolved"     # no change at all
+    assert masking[("camoe/masked-expert-0", "excess_log_loss")]["verdict"] == "refuted"
 
 
 def test_a_sampling_variant_raises_negative_rates_to_the_floor_and_keeps_positives():
@@ -191,10 +248,7 @@ def test_a_sampling_variant_raises_negative_rates_to_the_floor_and_keeps_positiv
 
 def test_every_auc_pr_claim_is_also_judged_label_free_where_the_log_has_true_ctr():
     from calibration.experiments import power_analysis
-    from calibration.power import label_free
 
-    assert {c.metric for c in label_free(CLAIMS)} == {"excess_log_loss"}
-    assert len(label_free(CLAIMS)) == sum(c.metric == "auc_pr" for c in CLAIMS)     # ECE claims have no twin
     claim = Claim("good beats noisy", "test", "good", "noisy", ("all",))
     rows = scored_rows(_frame(n=3000))
     verdicts = judge_claims(rows, [claim, *label_free([claim])], resamples=30)
@@ -202,5 +256,7 @@ def test_every_auc_pr_claim_is_also_judged_label_free_where_the_log_has_true_ctr
         ("auc_pr", "confirmed"), ("excess_log_loss", "confirmed")]
     blind = scored_rows(_frame(n=3000).drop(columns="true_ctr"))                 # a real log: label metrics only
     assert [v.claim.metric for v in judge_claims(blind, [claim, *label_free([claim])], resamples=30)] == ["auc_pr"]
+    ece = Claim("good is calibrated better", "test", "good", "noisy", ("all",), "squared_ce_debiased")
+    assert [c.metric for c in label_free([claim, ece])] == ["excess_log_loss"]       # calibration claims have no twin
     power = power_analysis(rows, "noisy", ["stream_audio"], resamples=20)
-    assert power["claims"] == []                                                 # no CLAIMS model ran
+    assert power["claims"] == [] and power["claims_not_judged"] == []            # no claim settings given
