@@ -131,9 +131,10 @@ TEST_WORKERS ?= 2
 test: env airflow-env movielens-data
 	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
-## test-unit: the inner loop, tests/unit only (no Spark, no JVM; under a minute)
+## test-unit: the inner loop, tests/unit only (no Spark, no JVM; under a minute; the slow
+## coverage simulations are left to make test)
 test-unit: env
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 test-fast: env airflow-env movielens-data
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -2,7 +2,7 @@
 ``calibration.coverage.CASES`` (and the measured limits, ``LIMITS``) with the seed-t interval and
 the percentile bootstrap it replaced, 1,000 trials each; writes bench/results/coverage.{json,md}.
 
-    .venv/bin/python bench/coverage.py [--trials 1000] [--resamples 100]
+    .venv/bin/python bench/coverage.py [--trials 1000] [--resamples 200]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=1000)
-    parser.add_argument("--resamples", type=int, default=100)
+    parser.add_argument("--resamples", type=int, default=200)      # the experiments' default
     args = parser.parse_args()
     started, load = time.time(), os.getloadavg()
     out = []
@@ -42,7 +42,8 @@ def main() -> None:
         row["held_to_bounds"] = case in CASES
         row["width_ratio_vs_percentile"] = pair["seed-t"].mean_half_width / pair["percentile"].mean_half_width
         out.append(row)
-    document = {"command": "python bench/coverage.py" + (f" --trials {args.trials}" if args.trials != 1000 else ""),
+    document = {"command": "python bench/coverage.py" + (f" --trials {args.trials}" if args.trials != 1000 else "")
+                               + (f" --resamples {args.resamples}" if args.resamples != 200 else ""),
                 "trials": args.trials, "resamples": args.resamples, "confidence": 0.95,
                 "load_average_at_start": load, "seconds": round(time.time() - started, 1), "cases": out}
     RESULTS.mkdir(exist_ok=True)

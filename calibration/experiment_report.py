@@ -141,6 +141,18 @@ def _interval_cell(relative: dict) -> str:
     return f"**{cell}**" if relative["lo"] > 0 or relative["hi"] < 0 else cell
 
 
+# metrics whose value can be ~0 (or, debiased, below it): a % change of them says nothing
+ABSOLUTE_CHANGE_METRICS = ("squared_ce_debiased",)
+
+
+def _claim_cell(claim: dict) -> str:
+    """The claim's change as its verdict reads it: % for most metrics, absolute for those above."""
+    if claim["metric"] not in ABSOLUTE_CHANGE_METRICS:
+        return _interval_cell(claim["relative"]).replace("**", "")
+    a = claim["absolute"]
+    return "" if not np.isfinite(a["lo"]) else f"{a['estimate']:+.2g} [{a['lo']:+.2g}, {a['hi']:+.2g}] (absolute)"
+
+
 def power_markdown(power: dict, baseline: str, slots: list[str], seeds: dict[str, list[int]]) -> str:
     """The report's interval tables: changes vs the baseline, the claims, the achieved widths."""
     from calibration.power import is_masked_variant
@@ -163,18 +175,20 @@ def power_markdown(power: dict, baseline: str, slots: list[str], seeds: dict[str
             parts += [f"## {what}{title}: % change vs {versus} with 95% CI (over test impressions and "
                       f"training seeds; bold: the interval excludes 0)", _fmt(table, "{}")]
     if power["claims"]:
-        lines = ["| claim | paper | segment | metric | paper's change % | our change % [95% CI] | verdict |",
+        lines = ["| claim | paper | segment | metric | paper's change % "
+                 "| our change % [95% CI] (absolute where marked) | verdict |",
                  "|---|---|---|---|---:|---|---|"]
         for c in power["claims"]:
-            cell = _interval_cell(c["relative"]).replace("**", "")
+            cell = _claim_cell(c)
             paper = "" if c.get("paper_change_pct") is None else f"{c['paper_change_pct']:+.1f}"
             lines.append(f"| {c['claim']} ({c['candidate']} vs {c['reference']}) | {c['source']} | {c['segment']} | "
                          f"{c['metric']} | {paper} | {cell} | {c['verdict']} |")
         parts += ["## The paper's claims: confirmed when the interval lies on the better side of 0, refuted "
                   "when on the worse side, unresolved when it covers 0",
                   "Intervals: the seed-averaged change, its variance the test rows' part common to the seeds "
-                  "(bootstrap) plus the seeds' spread, with a Student t multiplier on the Welch-Satterthwaite "
-                  "degrees of freedom (`calibration/bootstrap.py`); seed s of two models is paired where both ran "
+                  "(bootstrap) plus the seeds' spread, with a Student t multiplier on k - 1 (seeds dominate) to "
+                  "infinite (rows dominate) degrees of freedom (`calibration/bootstrap.py`); seed s of two models "
+                  "is paired where both ran "
                   "the same seeds. A masked expert's scores are recalibrated with temperatures fitted for them "
                   "on validation.", "\n".join(lines)]
     if power.get("claims_not_judged"):

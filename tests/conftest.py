@@ -97,7 +97,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 SHARED_LAKE_FIXTURES = ("eval_lake", "experiment")
 SHARED_LAKE_FILES = ("test_training", "test_evaluate", "test_inference", "test_mlflow")
 LONGEST_FIRST = ("test_kill", "test_dag", "test_cluster", "shared-eval-lake", "test_own_log", "test_movielens",
-                 "test_package", "test_features", "test_data", "test_bad_input", "test_quality")
+                 "test_coverage", "test_package", "test_features", "test_data", "test_bad_input", "test_quality")
 
 
 def _scope(test_file: str) -> str:

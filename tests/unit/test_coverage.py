@@ -1,8 +1,9 @@
 """The 95% intervals of calibration/bootstrap.py hold their coverage (calibration/coverage.py's
 simulation: a known true change, row and seed noise mixed in three proportions, k = 3 and 5
 seeds, AUC-PR and log-loss differences; 1,000 simulated test sets and seed sets per case), and
-the percentile bootstrap they replaced does not where the seeds dominate. No JVM; a few minutes
-(bench/coverage.py writes the same numbers to bench/results/coverage.json)."""
+the percentile bootstrap they replaced does not where the seeds dominate. No JVM; the simulations take
+minutes, so they are marked slow (make test runs them, make test-unit does not; bench/coverage.py
+writes the same numbers to bench/results/coverage.json)."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,6 +17,7 @@ TRIALS = 1000
 RESAMPLES = 200                 # the experiments' default (conf evaluation.yaml bootstrap_resamples)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_the_95_percent_interval_covers_the_true_change_93_to_97_percent_of_the_time(case):
     result = run_case(case, TRIALS, RESAMPLES)
@@ -26,6 +28,7 @@ def test_the_95_percent_interval_covers_the_true_change_93_to_97_percent_of_the_
         assert result.seed_variance_share == 0.0
 
 
+@pytest.mark.slow
 def test_the_percentile_bootstrap_over_three_seeds_under_covers_where_the_seeds_dominate():
     """What the seed-t interval replaced: three seeds drawn with replacement, percentiles read."""
     case = next(c for c in CASES if c.name == "auc_pr seeds k=3")
@@ -39,6 +42,7 @@ def test_the_t_quantile_is_students():
     assert student_t_quantile(0.975, float("inf")) == pytest.approx(1.959964, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_the_degrees_of_freedom_rule_covers_95_percent_at_every_row_share():
     """The normal model exactly: estimate - truth ~ N(0, R + sigma^2 / k), R known (the rows'
     part), the seed part estimated from k values; the rule of calibration/bootstrap.py's docstring
