@@ -131,6 +131,14 @@ def test_claim_roles_are_validated_naming_the_key():
         load_config(overrides=["experiments.claims.video_modality=tv"])
 
 
+def test_the_claims_follow_a_slots_yaml_with_other_slots():
+    """The default conf names no slot in experiments.claims, so a team's slots load unchanged."""
+    cfg = load_config(extra_files=[PROJECT_ROOT / "tests" / "data" / "alt_log.yaml"])
+    assert cfg.experiments.claims.main_slots == ("radio_spot", "clip")
+    assert cfg.experiments.claims.video_modality == "video"
+    assert load_config().experiments.claims.main_slots == ("stream_audio", "stream_video")
+
+
 def test_the_report_marks_resolved_changes_and_gives_the_achieved_half_widths():
     from calibration.experiment_report import power_markdown
     from calibration.experiments import power_analysis
