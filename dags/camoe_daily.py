@@ -29,7 +29,8 @@ Run ids are ``camoe_daily-<YYYYMMDD>-<job>``: a retry or re-run of a day replace
 (``runs`` and ``dq_results`` are keyed by run id, tables by date) and training resumes from its
 last checkpoint; calibrate_evaluate and score get the day's training run id.
 
-Retries: each task retries twice (a lost executor, a busy metastore), except on exit code 2
+Retries: each task retries twice, ``CAMOE_RETRY_DELAY_SECONDS`` (environment of the process
+that parses this file; default 300) apart (a lost executor, a busy metastore), except on exit code 2
 (bad flags or config) and 3 (quality gate failed), which fail the task at once: retrying cannot
 change a deterministic verdict. A failed task stops everything downstream (trigger rule
 all_success), so a failed validate means no training, evaluation or scoring that day.
@@ -37,6 +38,7 @@ all_success), so a failed validate means no training, evaluation or scoring that
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -50,6 +52,9 @@ DAG_ID = "camoe_daily"
 DEFAULT_PROJECT_DIR = str(Path(__file__).resolve().parent.parent)
 # jobs/_cli.py exit codes that retrying cannot fix
 NOT_RETRIED = {2: "bad flags or configuration", 3: "quality gate failed"}
+
+RETRIES = {"retries": 2,
+           "retry_delay": dt.timedelta(seconds=int(os.environ.get("CAMOE_RETRY_DELAY_SECONDS", "300")))}
 
 WINDOW_START = "{{ macros.ds_add(ds, 1 - params.window_days) }}"
 WINDOW_END = "{{ ds }}"
@@ -135,7 +140,7 @@ with DAG(
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,          # one embedded metastore / one warehouse writer at a time
-    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=5)},   # conn_id: spark_default
+    default_args=RETRIES,          # conn_id: spark_default
     params={
         "raw_source": Param("generate", enum=["generate", "ingest", "external"],
                             description="generate: synthetic logs for the window; ingest: jobs/ingest.py "
@@ -185,7 +190,7 @@ with DAG(
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=5)},
+    default_args=RETRIES,
     params={"set": Param([], type="array", items={"type": "string"},
                          description="extra KEY=VALUE config overrides, e.g. storage.retain_days=60")},
     tags=["camoe"],

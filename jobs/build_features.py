@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import date_range_arguments, log, main, resolve_date_range
+from jobs._cli import check_date_order, date_range_arguments, log, main, resolve_date_range
 
 add_arguments = date_range_arguments   # --start-date/--end-date only
+
+
+def check_args(args, cfg) -> None:
+    check_date_order(args.start_date, args.end_date)
 
 
 def run(spark, cfg, args, record) -> int:
@@ -28,5 +32,9 @@ def run(spark, cfg, args, record) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("build_features", __doc__, add_arguments, run, argv, check=check_args)
+
+
 if __name__ == "__main__":
-    sys.exit(main("build_features", __doc__, add_arguments, run))
+    sys.exit(cli())

@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import sys
 
-from jobs._cli import log, main
+from jobs._cli import log, main, run_id_arg
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--train-run-id", help="training run to evaluate (default: the latest succeeded one)")
-    parser.add_argument("--baseline-run-id",
+    parser.add_argument("--train-run-id", type=run_id_arg,
+                        help="training run to evaluate (default: the latest succeeded one)")
+    parser.add_argument("--baseline-run-id", type=run_id_arg,
                         help="evaluation run the %% changes are against (default: the latest run of "
                              "evaluation.baseline_model on the same features version)")
     parser.add_argument("--show-sql", action="store_true", help="print the query the per-slot table is read with")
@@ -52,5 +53,9 @@ def run(spark, cfg, args, record) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("calibrate_evaluate", __doc__, add_arguments, run, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main("calibrate_evaluate", __doc__, add_arguments, run))
+    sys.exit(cli())

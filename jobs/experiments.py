@@ -15,22 +15,35 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import log, main
+from jobs._cli import UsageError, check_choice, log, main, non_negative_int, run_id_arg
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--models", nargs="+", help="models to run (default: experiments.models)")
-    parser.add_argument("--features-version", type=int, help="Delta version of features (default: latest)")
+    parser.add_argument("--features-version", type=non_negative_int, help="Delta version of features (default: latest)")
     parser.add_argument("--report", help="also write the markdown report (and pareto.png beside it) here")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run of the whole suite: two seeds, at most two epochs, 50 bootstrap resamples")
-    parser.add_argument("--reanalyse", metavar="EXPERIMENT_RUN_ID",
+    parser.add_argument("--reanalyse", metavar="EXPERIMENT_RUN_ID", type=run_id_arg,
                         help="train nothing: analyse that experiment's recorded evaluations again (new report, "
                              "intervals and claims)")
     parser.add_argument("--sampling-ablation", action="store_true",
                         help="also retrain experiments.target_model on snapshots rebuilt per "
                              "experiments.sampling_ablation_floors (1.0 = no down-sampling) and compare it with "
                              "itself on the configured rates")
+
+
+def check_args(args, cfg) -> None:
+    settings = cfg.require("experiments", "experiments", "the models, seeds and baseline of the ablation set")
+    models = args.models or list(settings.models)
+    for model in models:
+        check_choice("--models", model, list(cfg.models), "a model of conf/models.yaml")
+    if settings.baseline not in models:
+        raise UsageError(f"--models {' '.join(models)}: the baseline {settings.baseline} "
+                         "(experiments.baseline) must be among them")
+    if args.sampling_ablation and settings.target_model not in models:
+        raise UsageError(f"--sampling-ablation retrains experiments.target_model {settings.target_model}: "
+                         "add it to --models")
 
 
 def run(spark, cfg, args, record) -> int:
@@ -47,5 +60,9 @@ def run(spark, cfg, args, record) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("experiments", __doc__, add_arguments, run, argv, check=check_args)
+
+
 if __name__ == "__main__":
-    sys.exit(main("experiments", __doc__, add_arguments, run))
+    sys.exit(cli())

@@ -11,30 +11,28 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
-from jobs._cli import iso_date, log, main
+from jobs._cli import iso_date, log, main, non_negative_int, positive_int, table_arg
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--start-date", type=iso_date, help="first day (default: generator.start_date)")
-    parser.add_argument("--days", type=int, help="number of days (default: generator.days)")
-    parser.add_argument("--rows-per-day", type=int, help="rows per day (default: generator.rows_per_day)")
-    parser.add_argument("--seed", type=int, help="random seed (default: generator.seed)")
-    parser.add_argument("--burn-in-days", type=int,
+    parser.add_argument("--days", type=positive_int, help="number of days (default: generator.days)")
+    parser.add_argument("--rows-per-day", type=positive_int, help="rows per day (default: generator.rows_per_day)")
+    parser.add_argument("--seed", type=non_negative_int, help="random seed (default: generator.seed)")
+    parser.add_argument("--burn-in-days", type=non_negative_int,
                         help="days generated before --start-date for history (default: features.history_days)")
-    parser.add_argument("--table", default="impressions", help="output table name in the database")
+    parser.add_argument("--table", type=table_arg, default="impressions", help="output table name in the database")
+
+
+def check_args(args, cfg) -> None:
+    cfg.require("generator", "generate_logs", "the synthetic log's days, size, slots and effects")
 
 
 def run(spark, cfg, args, record) -> int:
     from core import tables
     from features.synthetic import generate_impressions
 
-    for flag in ("days", "rows_per_day"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {value}")
     burn_in = cfg.features.history_days if args.burn_in_days is None else args.burn_in_days
-    if burn_in < 0:
-        raise ValueError(f"--burn-in-days must be >= 0, got {burn_in}")
     generator = cfg.require("generator", "generate_logs", "the synthetic log's days, size, slots and effects")
     first = args.start_date or generator.start_date
     end = first + dt.timedelta(days=(args.days or generator.days) - 1)
@@ -51,5 +49,9 @@ def run(spark, cfg, args, record) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("generate_logs", __doc__, add_arguments, run, argv, check=check_args)
+
+
 if __name__ == "__main__":
-    sys.exit(main("generate_logs", __doc__, add_arguments, run))
+    sys.exit(cli())

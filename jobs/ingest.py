@@ -13,11 +13,11 @@ from __future__ import annotations
 import sys
 
 from core.config_data import RAW_SOURCE_FORMATS
-from jobs._cli import UsageError, date_range_arguments, log, main
+from jobs._cli import UsageError, check_date_order, date_range_arguments, log, main
 
 
 def add_arguments(parser) -> None:
-    # required, but checked in run(): argparse would name a missing --source before an unknown flag
+    # required, but checked in check_args: argparse would name a missing --source before an unknown flag
     parser.add_argument("--source", help="(required) path, folder or glob of the raw log files, or for "
                                          "--format delta a path or table name")
     parser.add_argument("--format", choices=RAW_SOURCE_FORMATS, help="(required) the raw log's format")
@@ -26,18 +26,28 @@ def add_arguments(parser) -> None:
     date_range_arguments(parser, "the first day the source holds", "the last day the source holds")
 
 
-def run(spark, cfg, args, record) -> int:
-    from features.ingest import RawSource, ingest
-
-    if not args.source or not args.format:
-        raise UsageError("--source and --format are required (e.g. --source /data/ad_logs --format parquet)")
+def reader_options(items: list[str]) -> dict[str, str]:
     options = {}
-    for item in args.option:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--option {item!r} must look like KEY=VALUE")
         options[key] = value
-    source = RawSource(args.source, args.format, options)
+    return options
+
+
+def check_args(args, cfg) -> None:
+    if not args.source or not args.format:
+        raise UsageError("--source and --format are required (e.g. --source /data/ad_logs --format parquet)")
+    reader_options(args.option)
+    check_date_order(args.start_date, args.end_date)
+
+
+def run(spark, cfg, args, record) -> int:
+    from features.ingest import RawSource, ingest
+
+    check_args(args, cfg)          # also when a test calls run() on its own session
+    source = RawSource(args.source, args.format, reader_options(args.option))
     result = ingest(spark, cfg, source, record.run_id, args.start_date, args.end_date)
     record.inputs["source"] = f"{args.format}:{args.source}"
     record.outputs["impressions"] = result.impressions_version
@@ -56,5 +66,9 @@ def run(spark, cfg, args, record) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("ingest", __doc__, add_arguments, run, argv, check=check_args)
+
+
 if __name__ == "__main__":
-    sys.exit(main("ingest", __doc__, add_arguments, run))
+    sys.exit(cli())

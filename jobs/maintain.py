@@ -10,21 +10,33 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import log, main
+from jobs._cli import UsageError, log, main
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--tables", help="comma-separated table names (default: every platform table that exists)")
 
 
+def table_names(args) -> list[str]:
+    from core import tables
+
+    names = [n.strip() for n in args.tables.split(",")] if args.tables else list(tables.WRITTEN_BY)
+    unknown = sorted(set(names) - set(tables.WRITTEN_BY))
+    if unknown or not names:
+        raise UsageError(f"--tables: unknown table(s) {', '.join(unknown) or '(none given)'}; "
+                         f"platform tables: {', '.join(tables.WRITTEN_BY)}")
+    return names
+
+
+def check_args(args, cfg) -> None:
+    table_names(args)
+
+
 def run(spark, cfg, args, record) -> int:
     from core import tables
     from features import upkeep
 
-    names = args.tables.split(",") if args.tables else list(tables.WRITTEN_BY)
-    unknown = sorted(set(names) - set(tables.WRITTEN_BY))
-    if unknown:
-        raise ValueError(f"unknown table(s) {', '.join(unknown)} (platform tables: {', '.join(tables.WRITTEN_BY)})")
+    names = table_names(args)
     protected = upkeep.protected_versions(spark, cfg)
     print(f"{'table':<22}{'retain_h':>9}{'removed':>9}  protected versions")
     for short in names:
@@ -43,5 +55,9 @@ def run(spark, cfg, args, record) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("maintain", __doc__, add_arguments, run, argv, check=check_args)
+
+
 if __name__ == "__main__":
-    sys.exit(main("maintain", __doc__, add_arguments, run))
+    sys.exit(cli())

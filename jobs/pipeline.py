@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from core.config import ConfigError
 from core.session import open_databases
-from jobs._cli import job_parser, load_job_config, run_recorded, setup_logging, start_spark
+from jobs._cli import EXIT_USAGE, job_parser, load_job_config, run_recorded, setup_logging, start_spark
 
 STEPS = ("generate_logs", "build_features", "validate", "summarize", "train", "calibrate_evaluate", "score")
 # on a team's own log, ingest takes generate_logs' place: --steps ingest,build_features,...
@@ -42,6 +42,7 @@ class Step:
     job: str
     args: argparse.Namespace
     run: Callable
+    check: Callable | None = None      # the job's check_args: its flags' values against the conf
 
 
 def add_arguments(parser) -> None:
@@ -76,7 +77,7 @@ def plan_steps(args: argparse.Namespace) -> list[Step]:
         step_args = parser.parse_args(common + extra.get(job, []))
         if args.run_id and not step_args.run_id:
             step_args.run_id = f"{args.run_id}-{job}"      # the DAG's task run ids look the same
-        steps.append(Step(job, step_args, module.run))
+        steps.append(Step(job, step_args, module.run, getattr(module, "check_args", None)))
     return steps
 
 
@@ -86,26 +87,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         steps = plan_steps(args)
     except ValueError as exc:
-        print(f"pipeline: {exc}", file=sys.stderr)
-        return 2
+        print(f"pipeline: usage error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SystemExit as exc:       # a step's flags: argparse has printed the error, naming the job
         return exc.code
 
     cfg = load_job_config("pipeline", args)
     if cfg is None:
-        return 2
+        return EXIT_USAGE
     # each step's config (its own --conf/--set apply to it alone), all checked before Spark starts
-    step_cfgs = [load_job_config(step.job, step.args) for step in steps]
+    step_cfgs = [load_job_config(step.job, step.args, step.check) for step in steps]
     if any(c is None for c in step_cfgs):
-        return 2
-    spark = start_spark("pipeline", cfg)
+        return EXIT_USAGE
+    spark, code = start_spark("pipeline", cfg)
     if spark is None:
-        return 1
+        return code
     try:                               # a step's own --set database=...: made as a job's own is
         open_databases(spark, cfg, step_cfgs)
     except ConfigError as exc:
         print(f"pipeline: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     started = time.time()
     for step, step_cfg in zip(steps, step_cfgs):
         print(f"==> {step.job}", flush=True)
@@ -120,5 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+cli = main          # every job module's entry: cli(argv) -> exit code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -12,15 +12,24 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import main
+from jobs._cli import UsageError, check_choice, main, run_id_arg
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--models", nargs=2, metavar=("BASELINE", "CANDIDATE"),
                         help="the two models (conf/models.yaml names) to replay; the first is the "
                              "baseline (default: auction.models)")
-    parser.add_argument("--prediction-runs", nargs=2, metavar=("RUN_A", "RUN_B"),
+    parser.add_argument("--prediction-runs", nargs=2, metavar=("RUN_A", "RUN_B"), type=run_id_arg,
                         help="predictions.run_id of each model (default: each model's latest run by scored_at)")
+
+
+def check_args(args, cfg) -> None:
+    cfg.require("auction", "replay_auction", "the replayed auctions' bids, pacing, pods and the raw "
+                "log's focus and campaign columns")
+    for model in args.models or ():
+        check_choice("--models", model, list(cfg.models), "a model of conf/models.yaml")
+    if args.models and args.models[0] == args.models[1]:
+        raise UsageError(f"--models {args.models[0]} {args.models[1]}: name two different models")
 
 
 def run(spark, cfg, args, record) -> int:
@@ -46,5 +55,9 @@ def run(spark, cfg, args, record) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("replay_auction", __doc__, add_arguments, run, argv, check=check_args)
+
+
 if __name__ == "__main__":
-    sys.exit(main("replay_auction", __doc__, add_arguments, run))
+    sys.exit(cli())

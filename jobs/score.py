@@ -12,25 +12,42 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import iso_date, main
+from core.feature_table import SPLITS
+from jobs._cli import UsageError, check_date_order, iso_date, main, qualified_table_arg, run_id_arg
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--train-run-id", help="model to use (default: the latest succeeded training run)")
+    parser.add_argument("--train-run-id", type=run_id_arg,
+                        help="model to use (default: the latest succeeded training run)")
     parser.add_argument("--model-uri", help="an MLflow model instead, e.g. models:/camoe@champion (the "
                                             "correction and temperatures it was registered with)")
-    parser.add_argument("--candidates", help="table of rows to score (default: the model's features table)")
-    parser.add_argument("--split", default="test",
+    parser.add_argument("--candidates", type=qualified_table_arg,
+                        help="table of rows to score, DATABASE.TABLE or in the conf's database (default: the model's "
+                             "features table)")
+    parser.add_argument("--split", default="test", choices=[*SPLITS, ""],
                         help="only rows of this split, when the table has one (default: test; '' for all)")
     parser.add_argument("--start-date", type=iso_date, help="first event_date to score (default: no bound)")
     parser.add_argument("--end-date", type=iso_date, help="last event_date to score (default: no bound)")
 
 
+def check_args(args, cfg) -> None:
+    if args.train_run_id and args.model_uri:
+        raise UsageError("give --model-uri or --train-run-id, not both")
+    check_date_order(args.start_date, args.end_date)
+
+
 def run(spark, cfg, args, record) -> int:
+    from core.tables import TableNotFound
     from serving.scoring import score_run
 
-    summary = score_run(spark, cfg, record.run_id, args.train_run_id, args.candidates, args.split or None,
-                        args.start_date, args.end_date, model_uri=args.model_uri)
+    candidates = args.candidates and (args.candidates if "." in args.candidates else cfg.table(args.candidates))
+    try:
+        summary = score_run(spark, cfg, record.run_id, args.train_run_id, candidates, args.split or None,
+                            args.start_date, args.end_date, model_uri=args.model_uri)
+    except TableNotFound as exc:
+        if args.candidates:               # the table the flag names: a bad flag, not a failure
+            raise UsageError(f"--candidates {args.candidates}: {exc}") from None
+        raise
     record.inputs.update({"model_run_id": summary.model_run_id, "candidates": summary.candidates,
                           "calibration_run_id": summary.calibration_run_id,
                           **({"model_uri": summary.model_uri} if summary.model_uri else {})})
@@ -41,5 +58,9 @@ def run(spark, cfg, args, record) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("score", __doc__, add_arguments, run, argv, check=check_args)
+
+
 if __name__ == "__main__":
-    sys.exit(main("score", __doc__, add_arguments, run))
+    sys.exit(cli())

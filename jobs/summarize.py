@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import main
+from jobs._cli import main, run_id_arg
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--build-run-id", help="feature build to summarise (default: the latest)")
+    parser.add_argument("--build-run-id", type=run_id_arg, help="feature build to summarise (default: the latest)")
     parser.add_argument("--show-sql", action="store_true", help="print the query the table is read with")
 
 
@@ -27,5 +27,9 @@ def run(spark, cfg, args, record) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("summarize", __doc__, add_arguments, run, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main("summarize", __doc__, add_arguments, run))
+    sys.exit(cli())

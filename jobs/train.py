@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import log, main
+from jobs._cli import check_choice, log, main, non_negative_int, positive_int
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", help="an entry of conf/models.yaml (default: default_model)")
     parser.add_argument("--grouping", help="task grouping from conf/slots.yaml (default: the model's)")
-    parser.add_argument("--features-version", type=int, help="Delta version of features (default: latest)")
-    parser.add_argument("--num-proc", type=int, help="training processes (default: training.num_proc)")
+    parser.add_argument("--features-version", type=non_negative_int,
+                        help="Delta version of features (default: latest)")
+    parser.add_argument("--num-proc", type=positive_int, help="training processes (default: training.num_proc)")
     parser.add_argument("--backend", choices=["horovod", "torch_distributor", "local"],
                         help="default: training.backend")
-    parser.add_argument("--epochs", type=int, help="default: training.epochs")
+    parser.add_argument("--epochs", type=positive_int, help="default: training.epochs")
+
+
+def check_args(args, cfg) -> None:
+    # empty means the default: the DAG passes its params as given ("" = the conf's default_model)
+    check_choice("--model", args.model, list(cfg.models), "a model of conf/models.yaml")
+    check_choice("--grouping", args.grouping, list(cfg.taxonomy.groupings), "a grouping of conf/slots.yaml")
 
 
 def run(spark, cfg, args, record) -> int:
@@ -58,5 +65,9 @@ def run(spark, cfg, args, record) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("train", __doc__, add_arguments, run, argv, check=check_args)
+
+
 if __name__ == "__main__":
-    sys.exit(main("train", __doc__, add_arguments, run))
+    sys.exit(cli())

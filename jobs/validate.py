@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import date_range_arguments, log, main, resolve_date_range
+from jobs._cli import EXIT_QUALITY_GATE, check_date_order, date_range_arguments, log, main, resolve_date_range
 
 add_arguments = date_range_arguments   # --start-date/--end-date only
 
-GATE_FAILED = 3
+
+def check_args(args, cfg) -> None:
+    check_date_order(args.start_date, args.end_date)
 
 
 def run(spark, cfg, args, record) -> int:
@@ -32,11 +34,15 @@ def run(spark, cfg, args, record) -> int:
     if failed:
         print("QUALITY GATE FAILED\n" + "\n".join(r.summary() for r in failed) + f"\nGX Data Docs: {docs}",
               file=sys.stderr)
-        return GATE_FAILED
+        return EXIT_QUALITY_GATE
     print(f"quality gate passed: {sum(len(r.outcomes) for r in results)} expectations on "
           f"{', '.join(r.table for r in results)} (GX Data Docs: {docs})")
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main("validate", __doc__, add_arguments, run, argv, check=check_args)
+
+
 if __name__ == "__main__":
-    sys.exit(main("validate", __doc__, add_arguments, run))
+    sys.exit(cli())

@@ -71,8 +71,12 @@ def _score(spark, cfg, run_id: str, artifact_dir, artifact, shift, temperatures,
     if not tables.table_exists(spark, name):
         raise tables.TableNotFound(f"candidates table {name} does not exist")
     table = tables.table_files(spark, name)       # the latest version, as spark.table (not pinned: see table_files)
-    selection = RowSelection(split=split, start=start, end=end)
+    # a uni-modal model serves its own slots
+    selection = RowSelection(split=split, start=start, end=end, slots=artifact.model_slots)
     rows = selection.where(tables.read_table(spark, name, table.version))
+    if rows.isEmpty():                  # before anything is written: an empty run replaces no rows
+        slots = "" if artifact.model_slots is None else f", slots {list(artifact.model_slots)}"
+        raise ValueError(f"no candidate rows in {name} (split={split}, dates {start}..{end}{slots})")
     if "build_run_id" in rows.columns:
         stale = [r.build_run_id for r in rows.select("build_run_id").distinct().collect()
                  if r.build_run_id != artifact.build_run_id]
@@ -80,15 +84,11 @@ def _score(spark, cfg, run_id: str, artifact_dir, artifact, shift, temperatures,
             raise ValueError(f"candidates in {name} come from feature build(s) {stale}, but the model was "
                              f"trained on build {artifact.build_run_id}: their category ids differ")
     keep = ["impression_id", "event_date", "slot"] + [c for c in ("label", "true_ctr") if c in rows.columns]
-    # a uni-modal model serves its own slots
-    scored = score_table(spark, table, artifact_dir, shift, temperatures, keep,
-                         dataclasses.replace(selection, slots=artifact.model_slots))
+    scored = score_table(spark, table, artifact_dir, shift, temperatures, keep, selection)
     version = tables.replace_run_rows(
         prediction_rows(scored, run_id, artifact.model.name, train_run_id, artifact.features_version),
         cfg.table(tables.PREDICTIONS), run_id)
     written = spark.table(cfg.table(tables.PREDICTIONS)).where(F.col("run_id") == run_id)
     count = written.count()
-    if count == 0:
-        raise ValueError(f"no candidate rows in {name} (split={split}, dates {start}..{end})")
     return ScoreSummary(model=artifact.model.name, model_run_id=train_run_id, calibration_run_id=calibration_run_id,
                         candidates=name, rows=count, predictions_version=version, temperatures=dict(temperatures))

@@ -34,10 +34,8 @@ from training.artifact import CORRECTION_LOGIT_SHIFT, CORRECTION_LOSS_WEIGHT
 from training.data import Batch, DataFile, FeatureLayout, ShardPlan, iterate_batches
 from training.loss import combine, loss_terms, task_weights
 from training.model import FeatureSpec, build_model
+from training.selection import SELECTION_DIRECTION, epoch_verdict
 from training.validation_scoring import evaluate
-
-# selection metric -> +1 when higher is better, -1 when lower is
-SELECTION_DIRECTION = {"log_loss": -1.0, "mean_slot_auc_pr": 1.0}
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ class TrainJob:
     train_slots: tuple[int, ...] | None = None   # uni-modal baselines train (and validate) on some slots only
     slot_logit_shift: tuple[float, ...] | None = None   # per slot id, added to logits (None: zeros)
     epochs: int | None = None                    # overrides training.epochs
-    save_rank_states: bool = False               # every rank writes its final weights (tests)
+    save_rank_states: bool = False               # every rank writes its final weights and optimizer state (tests)
     # the launching job's OMP_NUM_THREADS, read where the job is built: torchrun sets 1 in the
     # workers it starts when none is set, which is its default, not the user's choice
     omp_num_threads: str | None = field(default_factory=lambda: os.environ.get("OMP_NUM_THREADS"))
@@ -254,10 +252,10 @@ def _train(job: TrainJob, comm) -> dict | None:
                                batch_size=max(t.batch_size, 8192), device=device,
                                slot_logit_shift=job.slot_logit_shift, slots=job.train_slots)
             value = metrics[t.selection_metric]
-            improved = math.isfinite(value) and (state["best_value"] is None
-                                                 or direction * (value - state["best_value"]) > 0)
-            state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
-            if improved:
+            verdict = epoch_verdict(state["best_value"], state["bad_epochs"], value, direction,
+                                    t.early_stopping_patience)
+            state["bad_epochs"] = verdict.bad_epochs
+            if verdict.improved:
                 state["best_value"], state["best_epoch"] = value, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             state["history"].append({"epoch": epoch, "train_loss": loss_sum / max(1, real_steps),
@@ -267,9 +265,9 @@ def _train(job: TrainJob, comm) -> dict | None:
             checkpoints.save(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "state": state, "best_model": best_state},
                              state["epoch"])
-            decision = state["bad_epochs"] >= t.early_stopping_patience
+            decision = verdict.stop
             print(progress_line(epoch, epochs, global_examples / max(elapsed, 1e-9), state["history"][-1]["train_loss"],
-                                t.selection_metric, value, improved, time.perf_counter() - run_started,
+                                t.selection_metric, value, verdict.improved, time.perf_counter() - run_started,
                                 epoch + 1 - first_epoch, decision), flush=True)
         state = comm.broadcast_object(state)
         stop = comm.broadcast_object(decision)
@@ -281,6 +279,9 @@ def _train(job: TrainJob, comm) -> dict | None:
     if job.save_rank_states:
         out.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), out / f"final_rank{comm.rank}.pt")
+        # not broadcast after each epoch as the weights are: equal across ranks only when every
+        # rank stepped with the same (averaged) gradients
+        torch.save(optimizer.state_dict(), out / f"final_rank{comm.rank}_optimizer.pt")
     if comm.rank != 0:
         return None
     return {"run_id": job.run_id, "history": state["history"], "best_epoch": state["best_epoch"],

@@ -34,6 +34,7 @@ def _airflow_env(home: Path, settings: list[str] = ()) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
         "AIRFLOW_VAR_CAMOE_PROJECT_DIR": str(ROOT), "AIRFLOW_VAR_CAMOE_SETTINGS": json.dumps(list(settings)),
+        "CAMOE_RETRY_DELAY_SECONDS": "2",       # the retry tests wait this, not 5 minutes, per retry
     })
     return env
 
@@ -158,6 +159,11 @@ def daily_run(dag_lake):
         f"WHERE run_id = '{RUN}-calibrate_evaluate'",
         f"SELECT 'predictions', CAST(COUNT(*) AS STRING) FROM camoe.predictions WHERE run_id = '{RUN}-score' "
         "AND pctr > 0 AND pctr < 1",
+        f"SELECT 'test_rows', CAST(COUNT(*) AS STRING) FROM camoe.features WHERE event_date = '{DAY}'",
+        "SELECT 'test_split', concat_ws(',', collect_set(split)) FROM camoe.features "
+        f"WHERE event_date = '{DAY}'",
+        "SELECT concat('outputs ', job), outputs FROM camoe.runs WHERE job = 'build_features'",
+        "SELECT concat('metrics ', job), metrics FROM camoe.runs WHERE job = 'build_features'",
         "SELECT concat('run ', run_id), concat(job, ' ', status) FROM camoe.runs",
         # generate_logs wrote features.history_days of burn-in before the window; the build read them
         "SELECT 'burn_in', concat(MIN(event_date), ' ', COUNT(DISTINCT event_date)) FROM camoe.impressions",
@@ -190,13 +196,15 @@ def test_dag_run_succeeds_task_by_task_in_order(daily_run):
 @pytest.mark.slow
 def test_dag_run_writes_every_table_with_its_run_ids(daily_run):
     _, _, tables = daily_run
-    assert int(tables["features"]) > 0
+    assert int(tables["features"]) == json.loads(tables["metrics build_features"])["feature_rows"] > 0
     assert int(tables["dq_results"]) > 0 and tables["dq_failed"] == "0"
     assert {k: v for k, v in tables.items() if k.startswith("run ")} == {
         f"run {RUN}-{job}": f"{job} succeeded" for job in CHAIN}
-    assert int(tables["temperatures"]) > 0          # one per task of the model's grouping
-    assert int(tables["slot_metrics"]) > 0
-    assert int(tables["predictions"]) > 0           # scored rows of the window's last (test) day
+    assert int(tables["temperatures"]) == 2         # one per task of camoe's grouping: audio, video
+    # 7 slots + 2 tasks + all, before and after temperature
+    assert int(tables["slot_metrics"]) == 20
+    # every row of the window's last day, the test split, scored with a pCTR in (0, 1)
+    assert tables["test_split"] == "test" and int(tables["predictions"]) == int(tables["test_rows"]) > 0
 
 
 @pytest.mark.slow
@@ -209,7 +217,8 @@ def test_dag_run_reads_its_burn_in_and_records_lineage_spark_sql_and_mlflow_agre
     assert tables["burn_in"] == "2025-12-25 12"
     per_day = [float(v) for k, v in sorted(tables.items()) if k.startswith("history ")]
     assert len(per_day) == 5 and abs(per_day[0] - per_day[-1]) < 0.3, per_day
-    assert json.loads(tables["inputs train"])["features"] >= 0
+    # train read the version build_features wrote
+    assert json.loads(tables["inputs train"])["features"] == json.loads(tables["outputs build_features"])["features"]
     assert json.loads(tables["metrics train"])["examples_per_second_total"] > 0
 
     # MLflow: train and calibrate_evaluate logged to one run, whose calibrated model the alias names
@@ -238,3 +247,62 @@ def test_failed_quality_gate_fails_validate_once_and_stops_downstream(daily_run,
         "train": "upstream_failed", "calibrate_evaluate": "upstream_failed", "score": "upstream_failed"}
     assert "QUALITY GATE FAILED" in done.stdout + done.stderr
     assert "validate exited 3 (quality gate failed); not retried" in done.stdout + done.stderr
+
+
+UPSTREAM_OF_TRAIN = "^(generate_logs|build_features|validate)$"
+
+
+@pytest.mark.slow
+def test_a_bad_flag_fails_its_task_once(daily_run, dag_lake):
+    """Exit 2 is not retried. Catches a DAG that retries every non-zero exit, and a train that
+    checks --model only once Spark runs (a KeyError there: exit 1, retried twice)."""
+    done, states = _dags_test(dag_lake, {**PARAMS, "model": "camoe2"}, "--mark-success-pattern", UPSTREAM_OF_TRAIN)
+    log = done.stdout + done.stderr
+    tasks = states["tasks"]
+    assert states["state"] == "failed" and tasks["train"] == ["failed", 1], log[-3000:]
+    assert tasks["calibrate_evaluate"][0] == tasks["score"][0] == "upstream_failed"
+    assert "train: usage error: --model 'camoe2' is not a model of conf/models.yaml" in log
+    assert "train exited 2 (bad flags or configuration); not retried" in log
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_retried_twice_on_the_ingest_branch(daily_run, dag_lake):
+    """Exit 1 (here: the team's export has not landed, so the source path does not exist yet)
+    is retried: 3 tries, CAMOE_RETRY_DELAY_SECONDS apart. Catches a DAG that fails every non-zero
+    exit at once, and raw_source=ingest running generate_logs instead of ingest."""
+    base, _, _ = dag_lake
+    missing = base / "no_such_export"
+    done, states = _dags_test(dag_lake, {**PARAMS, "raw_source": "ingest", "source": str(missing)})
+    log = done.stdout + done.stderr
+    tasks = states["tasks"]
+    assert tasks["generate_logs"][0] == "skipped"
+    assert tasks["ingest"] == ["failed", 3], log[-3000:]                 # tried three times
+    assert f"ingest: FAILED (SourceError): raw source {missing} does not exist" in log
+    assert {tasks[t][0] for t in ("build_features", "validate", "train")} == {"upstream_failed"}
+
+
+@pytest.mark.slow
+def test_ingest_without_a_source_fails_at_once(daily_run, dag_lake):
+    """raw_source=ingest with no params.source fails before any spark-submit, once."""
+    done, states = _dags_test(dag_lake, {**PARAMS, "raw_source": "ingest"})
+    log = done.stdout + done.stderr
+    tasks = states["tasks"]
+    assert tasks["ingest"] == ["failed", 1] and tasks["generate_logs"][0] == "skipped", log[-3000:]
+    assert tasks["build_features"][0] == "upstream_failed"
+    assert "raw_source=ingest needs params.source" in log
+    assert "Spark-Submit cmd" not in log
+
+
+@pytest.mark.slow
+def test_an_external_raw_source_skips_both_log_jobs_and_still_builds(daily_run, dag_lake):
+    """raw_source=external: another system filled camoe.impressions. Both raw-log tasks skip and
+    build_features is still scheduled (its trigger rule none_failed; with all_success the skips
+    would propagate and the day would build nothing)."""
+    done, states = _dags_test(dag_lake, {**PARAMS, "raw_source": "external"},
+                              "--mark-success-pattern", f"^({'|'.join(CHAIN[1:])})$")
+    log = done.stdout + done.stderr
+    tasks = states["tasks"]
+    assert states["state"] == "success", log[-3000:]
+    assert tasks["generate_logs"][0] == tasks["ingest"][0] == "skipped"
+    assert {task: tasks[task][0] for task in CHAIN[1:]} == {task: "success" for task in CHAIN[1:]}
+    assert "Spark-Submit cmd" not in log

@@ -2,6 +2,7 @@
 real trained model and real Delta tables: same scores, same rows, the fallback, bad ids."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import numpy as np
@@ -139,3 +140,39 @@ def test_a_null_id_is_reported_by_column_and_file(spark, trained):
     assert raw_files_untrusted(table) is None
     with pytest.raises(Exception, match=rf"feature column {column} holds null\(s\) in \S+/event_date=\S+\.parquet"):
         score_table(spark, table, artifact, shift, temperatures, KEEP).collect()
+
+
+def test_score_refuses_candidates_it_cannot_score_and_writes_nothing(spark, trained):
+    """serving.scoring.score_run: a missing candidates table, candidates of another feature build
+    (their category ids differ from the model's: a check on build_run_id removed lets them be
+    scored silently wrong) and a selection with no rows are each refused by name before a
+    predictions row is written (an empty run would replace that run id's rows with none)."""
+    from pyspark.sql import functions as F
+
+    from serving.scoring import score_run
+
+    cfg, _, description = trained
+    train_run = "exp1-train-camoe-seed17"
+    predictions = cfg.table(tables.PREDICTIONS)
+    before = tables.latest_version(spark, predictions) if tables.table_exists(spark, predictions) else None
+
+    with pytest.raises(tables.TableNotFound, match=rf"^candidates table {cfg.database}\.no_such_table does not exist$"):
+        score_run(spark, cfg, "refused-1", train_run, candidates=cfg.table("no_such_table"))
+
+    rebuilt = cfg.table("candidates_of_another_build")
+    (spark.table(cfg.table(tables.FEATURES)).where("split = 'test'").limit(200)
+     .withColumn("build_run_id", F.lit("another-build"))
+     .write.format("delta").mode("overwrite").saveAsTable(rebuilt))
+    try:
+        refusal = (rf"candidates in {rebuilt} come from feature build\(s\) \['another-build'\], "
+                   rf"but the model was trained on build {description.build_run_id}")
+        with pytest.raises(ValueError, match=refusal):
+            score_run(spark, cfg, "refused-2", train_run, candidates=rebuilt)
+    finally:
+        spark.sql(f"DROP TABLE IF EXISTS {rebuilt}")
+
+    with pytest.raises(ValueError, match=r"no candidate rows in \S+ \(split=test, dates 2030-01-01\.\.2030-01-01"):
+        score_run(spark, cfg, "refused-3", train_run, start=dt.date(2030, 1, 1), end=dt.date(2030, 1, 1))
+
+    after = tables.latest_version(spark, predictions) if tables.table_exists(spark, predictions) else None
+    assert after == before

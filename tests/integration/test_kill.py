@@ -219,3 +219,18 @@ def test_a_build_killed_inside_its_write_or_between_tables_reruns_to_an_uninterr
                      lake.read("features", lake.version("features")).drop("build_run_id"))
     vocabularies = lake.read("vocabularies", lake.version("vocabularies"))
     assert same_rows(reference_vocabularies.drop("run_id"), vocabularies.where(F.col("run_id") == rerun).drop("run_id"))
+
+
+def test_a_job_launched_with_another_confs_metastore_exits_2_and_opens_nothing(submitted_lake):
+    """spark-submit started with this lake's flags (its Derby home) but the job's conf naming
+    another metastore: a configuration error found only once Spark runs, exit 2 (not retried),
+    one line, and the other metastore never opened. Catches a start-up that reports every
+    failure as exit 1, and a check_metastore that lets the job register tables elsewhere."""
+    other = submitted_lake.root / "another-metastore"
+    done = submitted_lake.submit("summarize", f"--set=storage.metastore_dir={other}")
+    message = done.stdout + done.stderr
+    assert done.returncode == 2, message[-3000:]
+    assert re.search(r"^summarize: configuration error: this Spark driver's metastore is \S+/lake/metastore, but the "
+                     rf"configuration read says storage.metastore_dir {other}: launch the job with the same conf flags",
+                     message, re.M), message[-3000:]
+    assert "Traceback" not in message and not (other / "metastore_db").exists()

@@ -15,7 +15,6 @@ from pyspark.sql import functions as F
 
 from core import tables
 from jobs import experiments, ingest, pipeline
-from jobs._cli import main as job_main
 from tests.helpers import MOVIELENS_CONF, MOVIELENS_DATA
 
 START, END = dt.date(1998, 3, 1), dt.date(1998, 4, 22)      # the log's last 53 days: ~24k ratings
@@ -56,9 +55,8 @@ def test_movielens_from_its_own_files_by_conf_alone(spark, fresh_db, base_overri
     source = f"--source {MOVIELENS_DATA / 'ml-100k.inter'} --format csv --option 'sep=\\t'"
 
     # an expression naming a column the log does not have: named with its key, nothing written
-    code = job_main("ingest", ingest.__doc__, ingest.add_arguments, ingest.run,
-                    [*flags, "--set=ingest.derived.genre=try_element_at(split(`genres:token_seq`, ' '), 1)",
-                     "--source", str(MOVIELENS_DATA / "ml-100k.inter"), "--format", "csv", "--option", "sep=\\t"])
+    code = ingest.cli([*flags, "--set=ingest.derived.genre=try_element_at(split(`genres:token_seq`, ' '), 1)",
+                       "--source", str(MOVIELENS_DATA / "ml-100k.inter"), "--format", "csv", "--option", "sep=\\t"])
     err = capsys.readouterr().err
     assert code == 2 and "ingest.derived.genre:" in err and "genres:token_seq" in err, err[-2000:]
     assert not tables.table_exists(spark, cfg.table(tables.IMPRESSIONS))
@@ -90,9 +88,8 @@ def test_movielens_from_its_own_files_by_conf_alone(spark, fresh_db, base_overri
 
     # CAMoE (era heads) and the single-task baselines, each calibrated and evaluated per slot
     models = ["wide_deep", "dcnv2", "camoe"]
-    code = job_main("experiments", experiments.__doc__, experiments.add_arguments, experiments.run,
-                    [*flags, "--models", *models, "--set=experiments.seeds=[17]", "--set=experiments.epochs=1",
-                     "--set=experiments.bootstrap_resamples=20", "--report", str(tmp_path / "report.md")])
+    code = experiments.cli([*flags, "--models", *models, "--set=experiments.seeds=[17]", "--set=experiments.epochs=1",
+                            "--set=experiments.bootstrap_resamples=20", "--report", str(tmp_path / "report.md")])
     out = capsys.readouterr()
     assert code == 0, out.err[-3000:]
     metrics = spark.table(cfg.table(tables.SLOT_METRICS)).where("level = 'slot' AND calibrated")

@@ -10,7 +10,6 @@ from pyspark.sql import functions as F
 from calibration.slot_tables import NO_POSITIVES_NOTE
 from core import tables
 from jobs import experiments, generate_logs, ingest, pipeline, replay_auction
-from jobs._cli import main as job_main
 from tests.helpers import STARTER_CONF, own_log
 
 START, DAYS = dt.date(2026, 3, 2), 5
@@ -51,10 +50,9 @@ def test_a_teams_log_runs_every_job_from_its_conf_folder_alone(spark, fresh_db, 
         ("garbled", f"ingest:{tmp_path / 'raw'}", "ad_duration_s: 'n/a' is not a number")]
 
     # the ablation set on a log without true_ctr: AUC-PR intervals, no label-free claims
-    code = job_main("experiments", experiments.__doc__, experiments.add_arguments, experiments.run,
-                    [*flags, "--models", "wide_deep", "camoe", "--set=experiments.seeds=[17]",
-                     "--set=experiments.epochs=1", "--set=experiments.bootstrap_resamples=20",
-                     "--report", str(tmp_path / "report.md")])
+    code = experiments.cli([*flags, "--models", "wide_deep", "camoe", "--set=experiments.seeds=[17]",
+                            "--set=experiments.epochs=1", "--set=experiments.bootstrap_resamples=20",
+                            "--report", str(tmp_path / "report.md")])
     out = capsys.readouterr()
     assert code == 0, out.err[-3000:]
     report = (tmp_path / "report.md").read_text()
@@ -62,10 +60,10 @@ def test_a_teams_log_runs_every_job_from_its_conf_folder_alone(spark, fresh_db, 
 
     # the jobs that need a section this conf leaves out say which, and exit 2 (not retried)
     for job, module in (("replay_auction", replay_auction), ("generate_logs", generate_logs)):
-        code = job_main(job, module.__doc__, module.add_arguments, module.run, flags)
+        code = module.cli(flags)
         err = capsys.readouterr().err
         assert code == 2 and f"{job} needs a '{'auction' if job == 'replay_auction' else 'generator'}:' section" \
             in err, err
-    code = job_main("ingest", ingest.__doc__, ingest.add_arguments, ingest.run, flags)
+    code = ingest.cli(flags)
     err = capsys.readouterr().err
     assert code == 2 and "ingest: usage error: --source and --format are required" in err, err

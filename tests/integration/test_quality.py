@@ -89,9 +89,9 @@ def test_validate_job_exits_non_zero_with_a_readable_summary(spark, good_lake, f
     build_features(spark, cfg, START, END, "noisy-build")
     argv = [*(f"--set={o}" for o in base_overrides), f"--set=database={cfg.database}",
             "--start-date", "2026-01-01", "--end-date", "2026-01-04", "--run-id", "gate"]
-    code = validate_job.main("validate", "", validate_job.date_range_arguments, validate_job.run, argv)
+    code = validate_job.cli(argv)
     err = capsys.readouterr().err
-    assert code == validate_job.GATE_FAILED
+    assert code == 3                           # the exit code the README and the DAG promise
     assert "QUALITY GATE FAILED" in err
     assert "expect_column_values_to_be_in_set [slot]" in err
     run = spark.table(cfg.table(tables.RUNS)).where("run_id = 'gate'").first()
@@ -104,7 +104,6 @@ def test_validate_job_exits_non_zero_with_a_readable_summary(spark, good_lake, f
 
 
 def test_malformed_config_makes_a_job_exit_2_naming_the_key(capsys):
-    code = validate_job.main("validate", "", validate_job.date_range_arguments, validate_job.run,
-                             ["--set", "quality.positive_rate_bounds.max=1.5"])
+    code = validate_job.cli(["--set", "quality.positive_rate_bounds.max=1.5"])
     assert code == 2
     assert "'quality.positive_rate_bounds.max' must be in [0, 1], got 1.5" in capsys.readouterr().err

@@ -1,21 +1,29 @@
 """The training step and model selection without Spark: padding, global batches, slot inputs,
-the down-sampling correction a model records, and the corrected selection metric."""
+the down-sampling correction a model records, the corrected selection metric, early stopping
+and the best epoch's weights (a few real epochs on tiny Parquet files, one process)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from core.config import load_config
+from core.config_models import SELECTION_METRICS
 from core.metrics import average_precision
-from training.data import Batch, FeatureLayout
+from training import checkpoints
+from training import loop as training_loop
+from training.data import Batch, DataFile, FeatureLayout, ShardPlan
 from training.distributed import Communicator
-from training.loop import StepContext, threads_per_process, train_step, worker_batch_size
+from training.loop import StepContext, TrainJob, threads_per_process, train_step, train_worker, worker_batch_size
 from training.loss import task_weights
 from training.model import FeatureSpec, MultiTaskMoE, WideAndDeep
+from training.selection import SELECTION_DIRECTION, epoch_verdict
 from training.validation_scoring import validation_metrics
 
 SPEC = FeatureSpec(cardinalities=(11, 7, 8), num_dense=3)       # last input: the slot (7 slots + OOV)
@@ -142,3 +150,150 @@ def test_selection_metrics_are_computed_on_corrected_scores():
                                                            for s in (0, 1)]))
     uncorrected = validation_metrics(raw, y, slot, slot, ("a", "b"))
     assert uncorrected["log_loss"] > m["log_loss"] + 0.1
+
+
+def test_a_slot_without_clicks_is_left_out_of_the_mean_slot_auc_pr_and_one_of_only_clicks_counts_1():
+    """Breakage caught: averaging every slot (a click-less slot's NaN makes the selection metric
+    NaN, so no epoch would ever improve), or scoring an all-click slot other than AP's 1."""
+    z = np.array([-2.0, -1.0, 0.5, 1.0, -1.0, 0.0, 1.0, -0.5, 0.3, 2.0])
+    y = np.array([0, 1, 0, 1, 0, 0, 0, 1, 1, 1], dtype=float)        # slot 1: no click; slot 2: only clicks
+    slot = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    m = validation_metrics(z, y, slot, slot, ("a", "b", "c"))
+    assert m["mean_slot_auc_pr"] == pytest.approx(np.mean([average_precision(y[:4], z[:4]), 1.0]))
+    assert np.isnan(m["auc_pr_b"]) and m["auc_pr_c"] == 1.0
+
+
+# ----------------------------------------------------------------------------- early stopping
+LOWER, HIGHER = SELECTION_DIRECTION["log_loss"], SELECTION_DIRECTION["mean_slot_auc_pr"]
+
+
+def verdicts(values, direction, patience):
+    """epoch_verdict over a run's validation values, the state carried as _train carries it."""
+    best, bad, out = None, 0, []
+    for value in values:
+        verdict = epoch_verdict(best, bad, value, direction, patience)
+        best = value if verdict.improved else best
+        bad = verdict.bad_epochs
+        out.append(verdict)
+    return out
+
+
+def test_each_selection_metric_has_its_direction():
+    """Breakage caught: a flipped sign (log loss maximised, AUC-PR minimised), or a metric conf
+    accepts (core.config_models.SELECTION_METRICS) with no direction (a KeyError in _train).
+    auc_pr itself is not a selection metric (the per-slot mean is)."""
+    assert SELECTION_DIRECTION == {"log_loss": -1.0, "mean_slot_auc_pr": 1.0}
+    assert set(SELECTION_DIRECTION) == set(SELECTION_METRICS)
+    assert epoch_verdict(0.5, 0, 0.4, SELECTION_DIRECTION["log_loss"], 3).improved
+    assert not epoch_verdict(0.5, 0, 0.6, SELECTION_DIRECTION["log_loss"], 3).improved
+    assert epoch_verdict(0.5, 0, 0.6, SELECTION_DIRECTION["mean_slot_auc_pr"], 3).improved
+    assert not epoch_verdict(0.5, 0, 0.4, SELECTION_DIRECTION["mean_slot_auc_pr"], 3).improved
+
+
+@pytest.mark.parametrize("direction", [LOWER, HIGHER])
+def test_training_stops_after_exactly_patience_epochs_without_improvement(direction):
+    """Breakage caught: stopping one epoch early or late (``>`` for ``>=``), a tie counted as an
+    improvement (``>= 0``), or an improvement that does not reset the count."""
+    best, equal, worse = 0.5, 0.5, 0.5 - direction * 0.1
+    better = 0.5 + direction * 0.1
+    run = verdicts([best, equal, worse, better, worse, worse, equal], direction, patience=3)
+    assert [v.improved for v in run] == [True, False, False, True, False, False, False]
+    assert [v.bad_epochs for v in run] == [0, 1, 2, 0, 1, 2, 3]
+    assert [v.stop for v in run] == [False] * 6 + [True]
+    assert verdicts([best, worse], direction, patience=1)[-1].stop
+
+
+@pytest.mark.parametrize("direction", [LOWER, HIGHER])
+def test_a_non_finite_metric_never_improves_even_as_the_first(direction):
+    """Breakage caught: dropping the isfinite check: a first NaN/inf epoch (or an inf that beats
+    every finite value in the metric's direction) would become the run's model."""
+    for bad in (math.nan, math.inf, -math.inf):
+        first = epoch_verdict(None, 0, bad, direction, 2)
+        assert (first.improved, first.bad_epochs, first.stop) == (False, 1, False)
+        after = epoch_verdict(0.5, 0, bad, direction, 1)
+        assert (after.improved, after.bad_epochs, after.stop) == (False, 1, True)
+    assert [v.improved for v in verdicts([math.nan, 0.5], direction, 3)] == [False, True]
+
+
+def _parquet(path, cat, label, seed) -> DataFile:
+    """A feature-table file of one categorical (values 1, 2), one dense column and two slots."""
+    rng = np.random.default_rng(seed)
+    n = cat.size
+    pq.write_table(pa.table({"cat_a": cat.astype(np.int64), "dense_a": rng.normal(size=n).astype(np.float32),
+                             "label": label.astype(np.float32), "slot_id": rng.integers(0, 2, n),
+                             "sample_weight": np.ones(n, np.float32)}), path)
+    return DataFile(f"file://{path}", n)
+
+
+@pytest.fixture(scope="module")
+def contrary_files(tmp_path_factory):
+    """Train: clicks where cat_a == 1; validation: where cat_a == 2. Every epoch that fits the
+    train split better scores worse on validation, so the first epoch is the best one."""
+    folder = tmp_path_factory.mktemp("contrary")
+    rng = np.random.default_rng(0)
+    train_cat, validation_cat = rng.integers(1, 3, 256), rng.integers(1, 3, 128)
+    return (_parquet(folder / "train.parquet", train_cat, train_cat == 1, 1),
+            _parquet(folder / "validation.parquet", validation_cat, validation_cat == 2, 2))
+
+
+def tiny_job(files, out, **training) -> TrainJob:
+    """A small CAMoE on ``files`` (train, validation), one local process: a constant learning
+    rate (no warmup, no decay) and one reader thread, so every run is reproducible."""
+    cfg = load_config()
+    model = dataclasses.replace(cfg.model("camoe"), expert_hidden=(8,), tower_hidden=(4,), cross_layers=1,
+                                cross_rank=2)
+    settings = dataclasses.replace(cfg.training, **{
+        "batch_size": 64, "learning_rate": 0.05, "warmup_steps": 0, "min_lr_ratio": 1.0, "seed": 0,
+        "reader_workers": 1, "shuffle_buffer": 0, "mixed_precision": False, "use_sample_weight": False,
+        **training})
+    layout = FeatureLayout(("cat_a",), ("dense_a",), (3, 3), ("s0", "s1"), ("slot",), ((1, 2),))
+    train, validation = files
+    return TrainJob("tiny", model, settings, layout, ("audio", "video"), (0, 1), ShardPlan(((train,),)),
+                    (validation,), str(out))
+
+
+def assert_same_state(got, want):
+    assert got.keys() == want.keys()
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+
+
+def test_the_run_keeps_the_best_epochs_weights_and_stops_after_patience_bad_epochs(contrary_files, tmp_path):
+    """Validation log loss worsens after the first epoch. Breakage caught: returning the last
+    epoch's weights as the best, choosing the best epoch in the wrong direction, or running
+    past the patience (or ignoring the verdict's stop)."""
+    result = train_worker(tiny_job(contrary_files, tmp_path, epochs=3, early_stopping_patience=1,
+                                   selection_metric="log_loss"))
+    losses = [h["log_loss"] for h in result["history"]]
+    assert len(losses) == 2 and result["stopped_early"] and losses[1] > losses[0]
+    assert result["best_epoch"] == int(np.argmin(losses)) == 0 and result["best_value"] == losses[0]
+    # every epoch's checkpoint holds that epoch's weights (both are kept: the last two are)
+    after_best = torch.load(checkpoints.checkpoint_path(tmp_path, 1), weights_only=False)["model"]
+    after_last = torch.load(checkpoints.checkpoint_path(tmp_path, 2), weights_only=False)["model"]
+    assert_same_state(result["best_state"], after_best)
+    assert_same_state(result["final_state"], after_last)
+    assert not torch.equal(result["best_state"]["towers.layers.0.weight"],
+                           result["final_state"]["towers.layers.0.weight"])
+
+
+def test_the_best_epoch_can_be_a_middle_one_and_never_a_nan_one(contrary_files, tmp_path, monkeypatch):
+    """Validation values scripted (higher is better): NaN, 0.5, 0.6 (best), 0.6 (a tie), 0.4.
+    Breakage caught: selecting the first finite or the last epoch, letting the NaN epoch or the
+    tie win, or stopping anywhere but after the second epoch without improvement."""
+    scripted = iter([math.nan, 0.5, 0.6, 0.6, 0.4])
+    monkeypatch.setattr(training_loop, "evaluate", lambda *args, **kwargs: {"mean_slot_auc_pr": next(scripted)})
+    weights_after = {}                                         # epochs done -> the weights then
+    real_save = checkpoints.save
+
+    def recording_save(out, payload, epoch):
+        weights_after[epoch] = {k: v.detach().clone() for k, v in payload["model"].items()}
+        return real_save(out, payload, epoch)
+
+    monkeypatch.setattr(checkpoints, "save", recording_save)
+    result = train_worker(tiny_job(contrary_files, tmp_path, epochs=6, early_stopping_patience=2,
+                                   selection_metric="mean_slot_auc_pr"))
+    assert len(result["history"]) == 5 and result["stopped_early"]
+    assert result["best_epoch"] == 2 and result["best_value"] == 0.6
+    assert_same_state(result["best_state"], weights_after[3])
+    assert_same_state(result["final_state"], weights_after[5])
+    assert not torch.equal(result["best_state"]["towers.layers.0.weight"], weights_after[5]["towers.layers.0.weight"])

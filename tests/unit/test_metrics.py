@@ -2,8 +2,11 @@
 the metrics of repeated rows; label-free metrics against true_ctr; bootstrap intervals."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from sklearn import metrics as sklearn_metrics
 
 from calibration.bootstrap import BootstrapInterval, bootstrap_metric, paired_bootstrap
 from core.metrics import (
@@ -26,8 +29,6 @@ from core.metrics import (
     truth_summary,
     wilson_interval,
 )
-
-sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -124,6 +125,31 @@ def test_score_metrics_and_truth_summary_are_the_metric_definitions():
     assert np.isnan(truth_summary(t, p, base)["signal_fraction_of_ceiling"])
 
 
+@pytest.mark.parametrize("clicked", [1.0, 0.0])
+def test_a_slot_of_one_class_gets_its_documented_metrics_without_a_warning(clicked):
+    """A slot whose test rows all clicked (or none did; calibration.slot_tables notes both):
+    ROC-AUC and normalized entropy are NaN; AUC-PR is 1 with only clicks (precision 1 at every
+    threshold) and NaN with none; the calibration ratio is sum p / clicks (the mean pCTR with
+    only clicks, NaN with none); log loss, ECE (the mean |y - p|: a bin's rows share their
+    label) and the debiased calibration error stay defined. No 0/0 along the way: warnings are
+    errors. Breakage caught: 0 in place of NaN for AUC-PR or the calibration ratio without
+    clicks (or inf), a dropped guard that divides by zero classes (ROC-AUC, normalized entropy)."""
+    p = np.array([0.1, 0.2, 0.2, 0.4, 0.9])
+    y = np.full(p.size, clicked)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rated, bins = score_metrics(y, p, 3)
+    assert (rated["rows"], rated["positives"], rated["ctr"]) == (5, int(5 * clicked), clicked)
+    assert np.isnan(rated["roc_auc"]) and np.isnan(rated["normalized_entropy"])
+    if clicked:
+        assert rated["auc_pr"] == 1.0 and rated["calibration_ratio"] == pytest.approx(p.mean())
+    else:
+        assert np.isnan(rated["auc_pr"]) and np.isnan(rated["calibration_ratio"])
+    assert rated["log_loss"] == pytest.approx(sklearn_metrics.log_loss(y, p, labels=[0, 1]))
+    for scheme in ECE_SCHEMES:
+        assert rated[f"ece_{scheme}"] == pytest.approx(np.mean(np.abs(y - p)))
+    assert np.isfinite(rated["rms_ce_debiased"]) and rated["rms_ce_debiased"] > 0
+    assert all(b["sum_label"] == clicked * b["rows"] for b in bins)
 
 
 # ----------------------------------------------------------------------------- sample weights

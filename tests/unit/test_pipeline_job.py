@@ -51,9 +51,9 @@ def test_a_wrong_step_is_named_before_spark_starts(argv, message):
 
 def test_a_wrong_flag_of_one_step_exits_2_naming_that_job(capsys):
     assert pipeline.main(["--step-args", "train=--epochs two"]) == 2
-    assert "train.py: error: argument --epochs: invalid int value: 'two'" in capsys.readouterr().err
+    assert "train: usage error: argument --epochs: 'two' is not an integer" in capsys.readouterr().err
     assert pipeline.main(["--steps", "summarise"]) == 2
-    assert "pipeline: --steps: unknown job(s) summarise" in capsys.readouterr().err
+    assert "pipeline: usage error: --steps: unknown job(s) summarise" in capsys.readouterr().err
     # a step's own bad override is refused before Spark starts (no "==> train" line)
     assert pipeline.main(["--steps", "train", "--step-args", "train=--set quality.positive_rate_bounds.max=1.5"]) == 2
     out, err = capsys.readouterr()
