@@ -92,10 +92,17 @@ def test_the_evaluation_lands_in_the_same_run_and_the_alias_names_its_calibrated
     run = client.get_run(mlflow_run)
     for task, t in temperatures.items():
         assert run.data.metrics[f"temperature.{task}"] == pytest.approx(t)
-    assert 0 < run.data.metrics["test_auc_pr"] < 1
+    # the evaluation's own numbers: its calibrated rows of slot_metrics, overall and per slot (a
+    # range check passed the uncalibrated row's AUC-PR, a slot's, or the validation AUC-PR of training)
+    rows = tracked_rows(cfg, evaluation_run)
+    (overall,) = [r for r in rows if r["level"] == "all"]
+    assert run.data.metrics["test_auc_pr"] == pytest.approx(overall["auc_pr"], rel=1e-12)
+    assert run.data.metrics["test_log_loss"] == pytest.approx(overall["log_loss"], rel=1e-12)
     # every slot with clicks in the test window (AUC-PR is undefined without)
-    with_clicks = {r["slot"] for r in tracked_rows(cfg, evaluation_run) if r["level"] == "slot" and r["positives"]}
+    with_clicks = {r["slot"]: r["auc_pr"] for r in rows if r["level"] == "slot" and r["positives"]}
     assert with_clicks and {f"test_auc_pr.{slot}" for slot in with_clicks} <= set(run.data.metrics)
+    for slot, auc_pr in with_clicks.items():
+        assert run.data.metrics[f"test_auc_pr.{slot}"] == pytest.approx(auc_pr, rel=1e-12), slot
     assert run.data.tags["camoe.evaluation_run_id"] == evaluation_run
     assert registered.uri == "models:/camoe@champion"
     version = client.get_model_version_by_alias("camoe", "champion")

@@ -8,9 +8,6 @@ import pytest
 
 from core.metrics import ECE_SCHEMES, excess_log_loss, reliability_bins, score_metrics, signal_fraction
 
-sklearn_metrics = pytest.importorskip("sklearn.metrics")
-
-
 
 def test_slot_tables_rate_each_segment_with_the_numpy_definitions(spark):
     from calibration.slot_tables import NO_POSITIVES_NOTE, expert_mask_tables, slot_tables
