@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 
 from core import lineage, tables
 from core.config_data import IngestSettings, Lookup
 from features.ingest import IngestConfigError, read_lookup
-from jobs._cli import UsageError, run_recorded
+from jobs._cli import UsageError, run_recorded, setup_logging
 
 
 def _runs_row(spark, cfg, run_id: str):
@@ -45,11 +46,12 @@ def test_a_failed_job_is_recorded_failed_with_its_error_and_exits_by_kind(spark,
     assert _runs_row(spark, cfg, "broken-2").status == "failed"
 
 
-def test_a_failure_to_record_does_not_hide_the_jobs_own_error(spark, fresh_db, capsys, caplog, monkeypatch):
+def test_a_failure_to_record_does_not_hide_the_jobs_own_error(spark, fresh_db, capsys, monkeypatch):
     """The runs table cannot be written (a metastore gone mid-run): the job's own error is still
-    the line and the exit code, the recording failure a warning beside it. Catches a
+    the last line and the exit code, the recording failure a warning before it. Catches a
     _try_record that lets its exception replace the original one."""
     cfg = fresh_db()
+    setup_logging("train")             # the job's own stderr stream, as main() sets it up
 
     def metastore_gone(*args, **kwargs):
         raise RuntimeError("metastore connection refused")
@@ -60,9 +62,10 @@ def test_a_failure_to_record_does_not_hide_the_jobs_own_error(spark, fresh_db, c
         raise RuntimeError("the executor was lost")
 
     code = run_recorded(spark, cfg, "train", lost_executor, argparse.Namespace(run_id="broken-3", conf_dir=None))
-    assert (code, capsys.readouterr().err) == (1, "train: FAILED (RuntimeError): the executor was lost\n")
-    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        "could not record the failed run"]
+    err = capsys.readouterr().err
+    assert code == 1 and err.splitlines()[-1] == "train: FAILED (RuntimeError): the executor was lost", err
+    assert re.search(r"^\d\d:\d\d:\d\d WARNING train: could not record the failed run$", err, re.M), err
+    assert "RuntimeError: metastore connection refused" in err
     monkeypatch.undo()
     assert not tables.table_exists(spark, cfg.table(tables.RUNS))
 
