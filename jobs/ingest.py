@@ -46,7 +46,6 @@ def check_args(args, cfg) -> None:
 def run(spark, cfg, args, record) -> int:
     from features.ingest import RawSource, ingest
 
-    check_args(args, cfg)          # also when a test calls run() on its own session
     source = RawSource(args.source, args.format, reader_options(args.option))
     result = ingest(spark, cfg, source, record.run_id, args.start_date, args.end_date)
     record.inputs["source"] = f"{args.format}:{args.source}"
