@@ -126,6 +126,33 @@ class ExperimentSummary:
     markdown: str
 
 
+class ModelChoiceError(ValueError):
+    """An experiment's models that cannot run; ``option`` is the choice at fault: "models" or
+    "sampling_ablation" (a job names its flag)."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
+def experiment_models(settings, known_models, models=None, sampling_ablation: bool = False) -> tuple[str, ...]:
+    """The models an experiment trains: ``models`` or ``settings.models`` (core ExperimentSettings),
+    each one of ``known_models`` (conf/models.yaml), the baseline among them and, for the sampling
+    ablation, the target model it retrains. Raises ModelChoiceError before anything is trained."""
+    chosen = tuple(models or settings.models)
+    for model in chosen:
+        if model not in known_models:
+            raise ModelChoiceError("models", f"{model!r} is not a model of conf/models.yaml; choose from "
+                                             f"{', '.join(known_models)}")
+    if settings.baseline not in chosen:
+        raise ModelChoiceError("models", f"the baseline {settings.baseline} (experiments.baseline) must be "
+                                         "among them")
+    if sampling_ablation and settings.target_model not in chosen:
+        raise ModelChoiceError("sampling_ablation", f"the sampling ablation retrains experiments.target_model "
+                                                    f"{settings.target_model}: add it to the models")
+    return chosen
+
+
 def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = None,
                     features_version: int | None = None, report_path=None, log=None, quick: bool = False,
                     sampling_ablation: bool = False, reanalyse: str | None = None) -> ExperimentSummary:
@@ -151,12 +178,7 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
     settings = cfg.require("experiments", "experiments", "the models, seeds and baseline of the ablation set")
     settings = settings.quick() if quick else settings
     target = settings.target_model          # held to the targets, masked, retrained by the sampling ablation
-    models = tuple(models or settings.models)
-    unknown = [m for m in models if m not in cfg.models]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; conf/models.yaml defines {list(cfg.models)}")
-    if settings.baseline not in models:
-        raise ValueError(f"the baseline {settings.baseline!r} must be among the models {list(models)}")
+    models = experiment_models(settings, cfg.models, models, sampling_ablation)
     seeds = settings.seeds or (cfg.training.seed,)
     version = features_version if features_version is not None else \
         tables.latest_version(spark, cfg.table(tables.FEATURES))
@@ -210,9 +232,6 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
         train_and_evaluate(model, model, version)
     floors = settings.sampling_ablation_floors if sampling_ablation and not reanalyse else ()
     if floors:
-        if target not in models:
-            raise ValueError(f"the sampling ablation retrains experiments.target_model {target!r}; "
-                             "add it to the models")
         from features.pipeline import build_features
 
         first, last = tables.read_table(spark, cfg.table(tables.FEATURES), version).agg(

@@ -24,9 +24,18 @@ def latest_version(spark: SparkSession, name: str) -> int:
     for ``DeltaTable.history(1)`` in a warm session (``python bench/table_version.py``). That
     class is not Delta's public API, so when its call fails this falls back to ``history(1)``."""
     try:
-        return _log_version(spark, name)
+        version = _log_version(spark, name)
     except Exception:                  # py4j's errors for a renamed class or changed signature
         return _history_version(spark, name)
+    if version < 0:                    # DeltaLog's answer for a table with no _delta_log
+        raise NotADeltaTable(f"{name} is not a Delta table (no commit in its _delta_log): the platform "
+                             "reads and writes Delta tables only; copy the data into one (jobs/ingest.py "
+                             "does for a log)")
+    return version
+
+
+class NotADeltaTable(ValueError):
+    """A table the platform versions (reads pinned to a snapshot) is not a Delta table."""
 
 
 def tag_write(writer: DataFrameWriter) -> tuple[DataFrameWriter, str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from jobs._cli import UsageError, check_choice, log, main, non_negative_int, run_id_arg
+from jobs._cli import UsageError, log, main, non_negative_int, run_id_arg
 
 
 def add_arguments(parser) -> None:
@@ -34,16 +34,15 @@ def add_arguments(parser) -> None:
 
 
 def check_args(args, cfg) -> None:
+    from calibration.experiments import ModelChoiceError, experiment_models
+
     settings = cfg.require("experiments", "experiments", "the models, seeds and baseline of the ablation set")
-    models = args.models or list(settings.models)
-    for model in models:
-        check_choice("--models", model, list(cfg.models), "a model of conf/models.yaml")
-    if settings.baseline not in models:
-        raise UsageError(f"--models {' '.join(models)}: the baseline {settings.baseline} "
-                         "(experiments.baseline) must be among them")
-    if args.sampling_ablation and settings.target_model not in models:
-        raise UsageError(f"--sampling-ablation retrains experiments.target_model {settings.target_model}: "
-                         "add it to --models")
+    try:
+        experiment_models(settings, cfg.models, args.models, args.sampling_ablation)
+    except ModelChoiceError as error:
+        flag = "--sampling-ablation" if error.option == "sampling_ablation" else \
+            f"--models {' '.join(args.models or settings.models)}"
+        raise UsageError(f"{flag}: {error}") from None
 
 
 def run(spark, cfg, args, record) -> int:

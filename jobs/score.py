@@ -31,8 +31,12 @@ def add_arguments(parser) -> None:
 
 
 def check_args(args, cfg) -> None:
-    if args.train_run_id and args.model_uri:
-        raise UsageError("give --model-uri or --train-run-id, not both")
+    from serving.scoring import check_model_source
+
+    try:
+        check_model_source(args.train_run_id, args.model_uri)
+    except ValueError as error:
+        raise UsageError(f"--model-uri / --train-run-id: {error}") from None
     check_date_order(args.start_date, args.end_date)
 
 

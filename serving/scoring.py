@@ -33,6 +33,13 @@ class ScoreSummary:
     model_uri: str | None = None       # set when scored with an MLflow model
 
 
+def check_model_source(train_run_id: str | None, model_uri: str | None) -> None:
+    """A scoring run's model comes from one place: a training run's artifact or an MLflow model
+    URI (neither: the latest training run). Both named is refused before anything is read."""
+    if model_uri and train_run_id:
+        raise ValueError(f"give a model URI ({model_uri}) or a training run id ({train_run_id}), not both")
+
+
 def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidates: str | None = None,
               split: str | None = "test", start: dt.date | None = None, end: dt.date | None = None,
               model_uri: str | None = None) -> ScoreSummary:
@@ -44,8 +51,7 @@ def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidat
 
     from training.artifact import read_artifact
 
-    if model_uri and train_run_id:
-        raise ValueError("give --model-uri or --train-run-id, not both")
+    check_model_source(train_run_id, model_uri)
     if not model_uri:
         train = lineage.find_train_run(spark, cfg, train_run_id)
         artifact = read_artifact(train["artifact"])

@@ -32,14 +32,16 @@ def score(model: nn.Module, files, layout: FeatureLayout, slot_to_task: torch.Te
 def validation_metrics(logit: np.ndarray, label: np.ndarray, slot: np.ndarray, task: np.ndarray,
                        tasks, slot_logit_shift=None) -> dict[str, float]:
     """Metrics of corrected scores z = logit + shift[slot] (the scale evaluation reports):
-    log loss, mean per-slot AUC-PR (slots with positives), pooled and per-task AUC-PR."""
+    log loss, mean per-slot AUC-PR (slots with clicks and non-clicks), pooled and per-task AUC-PR."""
     shift = np.zeros(int(slot.max(initial=0)) + 1) if slot_logit_shift is None else np.asarray(slot_logit_shift)
     z = logit.astype(np.float64) + shift[slot]
     y = label.astype(np.float64)
     out = {"rows": int(y.size),
            "log_loss": float(np.mean(np.logaddexp(0.0, z) - y * z)) if y.size else float("nan"),
            "auc_pr": average_precision(y, z)}
-    per_slot = [average_precision(y[slot == s], z[slot == s]) for s in np.unique(slot) if y[slot == s].any()]
+    # a slot of one class ranks nothing: no click gives NaN, only clicks a 1 whatever the scores
+    per_slot = [average_precision(y[slot == s], z[slot == s]) for s in np.unique(slot)
+                if 0 < y[slot == s].sum() < (slot == s).sum()]
     out["mean_slot_auc_pr"] = float(np.mean(per_slot)) if per_slot else float("nan")
     for i, name in enumerate(tasks):
         sel = task == i

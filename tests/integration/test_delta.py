@@ -54,6 +54,17 @@ def test_the_latest_version_from_deltas_log_matches_its_history_also_after_a_wri
     assert missing.value.getCondition() == "DELTA_MISSING_DELTA_TABLE"
 
 
+def test_the_latest_version_of_a_table_that_is_not_delta_is_refused_by_name(spark, fresh_db):
+    """A Parquet table in the metastore (a team's own log registered where the impressions table
+    belongs): DeltaLog answers -1 for it, which a pinned read would turn into VERSION AS OF -1.
+    Breakage caught: returning that -1 (or any number) instead of naming the table."""
+    cfg = fresh_db()
+    name = cfg.table("parquet_log")
+    spark.range(3).write.format("parquet").saveAsTable(name)
+    with pytest.raises(delta_versions.NotADeltaTable, match=rf"^{name} is not a Delta table \(no commit"):
+        tables.latest_version(spark, name)
+
+
 def test_a_write_returns_its_own_version_when_another_driver_committed_after_it(spark, fresh_db, monkeypatch):
     """Lineage names the version a write made: its tagged commit, found in the log's files or,
     where they cannot be read, in Delta's history; not the newest, another job's."""

@@ -1,6 +1,6 @@
 """Real faults with real processes: spark-submits of jobs/pipeline.py and the jobs killed with
 SIGKILL (the job's whole process tree, as a lost node or the OOM killer would) inside their Delta
-writes (build_features, calibrate_evaluate), right after a commit, and in the middle of a Horovod
+writes (build_features, calibrate_evaluate, score), right after a commit, and in the middle of a Horovod
 training epoch, then re-run: no partial version is ever read, training resumes from its last
 readable checkpoint, and the re-runs' tables and weights equal an uninterrupted run's. The re-run
 of the build is two builds of the same days started at once: one commits, the other is refused by
@@ -163,9 +163,16 @@ def test_training_and_evaluation_killed_mid_way_rerun_to_an_uninterrupted_runs_r
                                    msg=lambda detail, name=name: f"{name}: {detail}")
     assert evaluation_of(lake, "slot_metrics", "again-calibrate_evaluate").isEmpty()
 
-    # the re-run of what the kill left undone (a kill inside score's one predictions write is the
-    # build's case above: one Delta commit, all or nothing)
-    done = lake.submit("pipeline", "--steps", "calibrate_evaluate,score", "--run-id", "again")
+    # the re-run of what the kill left undone, killed once more inside score's predictions write
+    # (data files written, no commit): evaluation's tables are whole, score's rows are none
+    before = lake.version("predictions")
+    killed = lake.submit("pipeline", "--steps", "calibrate_evaluate,score", "--run-id", "again",
+                         kill_at="during:predictions:score")
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    assert "calibrate_evaluate: run again-calibrate_evaluate finished" in killed.stdout + killed.stderr
+    assert lake.version("predictions") == before + 1            # evaluation's commit, not score's
+    assert evaluation_of(lake, "predictions", "again-score").isEmpty()
+    done = lake.submit("pipeline", "--steps", "score", "--run-id", "again")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
     for table, run in [("slot_metrics", "calibrate_evaluate"), ("temperatures", "calibrate_evaluate"),

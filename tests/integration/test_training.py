@@ -11,6 +11,7 @@ import torch
 from core import tables
 from core.metrics import average_precision
 from training.artifact import load_artifact
+from training.checkpoints import checkpoints
 from training.data import load_snapshot
 from training.loop import new_model
 from training.runner import prepare, train
@@ -119,3 +120,41 @@ def test_two_processes_end_with_identical_weights(spark, train_lake, tmp_path, b
     assert last["log_loss"] == pytest.approx(final["log_loss"], rel=1e-5)
     base_rate = score(model, one.validation_files, one.layout, torch.tensor(one.slot_to_task))["label"].mean()
     assert last["auc_pr"] > 1.5 * base_rate
+
+
+
+def test_a_resumed_run_keeps_its_early_stopping_state_and_ends_as_an_uninterrupted_one(spark, train_lake,
+                                                                                        tmp_path):
+    """With the default shuffle buffer and early stopping in play: a run (patience 2, a learning
+    rate high enough to overfit this small lake) stops after two worse epochs; the same run cut
+    back to its checkpoint before the last epoch (as a kill there leaves it) resumes, trains that
+    epoch again and ends where the uninterrupted run ended. Breakage caught: the checkpoint's
+    early-stopping state not restored (bad epochs reset: the resumed run trains on), its best
+    weights not restored (the artifact holds another epoch's), the shuffle or the optimizer not
+    reproduced on resume (the last epoch's weights and validation loss differ)."""
+    overrides = {**SMALL, "shuffle_buffer": 20000, "learning_rate": 0.05, "early_stopping_patience": 2}
+    straight, _, straight_folder = train(spark, train_lake, "resume-a", backend="local", num_proc=1, epochs=6,
+                           output_dir=tmp_path / "a", training_overrides=overrides)
+    assert straight.stopped_early and [h["epoch"] for h in straight.history] == [0, 1, 2]
+    assert straight.best_epoch == 0                     # epochs 1 and 2 worse: the patience used up
+
+    first, _, folder = train(spark, train_lake, "resume-b", backend="local", num_proc=1, epochs=6,
+                             output_dir=tmp_path / "b", training_overrides=overrides)
+    newest, before = checkpoints(folder)
+    last_epoch = torch.load(newest, weights_only=False)["model"]
+    resumed_from = torch.load(before, weights_only=False)["state"]
+    assert (resumed_from["epoch"], resumed_from["bad_epochs"], resumed_from["best_epoch"]) == (2, 1, 0)
+    newest.unlink()
+    (folder / "model.json").unlink()
+
+    again, _, folder = train(spark, train_lake, "resume-b", backend="local", num_proc=1, epochs=6,
+                             output_dir=tmp_path / "b", training_overrides=overrides)
+    assert again.stopped_early and again.best_epoch == 0
+    timing = ("train_seconds",)
+    assert [{k: v for k, v in h.items() if k not in timing} for h in again.history] == \
+        [{k: v for k, v in h.items() if k not in timing} for h in straight.history]
+    for name, tensor in torch.load(checkpoints(folder)[0], weights_only=False)["model"].items():
+        torch.testing.assert_close(tensor, last_epoch[name], rtol=1e-5, atol=1e-6)
+    (straight_model, _), (again_model, _) = load_artifact(straight_folder), load_artifact(folder)
+    for name, tensor in straight_model.state_dict().items():     # epoch 0's weights, kept as the best
+        torch.testing.assert_close(again_model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6)

@@ -60,19 +60,22 @@ BAD_FLAGS = {
     "score": {
         "--train-run-id": (["--train-run-id", "a b"], "argument --train-run-id: 'a b' is not a run id"),
         "--model-uri": (["--train-run-id", "train-1", "--model-uri", "models:/camoe@champion"],
-                        "give --model-uri or --train-run-id, not both"),
+                        "--model-uri / --train-run-id: give a model URI (models:/camoe@champion) or a training run id "
+                        "(train-1), not both"),
         "--candidates": (["--candidates", "a.b.c"], "argument --candidates: 'a.b.c' is not a table name"),
         "--split": (["--split", "holdout"], "argument --split: invalid choice: 'holdout'"),
         "--start-date": DATES["--start-date"],
         "--end-date": DATES["--end-date"],
     },
     "experiments": {
-        "--models": (["--models", "wide_deep", "camoe2"], "--models 'camoe2' is not a model of conf/models.yaml"),
+        "--models": (["--models", "wide_deep", "camoe2"],
+                     "--models wide_deep camoe2: 'camoe2' is not a model of conf/models.yaml"),
         "--features-version": (["--features-version", "v3"], "argument --features-version: 'v3' is not an integer"),
         "--report": None,                       # any path: the job makes its folder
         "--reanalyse": (["--reanalyse", "no such run"], "argument --reanalyse: 'no such run' is not a run id"),
         "--sampling-ablation": (["--models", "wide_deep", "dcnv2", "--sampling-ablation"],
-                                "--sampling-ablation retrains experiments.target_model camoe: add it to --models"),
+                                "--sampling-ablation: the sampling ablation retrains experiments.target_model camoe: "
+                                "add it to the models"),
     },
     "replay_auction": {
         "--models": (["--models", "camoe", "camoe"], "--models camoe camoe: name two different models"),

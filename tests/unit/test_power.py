@@ -1,6 +1,8 @@
 """calibration/power.py: seeds aligned on the same rows, paired changes per slot, claim verdicts (no JVM)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -268,3 +270,24 @@ def test_every_auc_pr_claim_is_also_judged_label_free_where_the_log_has_true_ctr
     assert [c.metric for c in label_free([claim, ece])] == ["excess_log_loss"]       # calibration claims have no twin
     power = power_analysis(rows, "noisy", ["stream_audio"], resamples=20)
     assert power["claims"] == [] and power["claims_not_judged"] == []            # no claim settings given
+
+
+def test_an_experiments_models_are_checked_before_anything_trains():
+    """The one check behind both the job's exit 2 and the library's refusal: breaking any branch
+    (an unknown model let through, the baseline or the sampling ablation's target not required)
+    fails here."""
+    from calibration.experiments import ModelChoiceError, experiment_models
+
+    cfg = load_config()
+    settings = cfg.experiments
+    assert experiment_models(settings, cfg.models) == tuple(settings.models)
+    assert experiment_models(settings, cfg.models, ["wide_deep", "camoe"], sampling_ablation=True) == \
+        ("wide_deep", "camoe")
+    cases = [(["wide_deep", "camoe9"], False, "models", "'camoe9' is not a model of conf/models.yaml"),
+             (["camoe"], False, "models", "the baseline wide_deep (experiments.baseline) must be among them"),
+             (["wide_deep", "dcnv2"], True, "sampling_ablation",
+              "retrains experiments.target_model camoe: add it to the models")]
+    for models, sampling, option, message in cases:
+        with pytest.raises(ModelChoiceError, match=re.escape(message)) as raised:
+            experiment_models(settings, cfg.models, models, sampling_ablation=sampling)
+        assert raised.value.option == option
