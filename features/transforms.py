@@ -99,8 +99,8 @@ def with_history(df: DataFrame, cfg: Config, last_day: dt.date | None = None,
                          n["ad_impressions"], n["ad_clicks"])
     return (out
             .withColumn(n["user_modality_ctr"],
-                        _smoothed_ctr(n["user_modality_clicks"], n["user_modality_impressions"]))
-            .withColumn(n["ad_ctr"], _smoothed_ctr(n["ad_clicks"], n["ad_impressions"])))
+                        smoothed_ctr(n["user_modality_clicks"], n["user_modality_impressions"]))
+            .withColumn(n["ad_ctr"], smoothed_ctr(n["ad_clicks"], n["ad_impressions"])))
 
 
 def _window_counts(df: DataFrame, earlier: DataFrame | None, keys: list[str], timestamp: str, label: str,
@@ -143,7 +143,7 @@ def _window_counts(df: DataFrame, earlier: DataFrame | None, keys: list[str], ti
             .drop(t, dn, dc, is_row))
 
 
-def _smoothed_ctr(clicks: str, impressions: str) -> Column:
+def smoothed_ctr(clicks: str, impressions: str) -> Column:
     k = _CTR_PRIOR_IMPRESSIONS
     return (F.col(clicks) + _CTR_PRIOR * k) / (F.col(impressions) + k)
 
