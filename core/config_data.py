@@ -79,6 +79,8 @@ class FeatureSettings:
     min_count: int
     history_days: int
     log1p_dense: tuple[str, ...]
+    # categorical column -> (capacity, hash_buckets): features/vocabulary.py's own ids, then buckets
+    vocabulary_caps: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,12 +216,28 @@ def parse_features(s: Section, schema: RawLogSchema) -> FeatureSettings:
     out = FeatureSettings(
         min_count=s.get("min_count", int, check=positive, expect="a positive integer"),
         history_days=s.get("history_days", int, check=positive, expect="a positive integer"),
-        log1p_dense=s.str_list("log1p_dense", default=[]))
+        log1p_dense=s.str_list("log1p_dense", default=[]),
+        vocabulary_caps=_parse_vocabulary_caps(s.sub("vocabulary_caps", default={}), schema))
     s.done()
     for name in out.log1p_dense:
         if name not in schema.dense:
             raise s.fail("log1p_dense", f"names {name!r}, which is not in schema.dense")
     return out
+
+
+def _parse_vocabulary_caps(s: Section, schema: RawLogSchema) -> dict[str, tuple[int, int]]:
+    caps = {}
+    pos_int = dict(kind=int, check=positive, expect="a positive integer")
+    for name in s.data:
+        if name not in schema.categorical:
+            raise s.fail(str(name), f"is not a categorical column of the schema ({', '.join(schema.categorical)})")
+        one = s.sub(name)
+        caps[name] = (one.get("capacity", **pos_int), one.get("hash_buckets", **pos_int))
+        one.done()
+        if sum(caps[name]) > 2 ** 31 - 1:
+            raise one.fail("capacity", f"+ hash_buckets must be at most 2^31 - 1 (ids are ints), got {caps[name]}")
+    s.done()
+    return caps
 
 
 def parse_quality(s: Section) -> QualitySettings:

@@ -65,6 +65,23 @@ def test_schema_roles_cannot_double_as_features():
         load_config(overrides=["features.log1p_dense=[bitrate]"])
 
 
+def test_vocabulary_caps_are_off_by_default_and_checked_per_categorical_column():
+    assert load_config().features.vocabulary_caps == {}
+    cfg = load_config(overrides=["features.vocabulary_caps={user_id: {capacity: 100000, hash_buckets: 10000}}"])
+    assert cfg.features.vocabulary_caps == {"user_id": (100000, 10000)}
+    with pytest.raises(ConfigError, match=r"data\.yaml.*'features\.vocabulary_caps\.bitrate' is not a categorical"):
+        load_config(overrides=["features.vocabulary_caps={bitrate: {capacity: 10, hash_buckets: 2}}"])
+    with pytest.raises(ConfigError, match=r"'features\.vocabulary_caps\.user_id\.capacity' must be a positive "
+                                          r"integer, got 0"):
+        load_config(overrides=["features.vocabulary_caps={user_id: {capacity: 0, hash_buckets: 2}}"])
+    with pytest.raises(ConfigError, match=r"'features\.vocabulary_caps\.ad_id\.hash_buckets' is required"):
+        load_config(overrides=["features.vocabulary_caps={ad_id: {capacity: 10}}"])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'features\.vocabulary_caps\.ad_id\.bucket'"):
+        load_config(overrides=["features.vocabulary_caps={ad_id: {capacity: 10, hash_buckets: 2, bucket: 3}}"])
+    with pytest.raises(ConfigError, match=r"'features\.vocabulary_caps\.ad_id\.capacity' \+ hash_buckets must be"):
+        load_config(overrides=["features.vocabulary_caps={ad_id: {capacity: 2147483000, hash_buckets: 1000}}"])
+
+
 def test_evaluation_experiment_and_auction_sections_are_checked():
     cfg = load_config()
     assert cfg.experiments.baseline == "wide_deep" and "camoe_no_alm" in cfg.experiments.models
