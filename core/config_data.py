@@ -74,6 +74,9 @@ class SamplingSettings:
         return self.rates[(slot, label)]
 
 
+MAX_CATEGORICAL_ID = 2 ** 31 - 1          # the feature table's cat_* ids are ints
+
+
 @dataclass(frozen=True)
 class FeatureSettings:
     min_count: int
@@ -234,7 +237,7 @@ def _parse_vocabulary_caps(s: Section, schema: RawLogSchema) -> dict[str, tuple[
         one = s.sub(name)
         caps[name] = (one.get("capacity", **pos_int), one.get("hash_buckets", **pos_int))
         one.done()
-        if sum(caps[name]) > 2 ** 31 - 1:
+        if sum(caps[name]) > MAX_CATEGORICAL_ID:
             raise one.fail("capacity", f"+ hash_buckets must be at most 2^31 - 1 (ids are ints), got {caps[name]}")
     s.done()
     return caps

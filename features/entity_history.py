@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from core.config import Config
 from core.feature_table import HISTORY_FEATURES, history_feature_names
-from features.transforms import smoothed_ctr
+from features.transforms import day_start_second, smoothed_ctr
 
 USER_MODALITY, AD = "user_modality", "ad"
 ENTITY_DAILY_SCHEMA = ("event_date date, entity string, key string, event_second long, "
@@ -54,10 +54,6 @@ def entity_day_aggregates(rows: DataFrame, cfg: Config) -> DataFrame:
                      "event_second")
             .agg(F.count(F.lit(1)).alias("impressions"), F.sum("_click").alias("clicks"))
             .select("event_date", "entity", "key", "event_second", "impressions", "clicks"))
-
-
-def day_start_second(day: dt.date) -> int:
-    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
 
 
 def with_history_from_aggregates(rows: DataFrame, earlier: DataFrame, cfg: Config, first_day: dt.date,

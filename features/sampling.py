@@ -20,7 +20,7 @@ def stratum_rate(slot: Column, label: Column, rates: Mapping[tuple[str, int], fl
     for (s, lab), rate in rates.items():
         cond = (slot == s) & (label == lab)
         expr = F.when(cond, F.lit(float(rate))) if expr is None else expr.when(cond, F.lit(float(rate)))
-    return expr.otherwise(F.lit(1.0))
+    return F.lit(1.0) if expr is None else expr.otherwise(F.lit(1.0))      # no rates: every row kept
 
 
 def stratified_downsample(df: DataFrame, rates: Mapping[tuple[str, int], float], seed: int,

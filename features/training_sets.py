@@ -19,8 +19,7 @@ def train_rows(features: DataFrame, spec: TrainingSetSpec) -> DataFrame:
     """The set's train rows of ``features`` (one pinned snapshot of the daily table: the caller
     reads ``spec.features_version``): the train days, down-sampled, with ``set_id``, ``split``
     and ``sample_weight``."""
-    first, last = spec.window.bounds(TRAIN)
-    days = features.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") <= F.lit(last)))
+    days = _days(features, spec, TRAIN)
     sampled = stratified_downsample(days.withColumn("split", F.lit(TRAIN)), spec.rate_of, spec.seed)
     return sampled.withColumn("set_id", F.lit(spec.set_id))
 
@@ -29,11 +28,11 @@ def evaluation_rows(features: DataFrame, spec: TrainingSetSpec, split: str) -> D
     """The set's validation or test rows: every row of those days, ``sample_weight`` 1."""
     if split not in (VALIDATION, TEST):
         raise ValueError(f"evaluation rows are validation or test rows, not {split!r}")
+    return _days(features, spec, split).withColumns({"split": F.lit(split), "sample_weight": F.lit(1.0),
+                                                     "set_id": F.lit(spec.set_id)})
+
+
+def _days(features: DataFrame, spec: TrainingSetSpec, split: str) -> DataFrame:
     first, last = spec.window.bounds(split)
-    return (features.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") <= F.lit(last)))
-            .withColumns({"split": F.lit(split), "sample_weight": F.lit(1.0), "set_id": F.lit(spec.set_id)}))
+    return features.where(F.col("event_date").between(F.lit(first), F.lit(last)))
 
-
-def rows_by_stratum(df: DataFrame) -> dict[tuple[str, int], int]:
-    """Rows per (slot, label) of ``df``: one small collect (the sampling report's before/after)."""
-    return {(r[0], int(r[1])): r[2] for r in df.groupBy("slot", F.col("label").cast("int")).count().collect()}

@@ -87,8 +87,7 @@ def with_history(df: DataFrame, cfg: Config, last_day: dt.date | None = None,
     n = dict(zip(HISTORY_FEATURES, history_feature_names(cfg)))
     span = cfg.features.history_days * 86400
     # a day after last_day's UTC end: the session time zone may put last_day's rows up to ~a day later
-    horizon = None if last_day is None else \
-        int(dt.datetime.combine(last_day + dt.timedelta(days=2), dt.time(), dt.UTC).timestamp())
+    horizon = None if last_day is None else day_start_second(last_day + dt.timedelta(days=2))
     earlier = None
     if first_day is not None:
         keep = F.coalesce(F.col(s.date) >= F.lit(first_day), F.lit(False))
@@ -101,6 +100,11 @@ def with_history(df: DataFrame, cfg: Config, last_day: dt.date | None = None,
             .withColumn(n["user_modality_ctr"],
                         smoothed_ctr(n["user_modality_clicks"], n["user_modality_impressions"]))
             .withColumn(n["ad_ctr"], smoothed_ctr(n["ad_clicks"], n["ad_impressions"])))
+
+
+def day_start_second(day: dt.date) -> int:
+    """Epoch second of ``day``'s UTC midnight."""
+    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
 
 
 def _window_counts(df: DataFrame, earlier: DataFrame | None, keys: list[str], timestamp: str, label: str,
@@ -149,14 +153,19 @@ def smoothed_ctr(clicks: str, impressions: str) -> Column:
 
 
 # ----------------------------------------------------------------------------- vocabularies
+def feature_value_pairs(columns: tuple[str, ...]) -> Column:
+    """One (feature, value) struct per column of a row, exploded: the value cast to string, the
+    key vocabularies are stored under."""
+    return F.explode(F.array(*[F.struct(F.lit(c).alias("feature"), F.col(c).cast("string").alias("value"))
+                               for c in columns]))
+
+
 def build_vocabularies(train: DataFrame, columns: tuple[str, ...], min_count: int) -> DataFrame:
     """(feature, value, index, count): values seen >= min_count times in ``train``.
 
     Indices start at 1 in descending count order (ties by value), 0 is out-of-vocabulary.
     """
-    pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("feature"), F.col(c).cast("string").alias("value"))
-                                for c in columns]))
-    counts = (train.select(pairs.alias("p")).select("p.feature", "p.value")
+    counts = (train.select(feature_value_pairs(columns).alias("p")).select("p.feature", "p.value")
               .where(F.col("value").isNotNull())
               .groupBy("feature", "value").agg(F.count(F.lit(1)).alias("count"))
               .where(F.col("count") >= min_count))
@@ -165,8 +174,11 @@ def build_vocabularies(train: DataFrame, columns: tuple[str, ...], min_count: in
         .select("feature", "value", "index", "count")
 
 
-def encode_categoricals(df: DataFrame, vocabularies: DataFrame, columns: tuple[str, ...]) -> DataFrame:
-    """Add ``cat_<column>`` int ids from ``vocabularies``; unseen or null values get 0.
+def encode_categoricals(df: DataFrame, vocabularies: DataFrame, columns: tuple[str, ...],
+                        date_col: str | None = None) -> DataFrame:
+    """Add ``cat_<column>`` int ids from ``vocabularies``; unseen or null values get 0. With
+    ``date_col``, ``vocabularies`` also has ``admitted_on`` (features/vocabulary.py): a row gets
+    a value's id only from that day on, 0 before it and where its date is null.
 
     One pass over ``df``: each column probes a hash table of its vocabulary broadcast once
     per build, so the rows are never shuffled (a shuffle join per column moved every row 15
@@ -177,16 +189,22 @@ def encode_categoricals(df: DataFrame, vocabularies: DataFrame, columns: tuple[s
     lake, measured in-process).
     """
     sizes = {r["feature"]: r["count"] for r in
-             vocabularies.groupBy("feature").agg(F.count(F.lit(1)).alias("count")).collect()}
+             vocabularies.where(F.col("feature").isin(list(columns)))
+             .groupBy("feature").agg(F.count(F.lit(1)).alias("count")).collect()}
+    kept = ("v", "i") if date_col is None else ("v", "i", "a")
     out = df
     for c in columns:
         vocab = vocabularies.where(F.col("feature") == c).select(
-            F.col("value").alias(f"_v_{c}"), F.col("index").alias(f"_i_{c}"))
+            F.col("value").alias(f"_v_{c}"), F.col("index").alias(f"_i_{c}"),
+            *([] if date_col is None else [F.col("admitted_on").alias(f"_a_{c}")]))
         if sizes.get(c, 0) <= BROADCAST_MAX_VALUES:
             vocab = F.broadcast(vocab)
         out = out.join(vocab, F.col(c).cast("string") == F.col(f"_v_{c}"), "left")
-    ids = {categorical_column(c): F.coalesce(F.col(f"_i_{c}"), F.lit(OOV_INDEX)) for c in columns}
-    return out.withColumns(ids).drop(*[f"_{k}_{c}" for c in columns for k in ("v", "i")])
+    day = None if date_col is None else F.col(date_col).cast("date")
+    ids = {categorical_column(c): F.coalesce(F.col(f"_i_{c}") if day is None else
+                                             F.when(F.col(f"_a_{c}") <= day, F.col(f"_i_{c}")),
+                                             F.lit(OOV_INDEX)).cast("int") for c in columns}
+    return out.withColumns(ids).drop(*[f"_{k}_{c}" for c in columns for k in kept])
 
 
 # ----------------------------------------------------------------------------- dense

@@ -28,18 +28,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core.feature_table import categorical_column
-from features.transforms import BROADCAST_MAX_VALUES, OOV_INDEX
+from core.columns import lookup
+from core.config_data import MAX_CATEGORICAL_ID
+from features.transforms import OOV_INDEX, encode_categoricals, feature_value_pairs
 
 VOCABULARY_SCHEMA = ("feature string, value string, index int, count long, first_seen date, "
                      "admitted_on date, hashed boolean, counted_through date")
 COLUMNS = tuple(part.split()[0] for part in VOCABULARY_SCHEMA.split(", "))
 DAY_COUNTS_SCHEMA = "feature string, value string, event_date date, count long"
 Caps = Mapping[str, tuple[int, int]]       # feature -> (capacity, hash_buckets)
-_MAX_ID = 2 ** 31 - 1                      # ids are int columns
 _KEY = ["feature", "value"]
 
 
@@ -54,9 +54,7 @@ def count_days(df: DataFrame, columns: tuple[str, ...], date_col: str) -> DataFr
     Values are cast to string (the state's key); null values and rows without a date are not
     sightings.
     """
-    pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("feature"), F.col(c).cast("string").alias("value"))
-                                for c in columns]))
-    return (df.select(F.col(date_col).cast("date").alias("event_date"), pairs.alias("p"))
+    return (df.select(F.col(date_col).cast("date").alias("event_date"), feature_value_pairs(columns).alias("p"))
             .select("p.feature", "p.value", "event_date")
             .where(F.col("value").isNotNull() & F.col("event_date").isNotNull())
             .groupBy("feature", "value", "event_date")
@@ -86,9 +84,9 @@ def extend(state: DataFrame, day_counts: DataFrame, min_count: int, caps: Caps |
     if min_count < 1:
         raise ValueError(f"vocabulary min_count must be >= 1, got {min_count}")
     for feature, (capacity, buckets) in caps.items():
-        if capacity < 1 or buckets < 1 or capacity + buckets > _MAX_ID:
+        if capacity < 1 or buckets < 1 or capacity + buckets > MAX_CATEGORICAL_ID:
             raise ValueError(f"vocabulary cap of {feature!r}: capacity {capacity} and hash_buckets "
-                             f"{buckets} must be >= 1 and sum to at most {_MAX_ID}")
+                             f"{buckets} must be >= 1 and sum to at most {MAX_CATEGORICAL_ID}")
     top, watermark, days = _profile(state, day_counts)
     for feature, (capacity, _) in caps.items():
         if top.get(feature, 0) > capacity:
@@ -109,9 +107,9 @@ def extend(state: DataFrame, day_counts: DataFrame, min_count: int, caps: Caps |
                .groupBy(*_KEY).agg(F.min(F.struct("event_date", "_running")).alias("_at")))
     order = Window.partitionBy("feature").orderBy(
         F.col("_at.event_date"), F.col("_at._running").desc(), F.col("value"))
-    own = _by_feature(F.col("feature"), top, 0) + F.row_number().over(order)
-    capacity = _by_feature(F.col("feature"), {f: c for f, (c, _) in caps.items()}, None)
-    buckets = _by_feature(F.col("feature"), {f: b for f, (_, b) in caps.items()}, None)
+    own = lookup(F.col("feature"), top, 0).cast("long") + F.row_number().over(order)
+    capacity = lookup(F.col("feature"), {f: c for f, (c, _) in caps.items()}).cast("long")
+    buckets = lookup(F.col("feature"), {f: b for f, (_, b) in caps.items()}).cast("long")
     admitted = (reached.withColumn("_own", own)
                 .withColumn("_hashed", F.coalesce(F.col("_own") > capacity, F.lit(False)))
                 .select(*_KEY, "_hashed",
@@ -167,38 +165,16 @@ def _checked_days(spans: list, watermark: dt.date | None, through: dt.date | Non
     return last
 
 
-def _by_feature(feature: Column, values: Mapping[str, int], default: int | None) -> Column:
-    """A per-feature literal: CASE feature WHEN f THEN values[f] ... ELSE default END, as a long."""
-    expr = F.lit(default)
-    for name, v in values.items():
-        expr = F.when(feature == F.lit(name), F.lit(v)).otherwise(expr)
-    return expr.cast("long")
-
-
 def encode(df: DataFrame, state: DataFrame, columns: tuple[str, ...], date_col: str) -> DataFrame:
     """Add ``cat_<column>`` int ids: a row of day d gets a value's id when the value was admitted
     on or before d (``admitted_on <= d``); candidates, later admissions, unseen and null values,
     and rows without a date get ``OOV_INDEX``.
 
-    As ``transforms.encode_categoricals``: each column probes its vocabulary broadcast once (a
-    shuffle join when it has over ``BROADCAST_MAX_VALUES`` ids), and the ids are added in one
-    projection after the joins. The state must be counted through at least the day before the
+    ``transforms.encode_categoricals`` with the admission day (one broadcast probe per column,
+    one projection). The state must be counted through at least the day before the
     last day of ``df``, or values admitted since are encoded as OOV.
     """
-    ids = state.where(F.col("index").isNotNull())
-    sizes = {r["feature"]: r["count"] for r in
-             ids.where(F.col("feature").isin(list(columns))).groupBy("feature").count().collect()}
-    out, day = df, F.col(date_col).cast("date")
-    for c in columns:
-        vocab = ids.where(F.col("feature") == c).select(
-            F.col("value").alias(f"_v_{c}"), F.col("index").alias(f"_i_{c}"),
-            F.col("admitted_on").alias(f"_a_{c}"))
-        if sizes.get(c, 0) <= BROADCAST_MAX_VALUES:
-            vocab = F.broadcast(vocab)
-        out = out.join(vocab, F.col(c).cast("string") == F.col(f"_v_{c}"), "left")
-    encoded = {categorical_column(c): F.coalesce(F.when(F.col(f"_a_{c}") <= day, F.col(f"_i_{c}")),
-                                                 F.lit(OOV_INDEX)).cast("int") for c in columns}
-    return out.withColumns(encoded).drop(*[f"_{k}_{c}" for c in columns for k in ("v", "i", "a")])
+    return encode_categoricals(df, state.where(F.col("index").isNotNull()), columns, date_col)
 
 
 def cardinality(state: DataFrame, feature: str, caps: Caps | None = None) -> int:

@@ -8,7 +8,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from core.training_sets import TrainingSetSpec, TrainingWindow
-from features.training_sets import evaluation_rows, rows_by_stratum, train_rows
+from features.sampling import train_rows_by_stratum
+from features.training_sets import evaluation_rows, train_rows
 
 START, DAYS, PER_DAY = dt.date(2026, 4, 1), 10, 3000
 SLOTS = ("stream_audio", "podcast", "stream_video")
@@ -43,8 +44,8 @@ def test_two_sets_of_other_windows_and_rates_from_one_table_each_rerun_reads_the
     assert ids(first) == ids(train_rows(features, hard))                    # the re-run
     dates = {r[0] for r in first.select("event_date").distinct().collect()}
     assert dates == {window.train_start + dt.timedelta(days=i) for i in range(6)}
-    before, after = rows_by_stratum(features.where(F.col("event_date") <= F.lit(window.train_end))), \
-        rows_by_stratum(first)
+    before = train_rows_by_stratum(train_rows(features, spec(window, {})))          # every train-day row
+    after = train_rows_by_stratum(first)
     for (slot, label), n in before.items():
         rate = hard.rate_of.get((slot, label), 1.0)
         if rate == 1.0:
