@@ -1,7 +1,9 @@
 """One evaluation run (jobs/calibrate_evaluate.py, the experiments): find the training run, fit
-per-task temperatures on validation, score the test split before and after, write the slot-level
-tables (calibration/slot_tables.py builds them), plot, and summarise for the runs row; MLflow
-tracking of the run; the down-sampling shift and temperatures scoring applies.
+per-task temperatures on the validation days of the model's training window, score its test days
+before and after, write the slot-level tables (calibration/slot_tables.py builds them), plot, and
+summarise for the runs row; MLflow tracking of the run; the down-sampling shift and temperatures
+scoring applies. Both day ranges are read from the daily feature table at the model's pinned
+features version (never down-sampled), of the model's slots.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class EvaluationSummary:
     ece_equal_mass_after: float | None
     segments_without_clicks: tuple[str, ...]
     plots: tuple[str, ...] = ()
+    window: str = ""                         # the model's training window (TrainingWindow.describe)
 
     def metrics(self) -> dict:
         """Everything but the outputs, JSON-ready, for the runs row."""
@@ -45,9 +48,9 @@ class EvaluationSummary:
 
 def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, baseline_run_id: str | None = None,
                  plots_dir=None, expert_masking: bool = True, plots: bool = True) -> EvaluationSummary:
-    """Fit temperatures on validation, score test before/after, write every evaluation table, plot.
-    ``expert_masking=False`` skips the masked-expert scores (``expert_mask_metrics``, masked_pctr);
-    ``plots=False`` (or ``evaluation.plots: false``) the diagrams."""
+    """Fit temperatures on the model window's validation days, score its test days before/after,
+    write every evaluation table, plot. ``expert_masking=False`` skips the masked-expert scores
+    (``expert_mask_metrics``, masked_pctr); ``plots=False`` (or ``evaluation.plots: false``) the diagrams."""
     from core import lineage, tables
     from training.artifact import read_artifact
 
@@ -67,7 +70,8 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     try:
         # materialised once here: the tables below are aggregations of it, written concurrently
         if scored.count() == 0:
-            raise ValueError(f"{artifact.features_table}@{artifact.features_version} has no test rows")
+            raise ValueError(f"{artifact.features_table}@{artifact.features_version} has no rows on the test days "
+                             f"of the model's window ({artifact.window.describe()})")
         frames = evaluation_frames(spark, cfg, scored, temperature_rows, ids, baseline, baseline_run_id,
                                    artifact.model.experts if masking else 0,
                                    with_truth="true_ctr" in snapshot.schema.names,
@@ -78,27 +82,30 @@ def evaluate_run(spark, cfg, run_id: str, train_run_id: str | None = None, basel
     written = spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id") == run_id).toPandas()
     figures = _plot(spark, cfg, run_id, written, baseline_run_id, plots_dir) if plots and cfg.evaluation.plots else ()
     return _summary(written, ids, temperatures, baseline_run_id, {t: versions[cfg.table(t)] for t in frames},
-                    figures)
+                    figures, artifact.window.describe())
 
 
 def fit_run_temperatures(spark, cfg, snapshot, artifact_dir, artifact, shift: dict[str, float],
                          masked_experts: bool = False) -> tuple[dict[str, float], list[tuple], np.ndarray | None]:
-    """Per task T minimising the NLL of the corrected validation logits of the model's slots;
+    """Per task T minimising the NLL of the corrected logits of the model's slots on the validation
+    days of its training window;
     returns (task -> T, the temperatures table's rows, and with ``masked_experts`` a (K, T)
     array: the temperatures of the model with expert k zeroed, fitted the same way on its own
     validation logits, so a masked model is judged calibrated as the model itself is)."""
 
     from calibration.temperature import fit_temperatures
+    from core.feature_table import VALIDATION
     from training.table_scoring import RowSelection, score_table
 
     tasks = list(artifact.tasks)
     validation = score_table(spark, snapshot, artifact_dir, shift, None, keep=["label"],
-                             selection=RowSelection(split="validation", slots=artifact.model_slots),
+                             selection=RowSelection.of_split(artifact.window, VALIDATION, artifact.model_slots),
                              masked_experts=masked_experts)
     validation = validation.select("task", "label", "pctr_raw",
                                    *(["masked_pctr"] if masked_experts else [])).toPandas()
     if validation.empty:
-        raise ValueError(f"{artifact.features_table}@{artifact.features_version} has no validation rows")
+        raise ValueError(f"{artifact.features_table}@{artifact.features_version} has no rows on the validation "
+                         f"days of the model's window ({artifact.window.describe()})")
     bounds = (cfg.evaluation.temperature_min, cfg.evaluation.temperature_max)
     z = _logit(validation["pctr_raw"].to_numpy(np.float64))
     y = validation["label"].to_numpy(np.float64)
@@ -123,17 +130,18 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def score_test_split(spark, snapshot, artifact_dir, artifact, shift, temperatures, masked_experts: bool,
                      masked_temperatures: np.ndarray | None = None):
-    """The test rows of the model's slots scored before and after calibration, persisted (the
+    """The rows of the model's slots on the test days of its window, scored before and after calibration, persisted (the
     caller unpersists); ``true_ctr`` is a null column on a log without it. With
     ``masked_temperatures`` ((K, T): ``fit_run_temperatures``') each masked score is
     recalibrated with its own expert's temperature instead of the model's."""
+    from core.feature_table import TEST
     from training.table_scoring import RowSelection, score_table
 
     names = snapshot.schema.names
     keep = ["impression_id", "event_date", "slot", "label"] + [c for c in ("true_ctr", "ceiling_ctr")
                                                                if c in names and "true_ctr" in names]
     scored = score_table(spark, snapshot, artifact_dir, shift, temperatures, keep=keep,
-                         selection=RowSelection(split="test", slots=artifact.model_slots),
+                         selection=RowSelection.of_split(artifact.window, TEST, artifact.model_slots),
                          masked_experts=masked_experts)
     if masked_experts and masked_temperatures is not None:
         scored = recalibrate_masked(scored, list(artifact.tasks), temperatures, masked_temperatures)
@@ -194,7 +202,7 @@ def _plot(spark, cfg, run_id: str, written, baseline_run_id: str | None, plots_d
     return tuple(figures)
 
 
-def _summary(written, ids: dict, temperatures, baseline_run_id, outputs, plots) -> EvaluationSummary:
+def _summary(written, ids: dict, temperatures, baseline_run_id, outputs, plots, window: str = "") -> EvaluationSummary:
     """The run's summary from the slot_metrics rows it wrote; segments whose metrics are undefined
     are logged with the reason."""
     overall = written[(written["level"] == "all")].set_index("calibrated")
@@ -208,7 +216,8 @@ def _summary(written, ids: dict, temperatures, baseline_run_id, outputs, plots) 
         test_rows=int(overall.loc[True, "rows"]), auc_pr=_finite(overall.loc[True, "auc_pr"]),
         ece_equal_mass_before=_finite(overall.loc[False, "ece_equal_mass"]),
         ece_equal_mass_after=_finite(overall.loc[True, "ece_equal_mass"]),
-        segments_without_clicks=tuple(sorted(undefined.loc[undefined["positives"] == 0, "slot"])), plots=plots)
+        segments_without_clicks=tuple(sorted(undefined.loc[undefined["positives"] == 0, "slot"])), plots=plots,
+        window=window)
 
 
 def track_evaluation(spark, cfg, run_id: str, summary: EvaluationSummary):
@@ -228,14 +237,10 @@ def track_evaluation(spark, cfg, run_id: str, summary: EvaluationSummary):
 
 
 def downsampling_shift(spark, cfg, artifact) -> dict[str, float]:
-    """Per slot, the logit shift undoing the down-sampling of the build the model trained on:
-    the one its artifact recorded (zero for a loss-weighted model), else the build's rates."""
-    from core import tables
-    from features.sampling import build_logit_shift
-    recorded = artifact.logit_shift()
-    if recorded is not None:
-        return recorded
-    return build_logit_shift(spark, cfg.table(tables.SAMPLING_RATES), artifact.build_run_id, artifact.layout.slots)
+    """Per slot, the logit shift undoing the down-sampling of the model's training set, as its
+    artifact records it (from the set's rates; zero for a loss-weighted model): no table is read.
+    ``spark`` and ``cfg`` are kept for the callers' one signature."""
+    return dict(artifact.logit_shift())
 
 
 def latest_temperatures(spark, cfg, model_run_id: str) -> tuple[str, dict[str, float]]:

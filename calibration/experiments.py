@@ -1,7 +1,8 @@
 """One experiment (`make experiments`, jobs/experiments.py): every model of the ablation set
-trained per seed and evaluated on one features snapshot, the paired-bootstrap power analysis over
-test impressions and seeds, the per-slot targets, the sampling ablation, and the report
-(calibration/experiment_report.py renders it) with the experiment_results rows.
+trained per seed on one training window of one features snapshot (so one training set, reused)
+and evaluated on its days, the paired-bootstrap power analysis over test impressions and seeds,
+the per-slot targets, the sampling ablation (other rates: another training set, no feature
+rebuild), and the report (calibration/experiment_report.py renders it) with the experiment_results rows.
 """
 from __future__ import annotations
 
@@ -91,15 +92,16 @@ def sampling_variant(sampling, floor: float):
                                     for (slot, label), rate in sampling.rates.items()})
 
 
-def _train_clicks(spark, cfg, version: int) -> dict[str, float]:
-    """Clicks per slot (and "all") in the snapshot's training split: down-sampling keeps every
-    positive, so these are the window's clicks."""
+def _train_clicks(spark, cfg, version: int, window) -> dict[str, float]:
+    """Clicks per slot (and "all") on the train days of ``window`` (core.training_sets.TrainingWindow)
+    in the snapshot: the features table is never down-sampled, so these are the window's clicks."""
     from pyspark.sql import functions as F
 
     from core import feature_table, tables
 
+    first, last = window.bounds(feature_table.TRAIN)
     train = tables.read_table(spark, cfg.table(tables.FEATURES), version).where(
-        F.col("split") == feature_table.TRAIN)
+        F.col("event_date").between(F.lit(first), F.lit(last)))
     clicks = {r["slot"]: float(r["clicks"] or 0)
               for r in train.groupBy("slot").agg(F.sum("label").alias("clicks")).collect()}
     return {**clicks, "all": float(sum(clicks.values()))}
@@ -115,6 +117,7 @@ class ExperimentSummary:
     ``power``: the power analysis as experiments.json holds it."""
 
     features_version: int
+    window: str                         # every model's training window (TrainingWindow.describe)
     evaluations: dict[str, str]
     seed_evaluations: dict[str, dict[int, str]]
     seconds: dict[str, float]           # entry -> seconds its trainings and evaluations took
@@ -155,10 +158,13 @@ def experiment_models(settings, known_models, models=None, sampling_ablation: bo
 
 def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = None,
                     features_version: int | None = None, report_path=None, log=None, quick: bool = False,
-                    sampling_ablation: bool = False, reanalyse: str | None = None) -> ExperimentSummary:
-    """Train and evaluate every model on one features snapshot; write experiment_results + report.
+                    sampling_ablation: bool = False, reanalyse: str | None = None, end_date=None,
+                    window_days: dict | None = None) -> ExperimentSummary:
+    """Train and evaluate every model on one features snapshot and one training window (ending
+    ``end_date``, default the snapshot's last day; ``window_days``: training.runner.prepare's
+    overrides of conf splits); write experiment_results + report.
     ``quick``: ``ExperimentSettings.quick`` (two seeds, at most two epochs, 50 resamples).
-    ``sampling_ablation``: also camoe on snapshots rebuilt per ``sampling_ablation_floors``.
+    ``sampling_ablation``: also camoe on the training sets of ``sampling_ablation_floors``' rates.
     ``reanalyse``: an earlier experiment's run id: train nothing, analyse its recorded evaluations
     again (after a change to the analysis) into a report and rows under ``run_id``.
 
@@ -183,6 +189,9 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
     version = features_version if features_version is not None else \
         tables.latest_version(spark, cfg.table(tables.FEATURES))
     order = [settings.baseline, *[m for m in models if m != settings.baseline]]
+    if end_date is None and not reanalyse:      # one end for every model: one window, one training set
+        end_date = tables.read_table(spark, cfg.table(tables.FEATURES), version).agg(F.max("event_date")).first()[0]
+    windows = []                                # every trained model's, all the same
     evaluations: dict[str, str] = {}                    # entry -> its first seed's evaluation run
     seed_evaluations: dict[str, dict[int, str]] = {}    # entry (a model, or a sampling variant) -> seed -> run
     timings: dict[str, float] = {}
@@ -194,11 +203,16 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
             slug = entry.replace(SAMPLING_ENTRY, "-negatives-")
             train_run = lineage.RunRecord(run_id=f"{run_id}-train-{slug}{suffix}", job="train",
                                          params={"experiment": run_id, "model": model, "seed": seed})
-            result, _, artifact = train(spark, run_cfg, train_run.run_id, model_name=model,
-                                           features_version=features_version, num_proc=settings.num_proc,
-                                           backend=settings.backend, epochs=settings.epochs,
-                                           training_overrides={"seed": seed})
-            train_run.inputs["features"] = features_version
+            result, trained, artifact = train(spark, run_cfg, train_run.run_id, model_name=model,
+                                              features_version=features_version, num_proc=settings.num_proc,
+                                              backend=settings.backend, epochs=settings.epochs,
+                                              training_overrides={"seed": seed}, end_date=end_date,
+                                              window_days=window_days)
+            if windows[:1] not in ([], [trained.window]):
+                raise RuntimeError(f"{entry} trained on {trained.window.describe()}, not {windows[0].describe()}")
+            windows.append(trained.window)
+            train_run.inputs.update({"features": features_version, "training_sets": trained.training_sets_version})
+            train_run.params.update({"training_set": trained.training_set_id, "window": trained.window.describe()})
             train_run.outputs["model_artifact"] = str(artifact)
             train_run.metrics.update({"model": model, "seed": seed, "best_epoch": result.best_epoch,
                                       "examples_per_second_per_worker": result.examples_per_second_rank0})
@@ -228,26 +242,18 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
         evaluations.update({e: by_seed[min(by_seed)] for e, by_seed in seed_evaluations.items()})
         version, seeds, timings = recorded["features_version"], recorded["seeds"], recorded["seconds"]
         order = [m for m in order if m in seed_evaluations]
+        windows.append(recorded["window"])
     for model in order if not reanalyse else ():
         train_and_evaluate(model, model, version)
-    floors = settings.sampling_ablation_floors if sampling_ablation and not reanalyse else ()
-    if floors:
-        from features.pipeline import build_features
-
-        first, last = tables.read_table(spark, cfg.table(tables.FEATURES), version).agg(
-            F.min("event_date"), F.max("event_date")).first()
-        for floor in floors:
-            variant = replace(cfg, sampling=sampling_variant(cfg.sampling, floor))
-            built = build_features(spark, variant, first, last, f"{run_id}-build-negatives-{floor:g}")
-            if log:
-                log.info("experiment %s: features rebuilt with every slot keeping >= %g of its negatives "
-                         "(version %d)", run_id, floor, built.versions_written["features"])
-            train_and_evaluate(sampling_entry(target, floor), target,
-                               built.versions_written["features"], variant)
-        # the latest features version is again the configured rates' (what later jobs read)
-        restored = build_features(spark, cfg, first, last, f"{run_id}-build-restore").versions_written["features"]
+    # the sampling ablation: the same window and snapshot, down-sampled at other rates into
+    # another training set (features are never rebuilt: rates belong to the training set)
+    for floor in settings.sampling_ablation_floors if sampling_ablation and not reanalyse else ():
+        variant = replace(cfg, sampling=sampling_variant(cfg.sampling, floor))
         if log:
-            log.info("experiment %s: features rebuilt with the configured rates (version %d)", run_id, restored)
+            log.info("experiment %s: %s on a training set keeping >= %g of every slot's negatives", run_id,
+                     target, floor)
+        train_and_evaluate(sampling_entry(target, floor), target, version, variant)
+    window = windows[0]
 
     all_runs = [r for by_seed in seed_evaluations.values() for r in by_seed.values()]
     metrics = spark.table(cfg.table(tables.SLOT_METRICS)).where(F.col("run_id").isin(all_runs))
@@ -273,8 +279,8 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
     out_dir = Path(cfg.storage.artifacts_dir) / "experiments" / run_id
     header = (f"# CAMoE ablations on {cfg.table(tables.FEATURES)}{' (--quick)' if quick else ''}\n\n"
               f"Experiment `{run_id}`" + (f" (the evaluations of `{reanalyse}`, analysed again)" if reanalyse else "")
-              + ", features version "
-              f"{version}, {scored.rows:,} test impressions ({int(scored.label.sum()):,} clicks), "
+              + f", features version {version}, window {window.describe()}, {scored.rows:,} test impressions "
+              f"({int(scored.label.sum()):,} clicks), "
               f"models trained with backend={settings.backend} x{settings.num_proc}, seeds {list(seeds)}, "
               f"epochs={settings.epochs or cfg.training.epochs}, global batch {cfg.training.batch_size}, "
               f"model selection on corrected validation {cfg.training.selection_metric}. "
@@ -282,10 +288,10 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
               + ", ".join(f"{m}={loss_name(cfg.models[m])}" for m in order)
               + ". Every model takes " + ", ".join(sorted({'+'.join(cfg.models[m].slot_features) or 'nothing'
                                                            for m in order})) + " as input. "
-              "Test split, temperature-calibrated scores.")
+              "Test days, temperature-calibrated scores.")
     summary = model_slot_summary(frame)
     # the targets exist only where the log has a ceiling: no training-click count otherwise
-    train_clicks = _train_clicks(spark, cfg, version) if "signal_fraction_of_ceiling" in optional else None
+    train_clicks = _train_clicks(spark, cfg, version, window) if "signal_fraction_of_ceiling" in optional else None
     checks = target_checks(summary, target, slots, train_clicks)
     intervals = "\n\n".join(p for p in (targets_markdown(checks, target),
                                          power_markdown(power, settings.baseline, slots, scored.seeds)) if p)
@@ -302,7 +308,8 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
         report += f"\n![Pareto: {audio} vs {video} AUC-PR change](pareto.png)\n"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(report)
-    document = {"run_id": run_id, "features_version": version, "baseline": settings.baseline,
+    document = {"run_id": run_id, "features_version": version, "window": window.describe(),
+                "baseline": settings.baseline,
                 "seeds": {m: sorted(s) for m, s in seed_evaluations.items()},
                 "evaluations": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in seed_evaluations.items()},
                 "test_rows": scored.rows, "test_clicks": int(scored.label.sum()),
@@ -317,7 +324,8 @@ def run_experiments(spark, cfg, run_id: str, models: tuple[str, ...] | None = No
         if figure:
             import shutil
             shutil.copy(figure, Path(report_path).parent / "pareto.png")
-    return ExperimentSummary(features_version=version, evaluations=evaluations, seed_evaluations=seed_evaluations,
+    return ExperimentSummary(features_version=version, window=window.describe(), evaluations=evaluations,
+                             seed_evaluations=seed_evaluations,
                              seconds=timings, power=power, report=str(out_dir / "report.md"),
                              json=str(out_dir / "experiments.json"), pareto=str(figure) if figure else None,
                              experiment_results_version=written, markdown=report)
@@ -333,18 +341,19 @@ def _json_default(value):
 
 def _recorded_evaluations(spark, cfg, run_id: str) -> dict:
     """What experiment ``run_id`` trained and evaluated, from ``experiment_results`` (and its
-    experiments.json's timings when it is still there)."""
+    experiments.json's timings when it is still there); the window from a model's artifact."""
     from pathlib import Path
 
     from pyspark.sql import functions as F
 
-    from core import tables
+    from core import lineage, tables
+    from training.artifact import read_artifact
 
     name = cfg.table(tables.EXPERIMENT_RESULTS)
     if not tables.table_exists(spark, name):
         raise ValueError(f"{name} does not exist: there is no experiment {run_id!r} to reanalyse")
     rows = (spark.table(name).where(F.col("run_id") == run_id)
-            .select("model", "seed", "eval_run_id", "features_version").distinct().collect())
+            .select("model", "seed", "eval_run_id", "model_run_id", "features_version").distinct().collect())
     if not rows:
         raise ValueError(f"{name} has no rows of experiment {run_id!r}")
     versions = {r.features_version for r in rows if SAMPLING_ENTRY not in r.model}
@@ -353,8 +362,9 @@ def _recorded_evaluations(spark, cfg, run_id: str) -> dict:
         seed_evaluations.setdefault(r.model, {})[int(r.seed)] = r.eval_run_id
     previous = Path(cfg.storage.artifacts_dir) / "experiments" / run_id / "experiments.json"
     seconds = json.loads(previous.read_text()).get("seconds_per_model", {}) if previous.is_file() else {}
+    window = read_artifact(lineage.find_train_run(spark, cfg, rows[0].model_run_id)["artifact"]).window
     return {"seed_evaluations": seed_evaluations, "features_version": min(versions), "seconds": seconds,
-            "seeds": tuple(sorted({int(r.seed) for r in rows}))}
+            "seeds": tuple(sorted({int(r.seed) for r in rows})), "window": window}
 
 
 def _run_seeds(spark, seed_evaluations: dict[str, dict[int, str]]):
@@ -376,9 +386,10 @@ def _scored_rows(spark, cfg, seed_evaluations: dict[str, dict[int, str]], versio
     first_run = entries[0][2]
     reference = table.where(F.col("run_id") == first_run).select("impression_id", "slot", "label", "true_ctr")
     snapshot = tables.read_table(spark, cfg.table(tables.FEATURES), version)
-    if "ceiling_ctr" in snapshot.columns:
-        ceiling = snapshot.where(F.col("split") == "test").select("impression_id", "ceiling_ctr")
-        reference = reference.join(ceiling, "impression_id", "left")
+    if "ceiling_ctr" in snapshot.columns:           # of the days scored only (partitions pruned)
+        first, last = table.where(F.col("run_id") == first_run).agg(F.min("event_date"), F.max("event_date")).first()
+        ceiling = snapshot.where(F.col("event_date").between(F.lit(first), F.lit(last)))
+        reference = reference.join(ceiling.select("impression_id", "ceiling_ctr"), "impression_id", "left")
 
     def runs():
         for entry, seed, run in entries:

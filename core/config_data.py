@@ -61,6 +61,8 @@ GENERATOR_EFFECTS = ("headphones_audio", "headphones_video", "big_screen_audio",
 
 @dataclass(frozen=True)
 class SplitSettings:
+    """A training window's days, counted back from its end date (core.training_sets.TrainingWindow)."""
+    train_days: int
     validation_days: int
     test_days: int
 
@@ -183,6 +185,7 @@ def parse_generator(s: Section, taxonomy: Taxonomy) -> GeneratorSettings:
 
 def parse_splits(s: Section) -> SplitSettings:
     out = SplitSettings(
+        train_days=s.get("train_days", int, check=positive, expect="a positive integer"),
         validation_days=s.get("validation_days", int, check=positive, expect="a positive integer"),
         test_days=s.get("test_days", int, check=positive, expect="a positive integer"))
     s.done()

@@ -22,14 +22,14 @@ from core import faults
 from core.config import Config
 from core.delta_versions import filesystem_and_path, tag_write, written_version
 from core.delta_versions import latest_version as latest_version  # the callers' tables.latest_version
-from core.feature_table import SPLITS
 
 IMPRESSIONS = "impressions"
 QUARANTINE = "quarantine"
 FEATURES = "features"
 SAMPLING_RATES = "sampling_rates"
 VOCABULARIES = "vocabularies"
-FEATURE_STATS = "feature_stats"
+ENTITY_DAILY = "entity_daily"
+TRAINING_SETS = "training_sets"
 DQ_RESULTS = "dq_results"
 RUNS = "runs"
 TEMPERATURES = "temperatures"
@@ -45,8 +45,8 @@ Result = TypeVar("Result")
 # The job that writes each table: what a missing table's error tells the user to run.
 WRITTEN_BY = {
     IMPRESSIONS: "ingest (a raw log) or generate_logs (synthetic)", QUARANTINE: "build_features",
-    FEATURES: "build_features", SAMPLING_RATES: "build_features", VOCABULARIES: "build_features",
-    FEATURE_STATS: "build_features", DQ_RESULTS: "validate", RUNS: "any job",
+    FEATURES: "build_features", VOCABULARIES: "build_features", ENTITY_DAILY: "build_features",
+    TRAINING_SETS: "train", SAMPLING_RATES: "train", DQ_RESULTS: "validate", RUNS: "any job",
     TEMPERATURES: "calibrate_evaluate", SLOT_METRICS: "calibrate_evaluate",
     CALIBRATION_BINS: "calibrate_evaluate", PREDICTIONS: "calibrate_evaluate or score",
     EXPERT_MASK_METRICS: "calibrate_evaluate", EXPERIMENT_RESULTS: "experiments",
@@ -60,10 +60,13 @@ CONSTRAINTS: dict[str, dict[str, str]] = {
     FEATURES: {
         "impression_id_present": "impression_id IS NOT NULL",
         "slot_present": "slot IS NOT NULL",
-        "split_known": f"split IN ({', '.join(repr(s) for s in SPLITS)})",
         # present, not a fixed list: a conf folder names its own modalities (MovieLens: eras),
         # and the build already quarantines a slot its conf does not map to one
         "modality_present": "modality IS NOT NULL",
+        "label_binary": "label IN (0, 1)",
+    },
+    TRAINING_SETS: {
+        "set_id_present": "set_id IS NOT NULL",
         "label_binary": "label IN (0, 1)",
         "sample_weight_positive": "sample_weight > 0",
     },

@@ -23,8 +23,11 @@ jobs/ingest.py on params.source (a path, glob or Delta table of the team's log, 
 params.source_format) for the window; raw_source=external skips both (another system fills
 camoe.impressions). The task not chosen is skipped; build_features runs after either.
 
-Dates: the run for logical date D works on the window [D - window_days + 1, D]: the last day is
-the test split, the day before validation, the rest training (conf/data.yaml ``splits``).
+Dates: the run for logical date D writes raw logs for [D - window_days + 1, D] and builds the days
+of it the feature store lacks, and day D (``build_features --missing-days``): the first run
+catches up on its window, every later run (or each day of an ``airflow dags backfill``) builds
+its own day once. Training uses the window of conf/data.yaml ``splits`` ending on D: D is the
+test day, the day before validation, the ``train_days`` before those training.
 Run ids are ``camoe_daily-<YYYYMMDD>-<job>``: a retry or re-run of a day replaces that day's rows
 (``runs`` and ``dq_results`` are keyed by run id, tables by date) and training resumes from its
 last checkpoint; calibrate_evaluate and score get the day's training run id.
@@ -168,10 +171,14 @@ with DAG(
         "--source", "{{ params.source }}", "--format", "{{ params.source_format }}", *window])
     # none_failed: runs after the raw-log task that ran succeeded (the other is skipped), or after
     # both were skipped (external), never after one failed
-    build_features = CamoeJobOperator(job="build_features", job_args=window,
+    # the daily store: the days of the window it lacks (the first run's catch-up) and day D,
+    # each built once however many days the store holds
+    build_features = CamoeJobOperator(job="build_features", job_args=[*window, "--missing-days"],
                                       trigger_rule=TriggerRule.NONE_FAILED)
     validate = CamoeJobOperator(job="validate", job_args=window)   # exit 3 -> failed, no retry
+    # the training window (conf/data.yaml splits) ends on day D: its last day is the test day
     train = CamoeJobOperator(job="train", job_args=[
+        "--end-date", WINDOW_END,
         "--model", "{{ params.model }}", "--grouping", "{{ params.grouping }}",
         "--backend", "{{ params.backend }}", "--num-proc", "{{ params.num_proc }}"])
     calibrate_evaluate = CamoeJobOperator(job="calibrate_evaluate", job_args=["--train-run-id", run_id("train")])

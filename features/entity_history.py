@@ -3,16 +3,18 @@ by the next ``history_days`` days' builds instead of their raw rows.
 
 A day's ``entity_daily`` rows are its accepted impressions counted per (entity, key, second):
 impressions and clicks of each user (per modality) and each ad at each epoch second. The
-history of a row at t is every event of its key in [t - history_days, t - 1 s], as
-``transforms.with_history`` computes from raw events; here the events before the built days
-come from the aggregates, and the result is the same to the last count.
+history of a row at t is every event of its key in [t - history_days, t - 1 s], on whole epoch
+seconds: strictly before the event, so an impression never sees its own label, a same-second
+event or anything later. The events of the built days are their rows; those of the days before
+come from the aggregates, and the result equals the raw-event definition to the last count
+(tests/history_oracle.py, which the tests hold it to).
 
-Why it is cheaper: the running sums of ``transforms._window_counts`` sort every event of the
-window with the rows. Events before the built days only ever add before the first row, so all
-but the last day of them fold into one carry-in record per key (a hash aggregate, no sort);
-only that day's records and the expiries that fall inside the built days are sorted with the
-rows. A one-day build sorts the day's rows, about two days of aggregate records and one record
-per key, where the raw-event form sorts eight days of rows twice (add and expiry).
+Why it is cheaper: a raw-event form sorts every event of the window with the rows. Events before
+the built days only ever add before the first row, so all but the last day of them fold into one
+carry-in record per key (a hash aggregate, no sort); only that day's records and the expiries
+that fall inside the built days are sorted with the rows. A one-day build sorts the day's rows,
+about two days of aggregate records and one record per key, where the raw-event form sorts
+eight days of rows twice (add and expiry).
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def entity_day_aggregates(rows: DataFrame, cfg: Config) -> DataFrame:
 def with_history_from_aggregates(rows: DataFrame, earlier: DataFrame, cfg: Config, first_day: dt.date,
                                  last_day: dt.date) -> DataFrame:
     """``rows`` (accepted, modality-labelled, dated first_day..last_day) with the history columns
-    of ``transforms.with_history``: impressions, clicks and smoothed CTR per (user, modality) and
+    of the raw-event definition: impressions, clicks and smoothed CTR per (user, modality) and
     per ad in [t - history_days, t - 1 s]. The rows are each other's events; ``earlier`` holds
     the ``entity_daily`` rows of the days before first_day (at least ``history_days`` of them;
     more are ignored)."""
@@ -82,8 +84,13 @@ def with_history_from_aggregates(rows: DataFrame, earlier: DataFrame, cfg: Confi
 
 def _counts(rows: DataFrame, prior: DataFrame, t: Column, click: Column, span: int, first_row: int, horizon: int,
             impressions: str, clicks: str) -> DataFrame:
-    """``rows`` (keyed by ``_key``) with the impressions and clicks of their key in [t - span, t - 1]:
-    one running sum over signed records (``transforms._window_counts`` explains the form), the
+    """``rows`` (keyed by ``_key``) with the impressions and clicks of their key in [t - span, t - 1].
+
+    A sliding ``rangeBetween(-span, -1)`` frame would re-aggregate its whole buffer whenever rows
+    leave it (O(rows x rows in the window) per key). Instead every event adds (+1, +click) at its
+    second and an expiry record subtracts them at t + span, so one running sum over (unbounded
+    preceding, 1 s preceding) gives the window exactly: an event at e counts for t iff e <= t - 1
+    and e + span > t - 1. Running frames are evaluated incrementally. The records are the
     rows' own events and their expiries, and ``prior``'s: the events before ``first_row - 1`` as
     one carry-in per key (their expiries stay, as records of their own), the later ones as they are."""
     own = rows.withColumns({"_t": t, "_dn": F.lit(1).cast("long"), "_dc": click, "_row": F.lit(True)})

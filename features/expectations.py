@@ -14,7 +14,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from core.config import Config
-from core.feature_table import SPLITS, dense_column
+from core.config_data import MAX_CATEGORICAL_ID
+from core.feature_table import categorical_column, dense_column
 
 
 # ----------------------------------------------------------------------------- GX suites
@@ -82,12 +83,13 @@ def feature_expectations(cfg: Config) -> list:
     q, tax = cfg.quality, cfg.taxonomy
     modality_pairs = [(slot, m) for slot, m in tax.modality_of().items()]
     dense_cols = [dense_column(c) for c in cfg.schema.dense]
+    categorical_cols = [categorical_column(c) for c in cfg.schema.categorical]
     suite = [
         gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
         gx.expectations.ExpectColumnValuesToNotBeNull(column="impression_id"),
-        gx.expectations.ExpectColumnValuesToBeUnique(column="impression_id"),
+        # the daily store's key: an id is unique within its day (a day is built alone)
+        gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["event_date", "impression_id"]),
         gx.expectations.ExpectColumnValuesToNotBeNull(column="event_date"),
-        gx.expectations.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
         gx.expectations.ExpectColumnValuesToBeInSet(column="slot", value_set=list(tax.slot_names)),
         gx.expectations.ExpectColumnPairValuesToBeInSet(column_A="slot", column_B="modality",
                                                         value_pairs_set=modality_pairs,
@@ -96,25 +98,20 @@ def feature_expectations(cfg: Config) -> list:
             column_A="slot", column_B="slot_id", ignore_row_if="neither",
             value_pairs_set=[(slot, i) for i, slot in enumerate(tax.slot_names)]),
         gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
-        gx.expectations.ExpectColumnValuesToBeBetween(column="sample_weight", min_value=1.0),
         gx.expectations.UnexpectedRowsExpectation(
-            description="train, validation and test dates are disjoint and ordered in time",
-            unexpected_rows_query=(
-                "SELECT event_date FROM {batch} GROUP BY event_date HAVING COUNT(DISTINCT split) > 1 "
-                "UNION ALL SELECT NULL FROM (SELECT "
-                "MAX(CASE WHEN split = 'train' THEN event_date END) AS tr_max, "
-                "MIN(CASE WHEN split = 'validation' THEN event_date END) AS va_min, "
-                "MAX(CASE WHEN split = 'validation' THEN event_date END) AS va_max, "
-                "MIN(CASE WHEN split = 'test' THEN event_date END) AS te_min FROM {batch}) "
-                "WHERE tr_max >= va_min OR va_max >= te_min OR tr_max >= te_min")),
+            description="each day is one build's partition (a day is built whole, never in parts)",
+            unexpected_rows_query=("SELECT event_date FROM {batch} GROUP BY event_date "
+                                   "HAVING COUNT(DISTINCT build_run_id) > 1")),
         gx.expectations.UnexpectedRowsExpectation(
-            description=(f"per-slot positive rate (before down-sampling correction, validation+test) "
+            description=(f"per-slot positive rate (every accepted row: the store is never down-sampled) "
                          f"within [{q.positive_rate_min}, {q.positive_rate_max}]"),
             unexpected_rows_query=(
-                "SELECT slot, AVG(label) AS positive_rate FROM {batch} WHERE split != 'train' "
+                "SELECT slot, AVG(label) AS positive_rate FROM {batch} "
                 f"GROUP BY slot HAVING AVG(label) < {q.positive_rate_min} "
                 f"OR AVG(label) > {q.positive_rate_max}")),
     ]
+    suite += [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=MAX_CATEGORICAL_ID)
+              for c in categorical_cols]
     suite += [gx.expectations.ExpectColumnValuesToBeBetween(
         column=c, min_value=-q.dense_abs_max, max_value=q.dense_abs_max) for c in dense_cols]
     suite += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in dense_cols]

@@ -1,8 +1,12 @@
-"""The feature build: raw impressions for a date range -> quarantine + features tables.
+"""The feature build: the raw impressions of some days -> their partitions of the daily store.
 
-Steps: schema check -> row rules (bad rows to ``quarantine``) -> point-in-time history ->
-time splits -> train-window vocabularies and dense statistics -> encoding and scaling ->
-stratified down-sampling of the train split -> idempotent writes of every output table.
+Each day is built once (re-running a day replaces it, its ids unchanged): schema check -> row
+rules (bad rows to ``quarantine``) -> point-in-time history from the ``entity_daily`` aggregates of
+the days before and the rows of the built days -> the persistent vocabularies extended by the new
+days (features/vocabulary.py: a value keeps its id in every later build) -> encoding, raw (or
+log1p) dense values -> idempotent writes of the day partitions of ``features``, ``entity_daily``
+and ``quarantine``. Nothing here depends on a training window: splits, down-sampling and dense
+statistics are chosen when a model is trained (core/training_sets.py).
 """
 from __future__ import annotations
 
@@ -13,15 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import Observation, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from core import tables
 from core.config import Config
-from core.feature_table import dense_feature_names, feature_columns
-from features import expectations, quality, sampling, transforms
+from core.feature_table import OLD_LAYOUT_COLUMN, dense_feature_names, feature_columns, old_layout_error
+from features import entity_history, expectations, quality, transforms, vocabulary
 
 log = logging.getLogger(__name__)
+
+
+class MissingHistoryDays(ValueError):
+    """A built day's history window holds days the log has but the store has not built."""
 
 
 @dataclass
@@ -29,112 +37,235 @@ class BuildResult:
     run_id: str
     start: dt.date
     end: dt.date
-    day_split: dict[dt.date, str]
     input_rows: int
     accepted_rows: int
     quarantined_rows: int
     feature_rows: int
+    new_ids: dict[str, int] = field(default_factory=dict)         # feature -> ids admitted by this build
+    hashed: dict[str, int] = field(default_factory=dict)          # feature -> of them, sent to hash buckets
+    recounted_days: tuple[dt.date, ...] = ()                       # rebuilt days: ids and counts as they were
+    short_history_days: tuple[dt.date, ...] = ()                   # history days missing, built without
     versions_read: dict[str, int] = field(default_factory=dict)
     versions_written: dict[str, int] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
         return {"input_rows": self.input_rows, "accepted_rows": self.accepted_rows,
                 "quarantined_rows": self.quarantined_rows, "feature_rows": self.feature_rows,
-                "splits": {d.isoformat(): s for d, s in self.day_split.items()}}
+                "new_ids": self.new_ids, "hashed_ids": self.hashed,
+                "rebuilt_days": [d.isoformat() for d in self.recounted_days],
+                "short_history_days": [d.isoformat() for d in self.short_history_days]}
 
 
-def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date,
-                   run_id: str) -> BuildResult:
+def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, run_id: str,
+                   short_history: bool = False, history_only: bool = False) -> BuildResult:
+    """Build the days [start, end] into the daily store. History days the log holds but the store
+    does not are aggregated first; ``short_history``: build even though history days after the
+    log's first day are in neither (their events are then not counted).
+    ``history_only``: write only the days' ``entity_daily`` aggregates, the history later days read
+    (what a build does first for logged days of its history window that were never built)."""
     s = cfg.schema
-    day_split = transforms.assign_splits(start, end, cfg.splits)
+    check_store_layout(spark, cfg)
     raw_name = cfg.table(tables.IMPRESSIONS)
     raw_version = tables.latest_version(spark, raw_name) if tables.table_exists(spark, raw_name) else None
-    lookback_start = start - dt.timedelta(days=cfg.features.history_days)
-    raw = tables.read_date_range(spark, raw_name, s.date, lookback_start, end, raw_version)
+    raw = tables.read_date_range(spark, raw_name, s.date, start, end, raw_version)
     quality.check_raw_schema(raw, s, raw_name)
-
-    # Actions: day counts (the partition column only), repeated ids (the id column only),
-    # history (row rules and the two entity windows, cached), vocabulary sizes, dense
-    # statistics, then one write per table. The rule-annotated rows are not cached: building
-    # the cache cost more than scanning the log again for the quarantine.
-    rows_per_day = {r[0]: r[1] for r in raw.groupBy(s.date).count().collect()}
-    day_counts = {d: n for d, n in rows_per_day.items() if d is not None and start <= d <= end}
+    day_counts = {r[0]: r[1] for r in raw.groupBy(s.date).count().collect() if r[0] is not None}
     quality.check_days_present(day_counts, start, end, raw_name, cfg.quality.min_rows_per_day)
     input_rows = sum(day_counts.values())
-    log.info("read %s rows for %s..%s from %s (version %s), %s more for %d days of history",
-             f"{input_rows:,}", start, end, raw_name, raw_version,
-             f"{sum(rows_per_day.values()) - input_rows:,}", cfg.features.history_days)
 
-    in_range = (F.col(s.date) >= F.lit(start)) & (F.col(s.date) <= F.lit(end))
-    annotated = quality.annotate_row_rules(raw, cfg).withColumn("_in_range", in_range)
-    quarantined = quality.quarantined_rows(annotated.where("_in_range").drop("_in_range"), cfg, run_id)
-    accepted = quality.accepted_rows(annotated)
+    state_name, daily_name = cfg.table(tables.VOCABULARIES), cfg.table(tables.ENTITY_DAILY)
+    read = {tables.IMPRESSIONS: raw_version}
+    if history_only:
+        return _aggregate_history(spark, cfg, raw, start, end, run_id, input_rows, read)
+    state = vocabulary.empty_state(spark)
+    if tables.table_exists(spark, state_name):
+        read[tables.VOCABULARIES] = tables.latest_version(spark, state_name)
+        state = tables.read_table(spark, state_name, read[tables.VOCABULARIES])
+    watermark = vocabulary.counted_through(state)
+    days = _history_days(spark, cfg, raw_name, daily_name, watermark, start)
+    if days.uncounted:
+        raise MissingHistoryDays(
+            f"{state_name} is counted through {watermark}, but {raw_name} holds unbuilt day(s) "
+            f"{_days_text(days.uncounted)} before {start}: build them first (the ids of later days "
+            "depend on the values seen on them)")
+    if days.missing and not short_history:
+        raise MissingHistoryDays(
+            f"the {cfg.features.history_days}-day history of {start} needs day(s) {_days_text(days.missing)}, "
+            f"which neither {raw_name} nor {daily_name} holds: restore their log, or pass --short-history "
+            "to build without their events")
+    if days.missing:
+        log.warning("building %s..%s without the events of missing history day(s) %s (--short-history)",
+                    start, end, _days_text(days.missing))
+    for first, last in _ranges(days.unaggregated):        # logged, not built: their aggregates only
+        build_features(spark, cfg, first, last, run_id, history_only=True)
+    log.info("read %s rows for %s..%s from %s (version %s)", f"{input_rows:,}", start, end, raw_name, raw_version)
 
-    labelled = transforms.with_modality(accepted, cfg, s.slot)
-    with_hist = transforms.with_history(labelled, cfg, last_day=end, first_day=start) \
-        .where("_in_range").drop("_in_range")
-    with_hist = with_hist.withColumn("split", transforms.split_column(F.col(s.date), day_split))
-    with_hist = with_hist.persist(StorageLevel.MEMORY_AND_DISK)
-    accepted_rows = with_hist.count()
-    log.info("point-in-time history (%d days) on %s accepted rows", cfg.features.history_days,
-             f"{accepted_rows:,}")
+    annotated = quality.annotate_row_rules(raw, cfg)
+    quarantined = quality.quarantined_rows(annotated, cfg, run_id)
+    labelled = transforms.with_modality(quality.accepted_rows(annotated), cfg, s.slot) \
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    accepted_rows = labelled.count()
 
-    train = with_hist.where(F.col("split") == "train")
-    train_start, train_end = transforms.train_window(day_split)
-    fitted = transforms.build_vocabularies(train, s.categorical, cfg.features.min_count).withColumns({
-        "run_id": F.lit(run_id), "train_start": F.lit(train_start), "train_end": F.lit(train_end)})
-    dense_names = dense_feature_names(cfg)
-    log1p = transforms.log1p_feature_names(cfg)
-    stats = transforms.dense_statistics(train, dense_names, log1p)
+    # the vocabulary counts the days after its watermark; a day at or before it is a rebuild,
+    # encoded with the ids it had (a value first seen in its changed rows stays OOV there)
+    recounted = tuple(sorted(d for d in day_counts if watermark is not None and d <= watermark))
+    new_ids: dict[str, int] = {}
+    hashed: dict[str, int] = {}
+    written: dict[str, int] = {}
+    if watermark is None or end > watermark:
+        fresh = labelled if watermark is None else labelled.where(F.col(s.date) > F.lit(watermark))
+        counts = vocabulary.count_days(fresh, s.categorical, s.date).persist(StorageLevel.MEMORY_AND_DISK)
+        extended = vocabulary.extend(state, counts, cfg.features.min_count, cfg.features.vocabulary_caps, end)
+        # the state is written before the features that use it, and read back: a plan of one scan
+        written[tables.VOCABULARIES] = tables.overwrite_table(extended, state_name)
+        counts.unpersist()
+        state = tables.read_table(spark, state_name, written[tables.VOCABULARIES])
+        new_ids, hashed = _admitted(state, watermark)
+        for feature, n in sorted(hashed.items()):
+            log.warning("vocabulary of %s is at capacity: %d value(s) went to hash buckets", feature, n)
+    if recounted:
+        log.info("rebuilding day(s) %s, already counted into %s: their ids stay as they were",
+                 _days_text(recounted), state_name)
 
-    # The vocabularies and dense statistics commit before the features that use them, so no
-    # reader meets features whose vocabulary is missing; and the encoding reads the vocabulary
-    # back from its table: a plan of one scan, where the fitted frame carries the whole history
-    # plan into each of the per-column joins (~5 s more driver time per build, measured).
-    fitted_tables = {tables.VOCABULARIES: fitted, tables.FEATURE_STATS: stats.withColumn("run_id", F.lit(run_id))}
-    versions = tables.replace_run_rows_of_tables({cfg.table(t): df for t, df in fitted_tables.items()}, run_id)
-    written = {t: versions[cfg.table(t)] for t in fitted_tables}
-    vocab = tables.read_table(spark, cfg.table(tables.VOCABULARIES), written[tables.VOCABULARIES]) \
-        .where(F.col("run_id") == run_id)
-
-    encoded = transforms.encode_categoricals(with_hist, vocab, s.categorical)
-    scaled = transforms.scale_dense(encoded, stats, log1p)
-    renamed = scaled.withColumns({      # one projection: each DataFrame call re-analyses the plan
+    earlier = _entity_days(spark, daily_name, start, cfg.features.history_days, read)
+    with_hist = entity_history.with_history_from_aggregates(labelled, earlier, cfg, start, end)
+    encoded = vocabulary.encode(with_hist, state, s.categorical, s.date)
+    valued = transforms.dense_values(encoded, dense_feature_names(cfg), transforms.log1p_feature_names(cfg))
+    renamed = valued.withColumns({      # one projection: each DataFrame call re-analyses the plan
         "impression_id": F.col(s.id).cast("string"), "event_ts": F.col(s.timestamp).cast("timestamp"),
         "event_date": F.col(s.date).cast("date"), "slot": F.col(s.slot),
         "slot_id": transforms.slot_id_column(F.col(s.slot), cfg), "label": F.col(s.label).cast("int"),
         "build_run_id": F.lit(run_id)})
-    sampled = sampling.stratified_downsample(renamed, cfg.sampling.rates, cfg.sampling.seed)
-    features = sampled.select(*feature_columns(cfg, sampled.columns))
-    log.info("vocabularies and dense statistics fitted on %s..%s and written; encoding and writing",
-             train_start, train_end)
+    features = renamed.select(*feature_columns(cfg, renamed.columns))
+    aggregates = entity_history.entity_day_aggregates(labelled, cfg)
 
-    # The two fitted tables went together, now the two date-range writes (each pair overlaps its
-    # Delta commits' driver-side waits: core.tables.concurrently), then the sampling report. The
-    # rows each write wrote, and the train rows per stratum after sampling, are observed as the
-    # writes run (DataFrame.observe), not counted by reading the tables back.
+    # the day partitions of the three tables, written concurrently (core.tables.concurrently); the
+    # rows each wrote are observed as the writes run, not counted by reading the tables back
     features_written, quarantine_written = Observation(), Observation()
-    features = features.observe(features_written, F.count(F.lit(1)).alias("rows"),
-                                *sampling.train_rows_observed(cfg.sampling.rates))
+    features = features.observe(features_written, F.count(F.lit(1)).alias("rows"))
     quarantined = quarantined.observe(quarantine_written, F.count(F.lit(1)).alias("rows"))
     written |= tables.concurrently({
         tables.QUARANTINE: lambda: tables.replace_date_range(
             quarantined, cfg.table(tables.QUARANTINE), "event_date", start, end, ["event_date"],
             only_where="stage = 'build_features'"),   # an ingest's rejects of these days stay
         tables.FEATURES: lambda: tables.replace_date_range(
-            features, cfg.table(tables.FEATURES), "event_date", start, end, ["event_date"])})
-    # rows before sampling from the cache: the encoded rows are never computed a second time
-    before = sampling.train_rows_by_stratum(with_hist, s.slot, s.label)
-    after = sampling.observed_train_rows(features_written.get, cfg.sampling.rates)
-    report = sampling.sampling_report(spark, before, after, cfg.sampling.rates, run_id)
-    written[tables.SAMPLING_RATES] = tables.replace_run_rows(report, cfg.table(tables.SAMPLING_RATES), run_id)
+            features, cfg.table(tables.FEATURES), "event_date", start, end, ["event_date"]),
+        tables.ENTITY_DAILY: lambda: tables.replace_date_range(
+            aggregates, daily_name, "event_date", start, end, ["event_date"])})
     quarantined_rows, feature_rows = quarantine_written.get["rows"], features_written.get["rows"]
-    with_hist.unpersist()
+    labelled.unpersist()
     quality.check_row_accounting(input_rows, accepted_rows, quarantined_rows)
-    log.info("wrote %s feature rows (train split down-sampled), %s quarantined rows", f"{feature_rows:,}",
-             f"{quarantined_rows:,}")
-    return BuildResult(run_id, start, end, day_split, input_rows, accepted_rows, quarantined_rows,
-                       feature_rows, {tables.IMPRESSIONS: raw_version}, written)
+    log.info("wrote %s feature rows and %s quarantined rows for %s..%s", f"{feature_rows:,}",
+             f"{quarantined_rows:,}", start, end)
+    return BuildResult(run_id, start, end, input_rows, accepted_rows, quarantined_rows, feature_rows, new_ids,
+                       hashed, recounted, tuple(days.missing), read, written)
+
+
+def days_to_build(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """The consecutive ranges of [start, end] to build, oldest first: the days ``features`` does
+    not hold yet, and ``end`` always (a daily run rebuilds its own day when retried)."""
+    name = cfg.table(tables.FEATURES)
+    held = set()
+    if tables.table_exists(spark, name):
+        held = {r[0] for r in tables.read_date_range(spark, name, "event_date", start, end)
+                .select("event_date").distinct().collect()}
+    return _ranges(d for d in (start + dt.timedelta(days=i) for i in range((end - start).days + 1))
+                   if d not in held or d == end)
+
+
+def check_store_layout(spark: SparkSession, cfg: Config) -> None:
+    """Refuse, in one line, a warehouse whose features were written by the layout before the daily
+    store (a ``split`` column, vocabularies refit per build)."""
+    name = cfg.table(tables.FEATURES)
+    if tables.table_exists(spark, name) and OLD_LAYOUT_COLUMN in spark.table(name).columns:
+        raise ValueError(old_layout_error(name))
+    state = cfg.table(tables.VOCABULARIES)
+    if tables.table_exists(spark, state) and "counted_through" not in spark.table(state).columns:
+        raise ValueError(old_layout_error(name))
+
+
+def _aggregate_history(spark: SparkSession, cfg: Config, raw: DataFrame, start: dt.date, end: dt.date,
+                       run_id: str, input_rows: int, read: dict) -> BuildResult:
+    """The ``entity_daily`` partitions of [start, end] alone, from the accepted rows of ``raw``."""
+    labelled = transforms.with_modality(quality.accepted_rows(quality.annotate_row_rules(raw, cfg)), cfg,
+                                        cfg.schema.slot)
+    daily = entity_history.entity_day_aggregates(labelled, cfg)
+    written = {tables.ENTITY_DAILY: tables.replace_date_range(
+        daily, cfg.table(tables.ENTITY_DAILY), "event_date", start, end, ["event_date"])}
+    log.info("wrote the entity aggregates of %s..%s, the history of the days after them", start, end)
+    return BuildResult(run_id, start, end, input_rows, 0, 0, 0, versions_read=read, versions_written=written)
+
+
+@dataclass(frozen=True)
+class HistoryDays:
+    """What the days before a build's first day hold. ``uncounted``: logged days after the vocabulary's
+    watermark, never built (their values would be missing from the ids); ``unaggregated``: logged
+    days of the history window without aggregates (the build writes them first); ``missing``:
+    history days after the log's first day that neither the log nor the store holds."""
+    uncounted: tuple[dt.date, ...]
+    unaggregated: tuple[dt.date, ...]
+    missing: tuple[dt.date, ...]
+
+
+def _history_days(spark: SparkSession, cfg: Config, raw_name: str, daily_name: str, watermark: dt.date | None,
+                  start: dt.date) -> HistoryDays:
+    """Two small jobs on date columns: the log's days before ``start`` (from the earlier of the
+    history window and the watermark) and its first day, and the store's aggregated days. Days
+    before the log's first day are no loss: there are no events to count."""
+    date_col = cfg.schema.date
+    window = [start - dt.timedelta(days=i) for i in range(cfg.features.history_days, 0, -1)]
+    first = window[0] if watermark is None else min(window[0], watermark + dt.timedelta(days=1))
+    if first >= start:
+        return HistoryDays((), (), ())
+    raw = spark.table(raw_name)
+    logged = {r[0] for r in raw.where((F.col(date_col) >= F.lit(first)) & (F.col(date_col) < F.lit(start)))
+              .select(date_col).distinct().collect()}
+    log_start = raw.agg(F.min(date_col)).first()[0]
+    aggregated = set()
+    if tables.table_exists(spark, daily_name):
+        aggregated = {r[0] for r in spark.table(daily_name).where(
+            (F.col("event_date") >= F.lit(window[0])) & (F.col("event_date") < F.lit(start)))
+            .select("event_date").distinct().collect()}
+    return HistoryDays(
+        uncounted=tuple(sorted(d for d in logged if watermark is not None and d > watermark)),
+        unaggregated=tuple(d for d in window if d in logged and d not in aggregated),
+        missing=tuple(d for d in window if d not in logged and d not in aggregated
+                      and log_start is not None and d >= log_start))
+
+
+def _ranges(days) -> list[tuple[dt.date, dt.date]]:
+    """Sorted days as consecutive (first, last) ranges."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in sorted(days):
+        if ranges and ranges[-1][1] == day - dt.timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def _entity_days(spark: SparkSession, name: str, start: dt.date, history_days: int, read: dict) -> DataFrame:
+    """The ``entity_daily`` rows the history of rows from ``start`` on reads (one day of zone slack)."""
+    if not tables.table_exists(spark, name):
+        return spark.createDataFrame([], entity_history.ENTITY_DAILY_SCHEMA)
+    read[tables.ENTITY_DAILY] = tables.latest_version(spark, name)
+    return tables.read_date_range(spark, name, "event_date", start - dt.timedelta(days=history_days + 1),
+                                  start - dt.timedelta(days=1), read[tables.ENTITY_DAILY])
+
+
+def _admitted(state: DataFrame, watermark: dt.date | None) -> tuple[dict[str, int], dict[str, int]]:
+    """Per feature, the ids this build's counting admitted, and how many of them are hash buckets."""
+    admitted = state.where(F.col("index").isNotNull())
+    if watermark is not None:
+        admitted = admitted.where(F.date_sub(F.col("admitted_on"), 1) > F.lit(watermark))
+    rows = admitted.groupBy("feature").agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col("hashed")).alias("h")) \
+        .collect()
+    return {r["feature"]: int(r["n"]) for r in rows}, {r["feature"]: int(r["h"]) for r in rows if r["h"]}
+
+
+def _days_text(days) -> str:
+    days = sorted(days)
+    return ", ".join(d.isoformat() for d in days[:5]) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
 
 
 def validate_tables(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date,

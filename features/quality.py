@@ -86,8 +86,11 @@ def row_rule_reasons(cfg: Config) -> list[Column]:
 def annotate_row_rules(df: DataFrame, cfg: Config) -> DataFrame:
     """Add ``_reasons`` (array<string>, empty when the row is accepted).
 
-    Duplicate impression ids: the earliest row (by timestamp, then full content) is kept,
-    every later copy is quarantined, so reruns pick the same survivor.
+    Duplicate impression ids: the features table is keyed by (event_date, impression_id), so a
+    copy is a row with the id and the date of another: the earliest (by timestamp, then full
+    content) is kept, every later copy is quarantined, so reruns pick the same survivor. An id on
+    two days is two rows: a day is built alone, and days built one at a time or as a range must
+    agree.
     """
     s = cfg.schema
     rules = row_rule_reasons(cfg)
@@ -100,17 +103,17 @@ def annotate_row_rules(df: DataFrame, cfg: Config) -> DataFrame:
     # seen once pass through without a shuffle. The repeated ids are few on real logs: they
     # are collected once and broadcast from the driver (a lazy broadcast would count the ids
     # again for every join of every action), unless there are too many.
-    repeated = df.where(F.col(s.id).isNotNull()).groupBy(s.id).count().where(F.col("count") > 1) \
-        .select(F.col(s.id).alias("_repeated_id"))
+    repeated = df.where(F.col(s.id).isNotNull()).groupBy(s.date, s.id).count().where(F.col("count") > 1) \
+        .select(F.col(s.date).alias("_repeated_date"), F.col(s.id).alias("_repeated_id"))
     ids = repeated.limit(BROADCAST_MAX_IDS + 1).collect()
     if not ids:
         return with_reasons
     if len(ids) <= BROADCAST_MAX_IDS:
         repeated = F.broadcast(df.sparkSession.createDataFrame(ids, repeated.schema))
     content = F.to_json(F.struct(*[F.col(c) for c in df.columns]))
-    order = Window.partitionBy(s.id).orderBy(F.col(s.timestamp).asc_nulls_last(), content)
+    order = Window.partitionBy(s.date, s.id).orderBy(F.col(s.timestamp).asc_nulls_last(), content)
     duplicate = F.lit(f"{s.id}: duplicate of an earlier row")
-    is_repeated = F.col(s.id) == F.col("_repeated_id")
+    is_repeated = (F.col(s.id) == F.col("_repeated_id")) & F.col(s.date).eqNullSafe(F.col("_repeated_date"))
     copies = with_reasons.join(repeated, is_repeated, "left_semi").withColumn(
         REASONS, F.when(F.row_number().over(order) > 1, F.array_append(F.col(REASONS), duplicate))
         .otherwise(F.col(REASONS)))

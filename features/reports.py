@@ -1,6 +1,7 @@
 """SQL the platform's users run against its tables (printed by jobs, shown in the README)."""
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from core import tables
@@ -12,22 +13,18 @@ def latest_run_sql(cfg: Config, job: str) -> str:
             f"AND status = 'succeeded' ORDER BY finished_at DESC LIMIT 1)")
 
 
-def slot_summary_sql(cfg: Config, build_run_id: str | None = None) -> str:
-    """Per slot: rows, positives, CTR as stored, CTR re-weighted for down-sampling, rates."""
-    run = f"'{build_run_id}'" if build_run_id else latest_run_sql(cfg, "build_features")
-    return f"""WITH f AS (
-  SELECT * FROM {cfg.table(tables.FEATURES)} WHERE build_run_id = {run}
-), r AS (
-  SELECT slot, MAX(CASE WHEN label = 0 THEN rate END) AS negative_rate,
-         MAX(CASE WHEN label = 1 THEN rate END) AS positive_rate
-  FROM {cfg.table(tables.SAMPLING_RATES)} WHERE run_id = {run} GROUP BY slot
-)
-SELECT f.slot, FIRST(f.modality) AS modality, COUNT(*) AS rows, SUM(f.label) AS positives,
-       ROUND(AVG(f.label), 5) AS ctr_stored,
-       ROUND(SUM(f.label * f.sample_weight) / SUM(f.sample_weight), 5) AS ctr_reweighted,
-       r.negative_rate, r.positive_rate
-FROM f JOIN r ON f.slot = r.slot
-GROUP BY f.slot, r.negative_rate, r.positive_rate
+def slot_summary_sql(cfg: Config, start: dt.date | None = None, end: dt.date | None = None) -> str:
+    """Per slot of the features table's days in [start, end] (None: no bound): rows, clicks,
+    CTR and days. The daily store holds every accepted row (nothing down-sampled), so the CTR
+    is the log's; the down-sampling of a training set is its own (``sampling_rates`` by set_id)."""
+    bounds = [f"event_date >= DATE'{start.isoformat()}'" if start else "",
+              f"event_date <= DATE'{end.isoformat()}'" if end else ""]
+    where = " AND ".join(b for b in bounds if b)
+    return f"""SELECT slot, FIRST(modality) AS modality, COUNT(*) AS rows, SUM(label) AS clicks,
+       ROUND(AVG(label), 5) AS ctr, COUNT(DISTINCT event_date) AS days,
+       MIN(event_date) AS first_day, MAX(event_date) AS last_day
+FROM {cfg.table(tables.FEATURES)}{f"{chr(10)}WHERE {where}" if where else ""}
+GROUP BY slot
 ORDER BY rows DESC"""
 
 

@@ -1,13 +1,15 @@
-"""Stratified down-sampling per (slot, label) stratum, train split only.
+"""Stratified down-sampling per (slot, label) stratum, a training set's train days only.
 
 A row is kept when a seeded hash of its id falls below its stratum's rate, so reruns keep
 the same rows. Kept rows carry ``sample_weight = 1 / rate``; the rates are recorded in
-``sampling_rates`` so predictions can be corrected back: q = p / (p + (1 - p) / w).
+``sampling_rates`` (one set of rows per training set, keyed by its ``set_id``) and in the model
+artifact, so predictions can be corrected back: q = p / (p + (1 - p) / w).
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -26,7 +28,8 @@ def stratum_rate(slot: Column, label: Column, rates: Mapping[tuple[str, int], fl
 def stratified_downsample(df: DataFrame, rates: Mapping[tuple[str, int], float], seed: int,
                           id_col: str = "impression_id", slot_col: str = "slot",
                           label_col: str = "label", split_col: str = "split") -> DataFrame:
-    """Down-sample the train split; every kept row gets ``sample_weight`` (1.0 elsewhere)."""
+    """Down-sample the rows whose ``split_col`` is train; every kept row gets ``sample_weight``
+    (1.0 elsewhere)."""
     is_train = F.col(split_col) == "train"
     rate = F.when(is_train, stratum_rate(F.col(slot_col), F.col(label_col), rates)).otherwise(1.0)
     keep = uniform(seed, "downsample", F.col(id_col).cast("string")) < rate
@@ -43,23 +46,14 @@ def downsampling_logit_shift(rates: Mapping[tuple[str, int], float], slots: tupl
     return {slot: math.log(rates.get((slot, 0), 1.0) / rates.get((slot, 1), 1.0)) for slot in slots}
 
 
-def build_logit_shift(spark, rates_table: str, build_run_id: str, slots: tuple[str, ...]) -> dict[str, float]:
-    """``downsampling_logit_shift`` for the rates a feature build recorded in ``sampling_rates``."""
-    rates = {(r.slot, int(r.label)): float(r.rate) for r in spark.table(rates_table)
-             .where(F.col("run_id") == build_run_id).collect()}
-    if not rates:
-        raise ValueError(f"no {rates_table} rows for feature build {build_run_id}")
-    return downsampling_logit_shift(rates, slots)
-
-
 Stratum = tuple[str, int]          # (slot, label)
 
 
 def train_rows_observed(rates: Mapping[Stratum, float], slot_col: str = "slot", label_col: str = "label",
                         split_col: str = "split") -> list[Column]:
     """Aggregates counting the train rows of each stratum in ``rates``, for ``DataFrame.observe``
-    on the features write: the report's rows after sampling come from the write itself instead
-    of a second read of the table it wrote (``observed_train_rows`` reads them back)."""
+    on a training set's write: the report's rows before and after sampling come from the write
+    itself instead of a read back of what it wrote (``observed_train_rows`` reads them)."""
     is_train = F.col(split_col) == "train"
     return [F.count_if(is_train & (F.col(slot_col) == slot) & (F.col(label_col) == label))
             .alias(_stratum_key(slot, label)) for slot, label in rates]
@@ -81,13 +75,22 @@ def train_rows_by_stratum(df: DataFrame, slot_col: str = "slot", label_col: str 
     return {(r[0], r[1]): r[2] for r in counts}
 
 
-SAMPLING_REPORT_SCHEMA = "run_id string, slot string, label int, rate double, rows_before bigint, rows_after bigint"
+SAMPLING_REPORT_SCHEMA = ("set_id string, slot string, label int, rate double, rows_before bigint, rows_after bigint, "
+                          "created_at timestamp")
+
+
+def every_stratum(slots: Sequence[str], rates: Mapping[Stratum, float]) -> dict[Stratum, float]:
+    """Each (slot, label) of ``slots`` with its rate (1.0 where ``rates`` names none): what a
+    training set's report lists, so every slot's correction can be read from it."""
+    return {(slot, label): float(rates.get((slot, label), 1.0)) for slot in slots for label in (0, 1)}
 
 
 def sampling_report(spark, rows_before: Mapping[Stratum, int], rows_after: Mapping[Stratum, int],
-                    rates: Mapping[Stratum, float], run_id: str) -> DataFrame:
+                    rates: Mapping[Stratum, float], set_id: str, created_at: dt.datetime | None = None) -> DataFrame:
     """One ``sampling_rates`` row per (slot, label) of ``rates``: rate, train rows before and
-    after sampling (0 for a stratum without rows)."""
-    rows = [(run_id, slot, int(label), float(rate), rows_before.get((slot, label), 0), rows_after.get((slot, label), 0))
-            for (slot, label), rate in rates.items()]
+    after sampling (0 for a stratum without rows), of training set ``set_id``, made ``created_at``
+    (default: now)."""
+    created_at = created_at or dt.datetime.now()
+    rows = [(set_id, slot, int(label), float(rate), rows_before.get((slot, label), 0),
+             rows_after.get((slot, label), 0), created_at) for (slot, label), rate in rates.items()]
     return spark.createDataFrame(rows, SAMPLING_REPORT_SCHEMA)

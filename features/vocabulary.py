@@ -1,7 +1,7 @@
 """Persistent, append-only vocabularies: each categorical value keeps its id forever.
 
-The feature table is a daily store (each day built once), so ids cannot be refit per build as
-features.transforms.build_vocabularies does: a day's ids must mean tomorrow what they mean today.
+The feature table is a daily store (each day built once), so ids cannot be refit per build: a
+day's ids must mean tomorrow what they mean today, and yesterday's model must score today.
 Here the vocabulary is a state extended day by day. Pure functions of DataFrames: the caller
 reads and writes the vocabularies table.
 

@@ -1,4 +1,5 @@
-"""The paper's experiments as one job: train and evaluate the ablation set on one snapshot.
+"""The paper's experiments as one job: train and evaluate the ablation set on one snapshot and
+one training window (every model on the same training set; --end-date and the day flags choose it).
 
 Models come from experiments.models (conf/evaluation.yaml): Wide&Deep, DCNv2 t=1, MMoE t=2,
 CAMoE t=2 / t=7 / music-podcast / without ALM / without DCN, each trained once per seed of
@@ -9,13 +10,16 @@ stream_video AUC-PR change.
 
     spark-submit jobs/experiments.py [--models wide_deep camoe ...] [--set "experiments.seeds=[17, 18]"]
                                      [--report bench/results/experiments.md] [--quick]
+                                     [--end-date D] [--train-days N] [--validation-days N] [--test-days N]
                                      [--sampling-ablation] [--reanalyse EXPERIMENT_RUN_ID]
 """
 from __future__ import annotations
 
 import sys
 
-from jobs._cli import UsageError, log, main, non_negative_int, run_id_arg
+from jobs._cli import UsageError, iso_date, log, main, non_negative_int, positive_int, run_id_arg
+
+WINDOW_FLAGS = ("train_days", "validation_days", "test_days")     # conf splits' keys, as flags
 
 
 def add_arguments(parser) -> None:
@@ -27,10 +31,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--reanalyse", metavar="EXPERIMENT_RUN_ID", type=run_id_arg,
                         help="train nothing: analyse that experiment's recorded evaluations again (new report, "
                              "intervals and claims)")
+    parser.add_argument("--end-date", type=iso_date,
+                        help="last test day of the models' training window (default: the snapshot's last day)")
+    for key in WINDOW_FLAGS:
+        parser.add_argument(f"--{key.replace('_', '-')}", type=positive_int,
+                            help=f"days of the window's {key.split('_')[0]} split (default: conf splits.{key})")
     parser.add_argument("--sampling-ablation", action="store_true",
-                        help="also retrain experiments.target_model on snapshots rebuilt per "
-                             "experiments.sampling_ablation_floors (1.0 = no down-sampling) and compare it with "
-                             "itself on the configured rates")
+                        help="also retrain experiments.target_model on training sets down-sampled per "
+                             "experiments.sampling_ablation_floors (1.0 = no down-sampling; no feature rebuild) "
+                             "and compare it with itself on the configured rates")
 
 
 def check_args(args, cfg) -> None:
@@ -43,15 +52,21 @@ def check_args(args, cfg) -> None:
         flag = "--sampling-ablation" if error.option == "sampling_ablation" else \
             f"--models {' '.join(args.models or settings.models)}"
         raise UsageError(f"{flag}: {error}") from None
+    chosen = [f"--{k.replace('_', '-')}" for k in ("end_date", *WINDOW_FLAGS) if getattr(args, k) is not None]
+    if args.reanalyse and chosen:
+        raise UsageError(f"{chosen[0]}: --reanalyse trains nothing; its window is the one experiment "
+                         f"{args.reanalyse} trained on")
 
 
 def run(spark, cfg, args, record) -> int:
     from calibration.experiments import run_experiments
 
+    window_days = {key: getattr(args, key) for key in WINDOW_FLAGS if getattr(args, key) is not None}
     result = run_experiments(spark, cfg, record.run_id, tuple(args.models or ()) or None, args.features_version,
                              args.report, log, quick=args.quick, sampling_ablation=args.sampling_ablation,
-                             reanalyse=args.reanalyse)
+                             reanalyse=args.reanalyse, end_date=args.end_date, window_days=window_days or None)
     record.inputs["features"] = result.features_version
+    record.params["window"] = result.window
     record.outputs.update({"experiment_results": result.experiment_results_version, "report": result.report})
     record.metrics.update({"evaluations": result.evaluations, "seconds": result.seconds})
     print(result.markdown)

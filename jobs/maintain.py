@@ -2,19 +2,32 @@
 
 VACUUM keeps storage.retain_days of versions, and longer for any version a training run whose
 model still exists was trained on (features.upkeep); the tables' log retention is set to the
-same span. Weekly in Airflow (dags/camoe_maintenance.py).
+same span. First the training sets created more than --training-set-retention-days ago are
+deleted (training_sets and their sampling_rates rows), except those a succeeded training run of
+that span names. --drop-old-layout drops the tables the layout before the daily store wrote
+(features with a split column, ...), so a rebuild starts clean. Weekly in Airflow
+(dags/camoe_maintenance.py).
 
-    spark-submit jobs/maintain.py [--tables features,predictions]
+    spark-submit jobs/maintain.py [--tables features,predictions] [--training-set-retention-days 14]
+                                  [--drop-old-layout]
 """
 from __future__ import annotations
 
 import sys
 
-from jobs._cli import UsageError, log, main
+from jobs._cli import UsageError, log, main, non_negative_int
+
+TRAINING_SET_RETENTION_DAYS = 14        # days a training set is kept after its creation (features.upkeep)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--tables", help="comma-separated table names (default: every platform table that exists)")
+    parser.add_argument("--training-set-retention-days", type=non_negative_int, default=TRAINING_SET_RETENTION_DAYS,
+                        help="delete training sets created longer ago, unless a succeeded training run of that "
+                             f"span names them (default: {TRAINING_SET_RETENTION_DAYS})")
+    parser.add_argument("--drop-old-layout", action="store_true",
+                        help="first drop the tables written by the feature layout before the daily store "
+                             "(features with a split column, vocabularies, feature_stats, sampling_rates)")
 
 
 def table_names(args) -> list[str]:
@@ -37,6 +50,16 @@ def run(spark, cfg, args, record) -> int:
     from features import upkeep
 
     names = table_names(args)
+    if args.drop_old_layout:
+        dropped = upkeep.drop_old_layout(spark, cfg)
+        record.outputs["dropped_old_layout"] = list(dropped)
+        print(f"dropped the old layout's {', '.join(dropped)}: rebuild every day with jobs/build_features.py"
+              if dropped else "no table of the old layout")
+    if tables.TRAINING_SETS in names:
+        cleaned = upkeep.clean_training_sets(spark, cfg, args.training_set_retention_days)
+        record.outputs["training_sets_deleted"] = list(cleaned.deleted)
+        print(f"training sets: {len(cleaned.deleted)} deleted, {len(cleaned.kept_in_use)} past the retention kept "
+              f"(named by a recent training run){': ' + ', '.join(cleaned.deleted) if cleaned.deleted else ''}")
     protected = upkeep.protected_versions(spark, cfg)
     print(f"{'table':<22}{'retain_h':>9}{'removed':>9}  protected versions")
     for short in names:

@@ -1,12 +1,14 @@
 """Batch pCTR for candidate impressions with a trained, calibrated model.
 
-Rows (features-table format) are scored in Spark through mapInArrow (the model broadcast
-once, batched inference); the down-sampling correction and the per-task temperatures of the
-model's latest calibration are applied; rows go to camoe.predictions
-(impression_id, slot, task, pctr, model_run_id, ...).
+Rows (features-table format, any day: ids are the persistent vocabulary's, and a value the
+model has no id for scores as out-of-vocabulary) are scored in Spark through mapInArrow (the
+model broadcast once, batched inference); the down-sampling correction and the per-task
+temperatures of the model's latest calibration are applied; rows go to camoe.predictions
+(impression_id, slot, task, pctr, model_run_id, ...). --split picks that split's days of the
+model's own training window; --split '' with --start-date/--end-date scores any days.
 
     spark-submit jobs/score.py [--train-run-id RUN | --model-uri models:/camoe@champion]
-        [--candidates TABLE] [--split test] [--start-date D]
+        [--candidates TABLE] [--split test | --split '' --start-date D --end-date D]
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ def add_arguments(parser) -> None:
                         help="table of rows to score, DATABASE.TABLE or in the conf's database (default: the model's "
                              "features table)")
     parser.add_argument("--split", default="test", choices=[*SPLITS, ""],
-                        help="only rows of this split, when the table has one (default: test; '' for all)")
+                        help="only the days of this split of the model's training window (default: test; "
+                             "'' for no bound beyond --start-date/--end-date)")
     parser.add_argument("--start-date", type=iso_date, help="first event_date to score (default: no bound)")
     parser.add_argument("--end-date", type=iso_date, help="last event_date to score (default: no bound)")
 
@@ -53,6 +56,7 @@ def run(spark, cfg, args, record) -> int:
             raise UsageError(f"--candidates {args.candidates}: {exc}") from None
         raise
     record.inputs.update({"model_run_id": summary.model_run_id, "candidates": summary.candidates,
+                          "candidates_version": summary.candidates_version,
                           "calibration_run_id": summary.calibration_run_id,
                           **({"model_uri": summary.model_uri} if summary.model_uri else {})})
     record.outputs["predictions"] = summary.predictions_version

@@ -1,15 +1,21 @@
-"""Train CAMoE (or a baseline) on a pinned version of the features table.
+"""Train CAMoE (or a baseline) on a training set chosen now from a pinned version of the daily
+features table: the window of train, validation and test days ending on --end-date (default: the
+table's last day; day counts from conf splits or the flags), down-sampled per conf sampling.
+The same window, rates and version reuse the training set already written.
 
 Petastorm feeds each worker its shard; Horovod (horovod.spark.run) or TorchDistributor runs
 the workers. Re-running with the same --run-id resumes from the last checkpointed epoch.
 
-    spark-submit jobs/train.py --model camoe --grouping audio_video --num-proc 2 --backend horovod
+    spark-submit jobs/train.py --model camoe --grouping audio_video --num-proc 2 --backend horovod \
+        [--end-date 2026-01-20] [--train-days 8] [--validation-days 1] [--test-days 1]
 """
 from __future__ import annotations
 
 import sys
 
-from jobs._cli import check_choice, log, main, non_negative_int, positive_int
+from jobs._cli import check_choice, iso_date, log, main, non_negative_int, positive_int
+
+WINDOW_FLAGS = ("train_days", "validation_days", "test_days")     # conf splits' keys, as flags
 
 
 def add_arguments(parser) -> None:
@@ -21,6 +27,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--backend", choices=["horovod", "torch_distributor", "local"],
                         help="default: training.backend")
     parser.add_argument("--epochs", type=positive_int, help="default: training.epochs")
+    parser.add_argument("--end-date", type=iso_date,
+                        help="last test day of the training window (default: the features' last day)")
+    for key in WINDOW_FLAGS:
+        parser.add_argument(f"--{key.replace('_', '-')}", type=positive_int,
+                            help=f"days of the window's {key.split('_')[0]} split (default: conf splits.{key})")
 
 
 def check_args(args, cfg) -> None:
@@ -33,10 +44,15 @@ def run(spark, cfg, args, record) -> int:
     from training.runner import train
     from training.tracking import log_training
 
+    window_days = {key: getattr(args, key) for key in WINDOW_FLAGS if getattr(args, key) is not None}
     result, artifact, folder = train(spark, cfg, record.run_id, model_name=args.model, grouping=args.grouping,
                                      features_version=args.features_version, num_proc=args.num_proc,
-                                     backend=args.backend, epochs=args.epochs)
+                                     backend=args.backend, epochs=args.epochs, end_date=args.end_date,
+                                     window_days=window_days or None)
     record.inputs["features"] = artifact.features_version
+    record.inputs["training_sets"] = artifact.training_sets_version
+    record.params["training_set"] = artifact.training_set_id
+    record.params["window"] = artifact.window.describe()
     record.outputs["model_artifact"] = str(folder)
     try:        # the model is saved: a tracking server that is down must not cost the training
         record.mlflow_run_id = log_training(cfg, record.run_id, folder, artifact)

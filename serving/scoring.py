@@ -1,11 +1,13 @@
 """Batch scoring: calibrated pCTR for candidate rows with a trained, calibrated model.
 
-Candidates are rows in the features-table format (cat_* ids, dense_*, slot_id). The model
-artifact is broadcast once and ``training.table_scoring.score_table`` scores the selected rows of one
-snapshot of the table (its Python tasks read the Delta files themselves, or Spark's reader
-feeds them where the files cannot be trusted alone); the down-sampling correction of its feature
-build and the temperatures of its latest calibration run are applied, and the rows go to
-``predictions`` under this run id.
+Candidates are rows in the features-table format (cat_* ids, dense_*, slot_id) of any day: ids
+are the persistent vocabulary's, stable across builds, and an id the model has no embedding for
+(a value admitted after it was trained) scores as out-of-vocabulary (``training.inference.Scorer``).
+The model artifact is broadcast once and ``training.table_scoring.score_table`` scores the selected
+rows of one snapshot of the table (its Python tasks read the Delta files themselves, or Spark's
+reader feeds them where the files cannot be trusted alone); the down-sampling correction of the
+model's training set and the temperatures of its latest calibration run are applied, and the rows
+go to ``predictions`` under this run id.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pyspark.sql import functions as F
 from calibration.evaluate import downsampling_shift, latest_temperatures
 from calibration.slot_tables import prediction_rows
 from core import lineage, tables
+from core.feature_table import OLD_LAYOUT_COLUMN, old_layout_error
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class ScoreSummary:
     predictions_version: int
     temperatures: dict[str, float]
     model_uri: str | None = None       # set when scored with an MLflow model
+    candidates_version: int | None = None   # the Delta version of ``candidates`` scored
 
 
 def check_model_source(train_run_id: str | None, model_uri: str | None) -> None:
@@ -40,12 +44,25 @@ def check_model_source(train_run_id: str | None, model_uri: str | None) -> None:
         raise ValueError(f"give a model URI ({model_uri}) or a training run id ({train_run_id}), not both")
 
 
+def candidate_days(window, split: str | None, start: dt.date | None, end: dt.date | None) \
+        -> tuple[dt.date | None, dt.date | None]:
+    """The event_date bounds of a scoring run: the days of ``split`` of the model's training
+    ``window`` (core.training_sets.TrainingWindow; None or '': no bound), narrowed by ``start``
+    and ``end`` where given."""
+    if not split:
+        return start, end
+    first, last = window.bounds(split)
+    return max(first, start) if start else first, min(last, end) if end else last
+
+
 def score_run(spark, cfg, run_id: str, train_run_id: str | None = None, candidates: str | None = None,
               split: str | None = "test", start: dt.date | None = None, end: dt.date | None = None,
               model_uri: str | None = None) -> ScoreSummary:
     """Score with a training run's model (``train_run_id``, default the latest) and its latest
     temperatures, or with the MLflow model ``model_uri`` (e.g. ``models:/camoe@champion``: the
-    correction and temperatures it was registered with)."""
+    correction and temperatures it was registered with). ``split`` (train, validation, test)
+    scores that split's days of the model's own training window (None: any day), within
+    [``start``, ``end``] where given."""
     import tempfile
     from pathlib import Path
 
@@ -77,18 +94,17 @@ def _score(spark, cfg, run_id: str, artifact_dir, artifact, shift, temperatures,
     if not tables.table_exists(spark, name):
         raise tables.TableNotFound(f"candidates table {name} does not exist")
     table = tables.table_files(spark, name)       # the latest version, as spark.table (not pinned: see table_files)
+    if OLD_LAYOUT_COLUMN in table.schema.names:   # ids of a per-window vocabulary: not the model's
+        raise ValueError(old_layout_error(name))
+    first, last = candidate_days(artifact.window, split, start, end)
     # a uni-modal model serves its own slots
-    selection = RowSelection(split=split, start=start, end=end, slots=artifact.model_slots)
+    selection = RowSelection(start=first, end=last, slots=artifact.model_slots)
     rows = selection.where(tables.read_table(spark, name, table.version))
-    if rows.isEmpty():                  # before anything is written: an empty run replaces no rows
+    # refused before anything is written: an empty run would replace the run id's rows with none
+    if (first and last and first > last) or rows.isEmpty():
         slots = "" if artifact.model_slots is None else f", slots {list(artifact.model_slots)}"
-        raise ValueError(f"no candidate rows in {name} (split={split}, dates {start}..{end}{slots})")
-    if "build_run_id" in rows.columns:
-        stale = [r.build_run_id for r in rows.select("build_run_id").distinct().collect()
-                 if r.build_run_id != artifact.build_run_id]
-        if stale:
-            raise ValueError(f"candidates in {name} come from feature build(s) {stale}, but the model was "
-                             f"trained on build {artifact.build_run_id}: their category ids differ")
+        of_split = f"split={split} of the model's window, " if split else ""
+        raise ValueError(f"no candidate rows in {name} ({of_split}dates {first}..{last}{slots})")
     keep = ["impression_id", "event_date", "slot"] + [c for c in ("label", "true_ctr") if c in rows.columns]
     scored = score_table(spark, table, artifact_dir, shift, temperatures, keep, selection)
     version = tables.replace_run_rows(
@@ -97,4 +113,5 @@ def _score(spark, cfg, run_id: str, artifact_dir, artifact, shift, temperatures,
     written = spark.table(cfg.table(tables.PREDICTIONS)).where(F.col("run_id") == run_id)
     count = written.count()
     return ScoreSummary(model=artifact.model.name, model_run_id=train_run_id, calibration_run_id=calibration_run_id,
-                        candidates=name, rows=count, predictions_version=version, temperatures=dict(temperatures))
+                        candidates=name, rows=count, predictions_version=version, temperatures=dict(temperatures),
+                        candidates_version=table.version)

@@ -31,7 +31,9 @@ def built_lake(spark: SparkSession, cfg: Config, start: dt.date, days: int, rows
     """A fresh database holding generated raw logs and the features built from them.
 
     ``burn_in_days`` (default: features.history_days) of logs before ``start`` are generated
-    too, so the first featurised day sees a full history window, as in ``make demo``."""
+    too; the build aggregates them (entity_daily only), so the first featurised day sees a full
+    history window while the store's features (and a training window clipped to them) start on
+    ``start``, as in ``make demo``."""
     from features.pipeline import build_features
 
     recreate_database(spark, cfg)

@@ -3,9 +3,11 @@ trained on, how its scores return to traffic scale, how training went), as typed
 
 Everything that reads an artifact (evaluation, batch scoring, the Spark UDF, the MLflow pyfunc,
 the benches) goes through :class:`ModelArtifact`, so a field is parsed in one place. Reading is
-tolerant: a field this code does not know is kept in ``extra`` and a field an older artifact lacks
-takes its default (``SETTINGS_BEFORE_FIELD`` where the old behaviour differs from today's
-default); a field without either is an :class:`ArtifactError` naming the key and the file.
+tolerant: a field this code does not know is kept in ``extra`` and a field an artifact lacks takes
+its default; a field without one is an :class:`ArtifactError` naming the key and the file. An
+artifact trained before the daily store (format < 3: another table's ids, standardised dense
+inputs) is refused: retrain it. The artifact records its training set (window, rates, seed,
+pinned versions), so its train rows can be rebuilt exactly.
 """
 from __future__ import annotations
 
@@ -21,20 +23,20 @@ import torch
 from torch import nn
 
 from core.config_models import ModelSettings, TrainingSettings
+from core.training_sets import TrainingSetSpec, TrainingWindow
 from training import checkpoints
 from training.data import FeatureLayout
 
-ARTIFACT_FORMAT = 2                 # 1: model.json without "format" (read the same way)
+# 3: trained on the daily store (a training set, dense statistics in the weights); 1 and 2, on
+# the layout before it, are refused (their ids and dense scale are another table's)
+ARTIFACT_FORMAT = 3
+DAILY_STORE_FORMAT = 3
 WEIGHTS_FILE = "model.pt"
 DESCRIPTION_FILE = "model.json"
 
 # how predictions are brought back to traffic scale ("downsampling_correction")
 CORRECTION_LOGIT_SHIFT = "logit_shift"      # logit + log(r_neg / r_pos) of the row's slot
 CORRECTION_LOSS_WEIGHT = "loss_weight"      # trained with 1/rate example weights: nothing to add
-
-# keys whose absence means something else than today's default: artifacts written before
-# ModelSettings.slot_features existed were trained without slot inputs
-SETTINGS_BEFORE_FIELD = {"model.slot_features": ()}
 
 
 class ArtifactError(ValueError):
@@ -76,10 +78,12 @@ class ModelArtifact:
     slot_to_task: tuple[int, ...]             # slot id -> task index under the model's grouping
     model_slots: tuple[str, ...]              # trained, hence validated, calibrated, evaluated, served on
     downsampling_correction: str
-    slot_logit_shift: dict[str, float] | None  # None: older artifact, read the build's sampling_rates
+    slot_logit_shift: dict[str, float]        # per slot, from the training set's rates (zeros: loss-weighted)
     features_table: str
     features_version: int
-    build_run_id: str
+    training_set: dict                        # core.training_sets.TrainingSetSpec.to_json()
+    training_set_id: str
+    training_sets_version: int                # the training_sets version the train rows were read at
     result: TrainResult
     train_rows: int = 0
     validation_rows: int = 0
@@ -95,19 +99,28 @@ class ModelArtifact:
         """Feature-table columns the model reads, in its order (slot inputs derive from slot_id)."""
         return [*self.layout.categorical, *self.layout.dense, "slot_id"]
 
-    def logit_shift(self) -> dict[str, float] | None:
-        """Per slot, what scoring adds to the model's logits (None: older artifact, read the
-        build's sampling_rates). A loss-weighted model is never corrected again."""
+    def logit_shift(self) -> dict[str, float]:
+        """Per slot, what scoring adds to the model's logits: log(r_neg / r_pos) of the training
+        set's rates. A loss-weighted model is never corrected again."""
         if self.downsampling_correction == CORRECTION_LOSS_WEIGHT:
             return {s: 0.0 for s in self.layout.slots}
         return self.slot_logit_shift
+
+    @property
+    def spec(self) -> TrainingSetSpec:
+        """The training set the model was trained on: window, rates, seed, pinned features version."""
+        return TrainingSetSpec.from_json(self.training_set)
+
+    @property
+    def window(self) -> TrainingWindow:
+        """The model's train, validation and test days."""
+        return self.spec.window
 
     def build(self, state_dict: dict) -> nn.Module:
         """The model with these weights, in eval mode."""
         from training.model import FeatureSpec, build_model
 
-        model = build_model(self.model, FeatureSpec(self.layout.cardinalities, len(self.layout.dense)),
-                            len(self.tasks))
+        model = build_model(self.model, FeatureSpec.of(self.layout), len(self.tasks))
         model.load_state_dict(state_dict)
         return model.eval()
 
@@ -129,13 +142,9 @@ class ModelArtifact:
         if record["format"] > ARTIFACT_FORMAT:
             raise ArtifactError(f"{source}: format {record['format']} is newer than this code reads "
                                 f"({ARTIFACT_FORMAT}); upgrade the platform to score this model")
-        # fields older writers lacked, as those artifacts were made
-        if "model_slots" not in record and isinstance(record.get("layout"), dict):
-            record["model_slots"] = record["layout"].get("slots")
-        if "downsampling_correction" not in record and isinstance(record.get("training"), dict):
-            weighted = record["training"].get("use_sample_weight")
-            record["downsampling_correction"] = CORRECTION_LOSS_WEIGHT if weighted else CORRECTION_LOGIT_SHIFT
-        record.setdefault("slot_logit_shift", None)
+        if record["format"] < DAILY_STORE_FORMAT:
+            raise ArtifactError(f"{source}: format {record['format']}, trained on the feature layout before the "
+                                "daily store: retrain")
         parsed = _from_record(cls, record, source, "")
         known = {f.name for f in dataclasses.fields(cls)}
         return dataclasses.replace(parsed, extra={k: v for k, v in record.items() if k not in known})
@@ -154,8 +163,6 @@ def _from_record(cls, record: Any, source: str, where: str) -> Any:
             continue
         if f.name in record:
             values[f.name] = _coerce(hints[f.name], record[f.name], source, key)
-        elif key in SETTINGS_BEFORE_FIELD:
-            values[f.name] = SETTINGS_BEFORE_FIELD[key]
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ArtifactError(f"{source}: missing key {key!r}")
     return cls(**values)

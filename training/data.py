@@ -1,16 +1,20 @@
-"""Petastorm over a pinned Delta snapshot of the ``features`` table, sharded per worker.
+"""Petastorm over a pinned Delta snapshot of ``training_sets`` (a training set's train rows) or
+``features`` (validation days), sharded per worker.
 
 The reader never lists a directory: it gets exactly the Parquet files of one Delta version
-(files removed by later overwrites stay on disk and must not be read), restricted to a
-split. Files are assigned to workers by a deterministic row-balanced plan, so shards are
-disjoint, their union is the split, and every worker runs the same number of steps.
+(files removed by later overwrites stay on disk and must not be read), restricted to a day
+range (and a training set) by partition pruning. Files are assigned to workers by a
+deterministic row-balanced plan, so shards are disjoint, their union is the selection, and
+every worker runs the same number of steps.
 
 Batches arrive as torch tensors built column-wise (no per-row Python work): categorical
-int64 (B, F + S) (the feature table's ids, then the slot inputs), dense float32 (B, D), label, slot index,
-task index, sample weight (B,).
+int64 (B, F + S) (the feature table's ids, then the slot inputs; an id >= the model's
+cardinality is OOV), dense float32 (B, D) (raw: the model standardises them), label, slot index,
+task index, sample weight (B,) (1 where the files have no ``sample_weight``: validation days).
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -19,7 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.feature_table import SPLITS, model_input_columns
+from core.feature_table import model_input_columns
+
+OOV = 0                         # the id of every value a model has no row for
 
 
 # ----------------------------------------------------------------------------- snapshot
@@ -31,7 +37,9 @@ class DataFile:
 
 @dataclass(frozen=True)
 class FeatureLayout:
-    """Which feature-table columns feed the model, and each categorical's vocabulary size.
+    """Which feature-table columns feed the model, each categorical's vocabulary size, and the
+    dense features' statistics over the training window's train days (the model standardises
+    its raw inputs with them: ``training.model.DenseStandardizer``).
 
     The model's categorical inputs are the ``categorical`` columns followed by the slot
     inputs: the slot and/or its taxonomy attributes (``slot_features``), derived from
@@ -43,10 +51,13 @@ class FeatureLayout:
     slots: tuple[str, ...]               # slot names by slot_id (as the build stored them)
     slot_features: tuple[str, ...] = ()
     slot_feature_ids: tuple[tuple[int, ...], ...] = ()
+    dense_mean: tuple[float, ...] = ()   # per dense column (empty: not standardised)
+    dense_std: tuple[float, ...] = ()
 
     @property
     def columns(self) -> list[str]:
-        return [*self.categorical, *self.dense, "label", "slot_id", "sample_weight"]
+        """What the reader reads (and ``sample_weight`` where the files hold it)."""
+        return [*self.categorical, *self.dense, "label", "slot_id"]
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -54,8 +65,13 @@ class FeatureLayout:
         return (*self.categorical, *(f"slot_input_{f}" for f in self.slot_features))
 
     def categorical_inputs(self, columns: Sequence[np.ndarray], slot_id: np.ndarray) -> np.ndarray:
-        """(n, F + S) int64: the ``categorical`` columns, then the slot inputs of each row."""
-        parts = [np.asarray(c, dtype=np.int64) for c in columns]
+        """(n, F + S) int64: the ``categorical`` columns, then the slot inputs of each row. An id
+        the model has no row for (admitted after it was trained: >= its cardinality) is OOV, 0."""
+        parts = []
+        for c, size in zip(columns, self.cardinalities):
+            ids = np.asarray(c, dtype=np.int64)                                 # (n,)
+            # one comparison: a negative id viewed unsigned is above any size
+            parts.append(np.where(ids.view(np.uint64) < size, ids, OOV))
         slot_id = np.asarray(slot_id, dtype=np.int64)
         parts += [np.asarray(ids, dtype=np.int64)[slot_id] for ids in self.slot_feature_ids]
         return np.stack(parts, axis=1)
@@ -63,66 +79,78 @@ class FeatureLayout:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One split of one Delta version of the features table."""
+    """The data files of one Delta version of a table holding exactly its rows of the days
+    ``start``..``end`` (and of one training set, ``set_id``): every file is of one partition."""
     table: str
     version: int
-    split: str
-    build_run_id: str
+    start: dt.date
+    end: dt.date
+    set_id: str | None
     files: tuple[DataFile, ...]
 
     @property
     def rows(self) -> int:
         return sum(f.rows for f in self.files)
 
+    def describe(self) -> str:
+        return f"{self.table}@{self.version} {self.start}..{self.end}" + (f" of set {self.set_id}" * bool(self.set_id))
 
-def load_snapshot(spark, table: str, version: int, split: str) -> Snapshot:
-    """The files (and row counts) holding ``split`` in ``table`` at Delta ``version``."""
+
+def load_snapshot(spark, table: str, version: int, start: dt.date, end: dt.date,
+                  set_id: str | None = None) -> Snapshot:
+    """The files (and row counts) of ``table`` at Delta ``version`` holding the days
+    [start, end] (of training set ``set_id``): found by partition pruning, so a file holds
+    selected rows only (the table must be partitioned by event_date, and set_id when given)."""
     from pyspark.sql import functions as F
 
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    df = spark.sql(f"SELECT split, build_run_id FROM {table} VERSION AS OF {int(version)}")
-    per_file = (df.withColumn("file", F.input_file_name())
-                .groupBy("file").agg(F.count(F.lit(1)).alias("rows"),
-                                     F.sum((F.col("split") == split).cast("long")).alias("in_split"),
-                                     F.collect_set("build_run_id").alias("builds"))
-                .where("in_split > 0").collect())
-    if not per_file:
-        raise ValueError(f"{table} version {version} has no rows in split {split!r}")
-    mixed = [r.file for r in per_file if r.in_split != r.rows]
-    if mixed:
-        raise ValueError(f"{table} version {version}: files mix splits (e.g. {mixed[0]}); "
-                         "a file must hold one event_date, hence one split")
-    builds = sorted({b for r in per_file for b in r.builds})
-    if len(builds) != 1:
-        raise ValueError(f"{table} version {version} split {split!r} mixes feature builds {builds}; "
-                         "their vocabularies differ: rebuild the whole date range in one run")
-    files = tuple(sorted((DataFile(r.file, int(r.rows)) for r in per_file), key=lambda f: f.url))
-    return Snapshot(table, int(version), split, builds[0], files)
+    partitions = spark.sql(f"DESCRIBE DETAIL {table}").first()["partitionColumns"] or []
+    needed = ["event_date", *(["set_id"] if set_id is not None else [])]
+    if [c for c in needed if c not in partitions]:
+        raise ValueError(f"{table} is partitioned by {list(partitions)}, not {needed}: its files could hold "
+                         "rows of other days; rebuild it")
+    where = F.col("event_date").between(F.lit(start), F.lit(end))
+    if set_id is not None:
+        where = where & (F.col("set_id") == set_id)
+    per_file = (spark.sql(f"SELECT * FROM {table} VERSION AS OF {int(version)}").where(where)
+                .select(F.input_file_name().alias("file")).groupBy("file").count().collect())
+    snapshot = Snapshot(table, int(version), start, end, set_id,
+                        tuple(sorted((DataFile(r.file, int(r["count"])) for r in per_file), key=lambda f: f.url)))
+    if not snapshot.files:
+        raise ValueError(f"{snapshot.describe()}: no rows")
+    return snapshot
 
 
-def feature_layout(spark, cfg, snapshot: Snapshot, slot_features: Sequence[str] = ("slot",)) -> FeatureLayout:
-    """Column order from conf; vocabulary sizes from the build that wrote the snapshot; the
-    slot inputs from the taxonomy the build stored as ``slot_id``."""
+def feature_layout(spark, cfg, train_days, source: str, slot_features: Sequence[str] = ("slot",)) -> FeatureLayout:
+    """Column order from conf; vocabulary sizes from the persistent vocabularies (an id admitted
+    later is OOV to this model); the slot inputs from the taxonomy the build stored as
+    ``slot_id``; the dense statistics of ``train_days`` (a DataFrame: the training window's train
+    days of the pinned features snapshot, before down-sampling; ``source`` names it)."""
+    from pyspark.sql import functions as F
+
     from core import tables
+    from features.vocabulary import cardinality
+    from training.model import pooled_moments
+
     categorical, dense = model_input_columns(cfg)
-    sizes = {r.feature: int(r.size) for r in spark.sql(
-        f"SELECT feature, MAX(index) + 1 AS size FROM {cfg.table(tables.VOCABULARIES)} "
-        f"WHERE run_id = '{snapshot.build_run_id}' GROUP BY feature").collect()}
-    cardinalities = tuple(sizes.get(c, 1) for c in cfg.schema.categorical)
-    ids = spark.sql(f"SELECT DISTINCT slot, slot_id FROM {snapshot.table} VERSION AS OF {snapshot.version}"
-                    ).collect()
+    caps = cfg.features.vocabulary_caps
+    state = tables.read_table(spark, cfg.table(tables.VOCABULARIES))
+    tops = {r.feature: r.top for r in state.groupBy("feature").agg(F.max("index").alias("top")).collect()}
+    cardinalities = tuple(cardinality(state, c, caps) if c in caps else (tops.get(c) or OOV) + 1
+                          for c in cfg.schema.categorical)
+    moments = [F.count(c) for c in dense] + [F.avg(c) for c in dense] + [F.var_pop(c) for c in dense]
+    groups = train_days.groupBy("slot", "slot_id").agg(F.count(F.lit(1)), *moments).collect()    # one scan
     slots = cfg.taxonomy.slot_names
-    stale = [(r.slot, r.slot_id) for r in ids if r.slot_id is None or r.slot_id >= len(slots)
+    stale = [(r.slot, r.slot_id) for r in groups if r.slot_id is None or r.slot_id >= len(slots)
              or slots[r.slot_id] != r.slot]
     if stale:
-        raise ValueError(f"{snapshot.table}@{snapshot.version} was built with another slot taxonomy "
-                         f"(slot, slot_id) {sorted(stale)}; conf/slots.yaml orders {', '.join(slots)}: "
-                         "rebuild the features")
+        raise ValueError(f"{source} was built with another slot taxonomy (slot, slot_id) {sorted(stale)}; "
+                         f"conf/slots.yaml orders {', '.join(slots)}: rebuild the features")
+    d = len(dense)
+    stats = [pooled_moments([(r[3 + i], r[3 + d + i], r[3 + 2 * d + i]) for r in groups]) for i in range(d)]
     slot_feature_ids = tuple(cfg.taxonomy.input_ids(f) for f in slot_features)
     slot_cardinalities = tuple(len(cfg.taxonomy.input_values(f)) + 1 for f in slot_features)
-    return FeatureLayout(categorical, dense, cardinalities + slot_cardinalities, slots,
-                         tuple(slot_features), slot_feature_ids)
+    return FeatureLayout(categorical, dense, cardinalities + slot_cardinalities, slots, tuple(slot_features),
+                         slot_feature_ids, tuple(m for m, _ in stats), tuple(s for _, s in stats))
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -216,14 +244,13 @@ def _chunk_tensors(chunk, layout: FeatureLayout) -> tuple:
     """One Petastorm row-group chunk (numpy columns) as (categorical, dense, label, slot, weight)."""
     categorical = torch.from_numpy(layout.categorical_inputs(
         [getattr(chunk, c) for c in layout.categorical], chunk.slot_id))                # (n, F + S)
-    if layout.dense:
-        dense = torch.from_numpy(np.stack([getattr(chunk, c) for c in layout.dense], axis=1)
-                                 .astype(np.float32, copy=False))                       # (n, D)
-    else:
-        dense = torch.zeros(categorical.shape[0], 0)
+    n = categorical.shape[0]
+    dense = (torch.from_numpy(np.stack([getattr(chunk, c) for c in layout.dense], axis=1)
+                              .astype(np.float32, copy=False)) if layout.dense else torch.zeros(n, 0))  # (n, D)
+    weight = getattr(chunk, "sample_weight", None)                   # absent: validation days, unsampled
     return (categorical, dense, torch.from_numpy(chunk.label.astype(np.float32)),
             torch.from_numpy(chunk.slot_id.astype(np.int64)),
-            torch.from_numpy(chunk.sample_weight.astype(np.float32)))
+            torch.ones(n) if weight is None else torch.from_numpy(weight.astype(np.float32)))
 
 
 def iterate_batches(files: Sequence[DataFile], layout: FeatureLayout, slot_to_task, batch_size: int,
@@ -265,7 +292,8 @@ def iterate_batches(files: Sequence[DataFile], layout: FeatureLayout, slot_to_ta
 
     # not ``with reader``: its __exit__ prints "Cache cleanup complete." to stdout on every
     # pass (no cache is configured; stop + join is the rest of what it does)
-    reader = make_reader(files, layout.columns, num_epochs=1, seed=seed, workers=workers, shuffle=shuffle)
+    columns = [*layout.columns, *(["sample_weight"] if files and _has_column(files[0], "sample_weight") else [])]
+    reader = make_reader(files, columns, num_epochs=1, seed=seed, workers=workers, shuffle=shuffle)
     try:
         for chunk in reader:
             tensors = _chunk_tensors(chunk, layout)
@@ -284,6 +312,17 @@ def iterate_batches(files: Sequence[DataFile], layout: FeatureLayout, slot_to_ta
         yield from batches_from(mixed())
     if carry is not None and carry[0].shape[0]:
         yield _batch(carry, slot_to_task)
+
+
+def _has_column(file: DataFile, name: str) -> bool:
+    """Whether ``file``'s Parquet schema holds ``name`` (its footer only)."""
+    import pyarrow.parquet as pq
+
+    from core.delta_versions import filesystem_and_path
+
+    filesystem, path = filesystem_and_path(file.url)
+    with filesystem.open_input_file(path) as handle:
+        return name in pq.read_schema(handle).names
 
 
 def _batch(columns: list, slot_to_task) -> Batch:

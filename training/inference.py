@@ -102,7 +102,9 @@ class Scorer:
 
     ``score`` takes column arrays and returns task indices (``task_index``, into ``tasks``),
     logit, pctr_raw, pctr (and ``masked_pctr``); the model runs on at most ``rows_per_batch``
-    rows at a time, so memory stays bounded whatever the input batch size.
+    rows at a time, so memory stays bounded whatever the input batch size. An id the model has
+    no embedding row for (a value admitted to the vocabulary after it was trained) scores as
+    OOV (``FeatureLayout.categorical_inputs``), so one model scores any later day.
     """
     model: torch.nn.Module
     layout: FeatureLayout

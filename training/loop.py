@@ -2,7 +2,7 @@
 leaves: training/artifact.py).
 
 ``training.batch_size`` is the global batch: each of W workers reads its own shard of the
-train split (Petastorm, per-epoch seed) in batches of batch_size / W and runs exactly
+training set (Petastorm, per-epoch seed) in batches of batch_size / W and runs exactly
 ``plan.steps_per_epoch`` steps. The loss of every step is the loss of the global batch (the
 denominators are summed over workers), so 1 and W workers do the same optimisation. A worker
 whose shard is exhausted steps on a zero-weight padding batch, in eval mode, so collective
@@ -90,8 +90,7 @@ def _lr_lambda(warmup: int, total: int, floor: float):
 
 
 def new_model(job: TrainJob) -> nn.Module:
-    spec = FeatureSpec(job.layout.cardinalities, len(job.layout.dense))
-    return build_model(job.model, spec, len(job.tasks))
+    return build_model(job.model, FeatureSpec.of(job.layout), len(job.tasks))
 
 
 def train_worker(job: TrainJob) -> dict | None:

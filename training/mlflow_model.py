@@ -1,7 +1,7 @@
 """A trained CAMoE (or baseline) artifact as an MLflow pyfunc: feature-table rows in, pCTR out.
 
 The pyfunc holds the project's artifact folder (model.pt + model.json, as jobs/train.py wrote it)
-and ``scoring.json``: the per-slot logit shift that undoes the feature build's down-sampling and
+and ``scoring.json``: the per-slot logit shift that undoes the training set's down-sampling and
 the per-task temperatures of one calibration run (all ones for the uncalibrated model a training
 run logs). ``predict`` runs the same ``training.inference.Scorer`` as jobs/score.py and
 calibrate_evaluate, so ``mlflow.pyfunc.spark_udf`` and the project's own batch path give the same
@@ -9,8 +9,10 @@ pCTR (tests/test_mlflow.py).
 
 Input: the model's feature-table columns (``cat_*`` int, ``dense_*`` float, ``slot_id`` int), one
 row per impression. Output: ``pctr`` (double), NaN for a slot the model does not serve (a
-uni-modal model serves its own modality's slots only). Loading needs this package importable (it
-is wherever the jobs run: the checkout, or the wheel/zip spark-submit ships).
+uni-modal model serves its own modality's slots only). The model standardises its dense inputs
+itself (statistics in its weights) and scores an id newer than its vocabulary as OOV, so no side
+table is read. Loading needs this package importable (it is wherever the jobs run: the checkout,
+or the wheel/zip spark-submit ships).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ SCORING_FILE = "scoring.json"
 @dataclass(frozen=True)
 class Scoring:
     """What turns the model's logits into served pCTR, besides the weights."""
-    slot_logit_shift: Mapping[str, float]     # slot -> log(r_neg / r_pos) of the build's down-sampling
+    slot_logit_shift: Mapping[str, float]     # slot -> log(r_neg / r_pos) of the training set's rates
     temperatures: Mapping[str, float]         # task -> T (ones: uncalibrated)
     train_run_id: str
     calibration_run_id: str | None = None     # the calibrate_evaluate run the temperatures come from

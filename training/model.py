@@ -1,8 +1,9 @@
 """CAMoE and its baselines as small composable modules.
 
-CAMoE (KDD'25, arXiv 2506.18735): a shared bottom (embeddings + BatchNorm'd dense features)
-feeds K experts, each a DCN-v2 low-rank cross network in parallel with a ReLU MLP; per-task
-softmax gates mix the experts for per-task towers, one logit per task (modality).
+CAMoE (KDD'25, arXiv 2506.18735): a shared bottom (embeddings + BatchNorm'd dense features,
+standardised first with the model's own training-window statistics) feeds K experts, each a
+DCN-v2 low-rank cross network in parallel with a ReLU MLP; per-task softmax gates mix the
+experts for per-task towers, one logit per task (modality).
 
 All K experts (and all T towers) keep their weights in one stacked tensor and run as one
 batched matmul, not a Python loop over experts: fewer kernel launches on CPU and GPU.
@@ -22,14 +23,66 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """The model's inputs: vocabulary size per categorical feature (index 0 = OOV) and the
-    number of dense features."""
+    """The model's inputs: vocabulary size per categorical feature (index 0 = OOV), the number
+    of dense features and their training-window statistics (empty: the inputs are used as they
+    come, as by a model built without them)."""
     cardinalities: tuple[int, ...]
     num_dense: int
+    dense_mean: tuple[float, ...] = ()
+    dense_std: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, layout) -> FeatureSpec:
+        """The spec of a ``training.data.FeatureLayout``."""
+        return cls(tuple(layout.cardinalities), len(layout.dense), tuple(layout.dense_mean), tuple(layout.dense_std))
+
+
+class DenseStandardizer(nn.Module):
+    """z = (x - mean) / std per dense feature, with the statistics of the training window's train
+    days as buffers: the weights file carries them, so the model standardises its own raw inputs
+    on any day (the feature table stores raw or log1p values).
+
+    Args:
+        num_dense: D. mean, std: D floats each, or empty (identity: mean 0, std 1).
+    Call:
+        dense (B, D) float -> (B, D)
+    Example:
+        >>> DenseStandardizer(2, (1.0, 10.0), (2.0, 5.0))(torch.tensor([[3.0, 0.0]])).tolist()
+        [[1.0, -2.0]]
+    """
+
+    def __init__(self, num_dense: int, mean: Sequence[float] = (), std: Sequence[float] = ()):
+        super().__init__()
+        if len(mean) != len(std) or (mean and len(mean) != num_dense):
+            raise ValueError(f"dense statistics for {len(mean)} means and {len(std)} stds, "
+                             f"but the model has {num_dense} dense features")
+        if any(not s > 0 for s in std):
+            raise ValueError(f"dense standard deviations must be positive, got {tuple(std)}")
+        self.register_buffer("mean", torch.tensor(list(mean) or [0.0] * num_dense, dtype=torch.float32))  # (D,)
+        self.register_buffer("std", torch.tensor(list(std) or [1.0] * num_dense, dtype=torch.float32))    # (D,)
+
+    def forward(self, dense: Tensor) -> Tensor:
+        return (dense - self.mean) / self.std                                  # (B, D)
+
+
+def pooled_moments(groups: Sequence[tuple[int, float | None, float | None]],
+                   floor: float = 1e-9) -> tuple[float, float]:
+    """``DenseStandardizer``'s (mean, population std) of a column from its per-group (count, mean,
+    population variance), nulls left out of each (Chan et al.'s pairwise combination: no sum of
+    squares, so no cancellation). No values: (0, 1); a std at or below ``floor`` (a constant): 1."""
+    groups = [(int(n), float(m), float(v)) for n, m, v in groups if n]
+    total = sum(n for n, _, _ in groups)
+    if not total:
+        return 0.0, 1.0
+    mean = sum(n * m for n, m, _ in groups) / total
+    variance = sum(n * (v + (m - mean) ** 2) for n, m, v in groups) / total
+    std = math.sqrt(max(variance, 0.0))
+    return mean, std if std > floor else 1.0
 
 
 class SharedBottom(nn.Module):
-    """x0 = [emb_1(c_1), ..., emb_F(c_F), BatchNorm(dense)].
+    """x0 = [emb_1(c_1), ..., emb_F(c_F), BatchNorm(dense)], dense already standardised by the
+    model (``DenseStandardizer``, first in every model's forward).
 
     One embedding table holds every feature's rows (offset per feature), so the lookup is a
     single gather. Index 0 of each feature is its out-of-vocabulary row.
@@ -187,6 +240,7 @@ class MultiTaskMoE(nn.Module):
                  cross_layers: int = 2, cross_rank: int = 16):
         super().__init__()
         self.num_tasks, self.num_experts = tasks, experts
+        self.standardize = DenseStandardizer(spec.num_dense, spec.dense_mean, spec.dense_std)
         self.bottom = SharedBottom(spec, embedding_dim)
         d = self.bottom.output_dim
         self.experts = Experts(experts, d, expert_hidden, cross_layers, cross_rank)
@@ -194,7 +248,7 @@ class MultiTaskMoE(nn.Module):
         self.towers = StackedMLP(tasks, self.experts.output_dim, [*tower_hidden, 1], final_activation=False)
 
     def forward(self, categorical: Tensor, dense: Tensor, expert_mask: Tensor | None = None) -> Tensor:
-        x0 = self.bottom(categorical, dense)                                   # (B, d)
+        x0 = self.bottom(categorical, self.standardize(dense))                 # (B, d)
         expert_out = self.experts(x0)                                          # (K, B, E)
         if expert_mask is not None:
             expert_out = expert_out * expert_mask.to(expert_out.dtype).view(-1, 1, 1)
@@ -213,6 +267,7 @@ class WideAndDeep(nn.Module):
     def __init__(self, spec: FeatureSpec, embedding_dim: int = 8, hidden: Sequence[int] = (128, 64)):
         super().__init__()
         self.num_tasks, self.num_experts = 1, 0
+        self.standardize = DenseStandardizer(spec.num_dense, spec.dense_mean, spec.dense_std)
         self.bottom = SharedBottom(spec, embedding_dim)
         self.wide = nn.Embedding(sum(spec.cardinalities), 1)
         nn.init.zeros_(self.wide.weight)
@@ -222,6 +277,7 @@ class WideAndDeep(nn.Module):
     def forward(self, categorical: Tensor, dense: Tensor, expert_mask: Tensor | None = None) -> Tensor:
         if expert_mask is not None:
             raise ValueError("Wide&Deep has no experts to mask")
+        dense = self.standardize(dense)                                        # (B, D)
         wide = self.wide(categorical + self.bottom.offsets).sum(dim=1)         # (B, 1)
         if self.wide_dense is not None:
             wide = wide + self.wide_dense(dense)                               # (B, 1)

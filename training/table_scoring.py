@@ -38,19 +38,24 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RowSelection:
     """Which rows of a table to score, one definition for Spark (``where``) and for the file
-    reader (``arrow_mask``): the ``split`` (where the table has that column), ``date_column`` in
-    [start, end], ``slot`` in ``slots``. A null in a compared column never matches, as in Spark SQL."""
-    split: str | None = None
+    reader (``arrow_mask``): ``date_column`` in [start, end], ``slot`` in ``slots``. A null in a
+    compared column never matches, as in Spark SQL. A split is a range of days of a model's
+    training window (``RowSelection.of_split``), never a column."""
     start: dt.date | None = None
     end: dt.date | None = None
     slots: tuple[str, ...] | None = None
     date_column: str = "event_date"
 
+    @classmethod
+    def of_split(cls, window, split: str, slots: tuple[str, ...] | None = None) -> RowSelection:
+        """The days of ``split`` (train, validation or test) of ``window``
+        (``core.training_sets.TrainingWindow``), of the ``slots`` (None: every slot)."""
+        start, end = window.bounds(split)
+        return cls(start=start, end=end, slots=slots)
+
     def conditions(self, columns: Sequence[str]) -> tuple[tuple[str, str, object], ...]:
-        """(column, operator, value) triples, operator one of ==, >=, <=, in."""
+        """(column, operator, value) triples, operator one of >=, <=, in."""
         out = []
-        if self.split and "split" in columns:
-            out.append(("split", "==", self.split))
         if self.start:
             out.append((self.date_column, ">=", self.start))
         if self.end:
@@ -195,7 +200,7 @@ def score_parquet_file(open_file: Callable[[], object], source: str, partition: 
     table's Arrow type of every column read (keep columns are cast to it, a column the file lacks
     reads as nulls, as Spark reads it). Row groups are read in two steps: the columns of
     ``conditions`` first, and the rest only when a row is selected (a file holds one event_date,
-    hence one split: scoring the test split skips the others' files after one small column)."""
+    usually pruned by its partition value before it is opened)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -226,7 +231,7 @@ def score_parquet_file(open_file: Callable[[], object], source: str, partition: 
             if not mask.true_count:
                 continue
             if mask.true_count == len(mask):
-                mask = None                     # the usual case (one split per file): no copy
+                mask = None                     # the usual case (every row selected): no copy
         offset = 0
         for batch in parquet.iter_batches(rows_per_read, row_groups=[group], columns=read, use_threads=False):
             if mask is not None:

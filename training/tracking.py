@@ -87,6 +87,14 @@ def flat_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def training_set_params(artifact: ModelArtifact) -> dict[str, Any]:
+    """The training set as MLflow params: its id, window days, seed, rates, the versions read."""
+    spec = artifact.spec
+    return {"id": artifact.training_set_id, "window": {k: str(v) for k, v in asdict(spec.window).items()},
+            "seed": spec.seed, "training_sets_version": artifact.training_sets_version,
+            "rates": ", ".join(f"{slot}|{label}={rate:g}" for (slot, label), rate in spec.rates) or "none"}
+
+
 def epoch_metrics(history: Iterable[Mapping[str, Any]]) -> list[tuple[int, dict[str, float]]]:
     """(epoch, finite numeric metrics) of a training history."""
     out = []
@@ -166,24 +174,29 @@ def log_training(cfg, run_id: str, artifact_dir: Path, artifact: ModelArtifact) 
     mlflow = connect(cfg)
     from mlflow.data.meta_dataset import MetaDataset
 
+    from core.tables import TRAINING_SETS
+
     result = artifact.result
     table, version = artifact.features_table, artifact.features_version
     with mlflow.start_run(run_name=run_id, tags={RUN_ID_TAG: run_id, "camoe.job": "train", **_code_tags()}) as run:
         mlflow.log_params(flat_params({
             "model": asdict(artifact.model), "training": asdict(artifact.training),
             "tasks": list(artifact.tasks), "backend": result.backend, "workers": result.workers,
-            "features_table": table, "features_version": version, "build_run_id": artifact.build_run_id,
+            "features_table": table, "features_version": version, "training_set": training_set_params(artifact),
             "train_rows": artifact.train_rows, "validation_rows": artifact.validation_rows}))
+        mlflow.log_dict(artifact.training_set, "training_set.json")      # the spec, to rebuild the set exactly
         for epoch, values in epoch_metrics(result.history):
             mlflow.log_metrics(values, step=epoch)
         mlflow.log_metrics({"best_epoch": result.best_epoch, f"best_{result.selection_metric}": result.best_value,
                             "examples_per_second_rank0": result.examples_per_second_rank0})
-        # the snapshot trained on, as a Delta dataset (no profile: that would scan the table)
+        # the snapshots trained and validated on, as Delta datasets (no profile: that would scan them)
+        mlflow.log_input(MetaDataset(delta_source(cfg.table(TRAINING_SETS), artifact.training_sets_version),
+                                     name=f"{artifact.training_set_id}@v{artifact.training_sets_version}",
+                                     digest=artifact.training_set_id), context="training")
         mlflow.log_input(MetaDataset(delta_source(table, version), name=f"{table}@v{version}",
-                                     digest=f"{artifact.build_run_id}"[-36:]), context="training")
+                                     digest=f"{table}@{version}"[-36:]), context="validation")
         _log_pyfunc(mlflow, artifact, artifact_dir,
-                    Scoring(artifact.slot_logit_shift or {s: 0.0 for s in artifact.layout.slots},
-                            {t: 1.0 for t in artifact.tasks}, run_id), TRAINED_MODEL)
+                    Scoring(artifact.logit_shift(), {t: 1.0 for t in artifact.tasks}, run_id), TRAINED_MODEL)
     log.info("MLflow run %s (experiment %s at %s)", run.info.run_id, cfg.mlflow.experiment, tracking_uri(cfg))
     return run.info.run_id
 

@@ -112,8 +112,18 @@ def test_empty_day_is_a_clear_error_naming_the_day(spark, fresh_db):
     assert not tables.table_exists(spark, cfg.table(tables.FEATURES))
 
 
-def test_range_too_short_for_splits_is_refused(spark, fresh_db):
+def test_a_repeated_id_is_a_duplicate_within_its_day_and_a_row_of_its_own_on_another(spark, fresh_db):
+    """The store's key is (event_date, impression_id): days built one at a time or as a range agree."""
     cfg = fresh_db()
-    write_raw(generated(spark, cfg, START, 2, 20), cfg, START, dt.date(2026, 1, 2))
-    with pytest.raises(ValueError, match=r"needs more than splits.validation_days \+ splits.test_days"):
-        build_features(spark, cfg, START, dt.date(2026, 1, 2), "short")
+    logs = generated(spark, cfg, START, 2, 30)
+    first = logs.where(F.col("event_date") == START).first().impression_id
+    copy = logs.where(F.col("impression_id") == first) \
+        .withColumn("event_ts", F.col("event_ts") + F.expr("INTERVAL 1 SECOND"))
+    other_day = copy.withColumns({"event_date": F.lit(dt.date(2026, 1, 2)),
+                                  "event_ts": F.col("event_ts") + F.expr("INTERVAL 1 DAY")})
+    write_raw(logs.unionByName(copy).unionByName(other_day), cfg, START, dt.date(2026, 1, 2))
+    build_features(spark, cfg, START, dt.date(2026, 1, 2), "dupes")
+    kept = spark.table(cfg.table(tables.FEATURES)).where(F.col("impression_id") == first)
+    assert sorted(r.event_date for r in kept.collect()) == [START, dt.date(2026, 1, 2)]
+    rejected = spark.table(cfg.table(tables.QUARANTINE)).where(F.col("impression_id") == first).collect()
+    assert len(rejected) == 1 and "duplicate of an earlier row" in rejected[0].reason

@@ -1,14 +1,15 @@
-"""Petastorm over a pinned Delta snapshot: exact files, disjoint balanced shards, no lost rows."""
+"""Petastorm over a pinned Delta snapshot: exact files of a day range (partition pruning),
+disjoint balanced shards, no lost rows."""
 from __future__ import annotations
 
 import collections
 import datetime as dt
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 import torch
+from pyspark.sql import functions as F
 
 from core import tables
 from features.pipeline import build_features
@@ -16,6 +17,9 @@ from tests.helpers import built_lake
 from training.data import DataFile, feature_layout, iterate_batches, load_snapshot, make_reader, plan_shards
 
 START, END = dt.date(2026, 1, 1), dt.date(2026, 1, 5)
+# day ranges standing in for a window's splits
+TRAIN_DAYS, VALIDATION_DAYS, TEST_DAYS = (START, START + dt.timedelta(days=2)), (END - dt.timedelta(days=1),) * 2, \
+    (END, END)
 
 
 @pytest.fixture(scope="module")
@@ -33,38 +37,45 @@ def _ids(files, epochs=1):
     return seen
 
 
-def _sql_ids(spark, cfg, version, split):
+def _sql_ids(spark, cfg, version, days):
+    first, last = days
     return {r.impression_id for r in spark.sql(
         f"SELECT impression_id FROM {cfg.table(tables.FEATURES)} VERSION AS OF {version} "
-        f"WHERE split = '{split}'").collect()}
+        f"WHERE event_date BETWEEN '{first}' AND '{last}'").collect()}
 
 
-def test_snapshot_reads_exactly_the_pinned_version_even_after_an_overwrite(spark, data_lake):
+def test_snapshot_reads_exactly_the_pinned_version_and_days_even_after_a_day_is_rebuilt(spark, data_lake):
+    """Breakage caught: files of other days in a selection (no partition pruning, or a filter on a
+    non-partition column), or a directory listing (a rebuilt day's old and new files both read)."""
     cfg, version = data_lake
-    before = load_snapshot(spark, cfg.table(tables.FEATURES), version, "train")
-    expected = _sql_ids(spark, cfg, version, "train")
-    assert before.rows == len(expected) and before.build_run_id == "data-1"
-    # a rebuild with other sampling rewrites every file; the old version stays readable
-    reseeded = replace(cfg, sampling=replace(cfg.sampling, seed=cfg.sampling.seed + 1))
-    build_features(spark, reseeded, START, END, "data-2")
-    latest = tables.latest_version(spark, cfg.table(tables.FEATURES))
+    name = cfg.table(tables.FEATURES)
+    before = load_snapshot(spark, name, version, *TRAIN_DAYS)
+    expected = _sql_ids(spark, cfg, version, TRAIN_DAYS)
+    assert before.rows == len(expected) and before.set_id is None
+    assert {Path(urlparse(f.url).path).parent.name for f in before.files} == \
+        {f"event_date={START + dt.timedelta(days=i)}" for i in range(3)}
+    # re-running a built day rewrites its files; the old version stays readable
+    build_features(spark, cfg, START, START, "data-2")
+    latest = tables.latest_version(spark, name)
     assert latest > version
-    again = load_snapshot(spark, cfg.table(tables.FEATURES), version, "train")
+    again = load_snapshot(spark, name, version, *TRAIN_DAYS)
     assert again == before
     assert set(_ids(again.files)) == expected
-    # a bare directory listing would read both builds' files
-    table_dir = Path(urlparse(before.files[0].url).path).parent.parent
-    on_disk = list(table_dir.glob("event_date=*/*.parquet"))
-    assert len(on_disk) > len(before.files) + len(load_snapshot(
-        spark, cfg.table(tables.FEATURES), version, "validation").files)
-    newer = load_snapshot(spark, cfg.table(tables.FEATURES), latest, "train")
-    assert newer.build_run_id == "data-2" and set(_ids(newer.files)) == _sql_ids(spark, cfg, latest, "train")
+    # a bare directory listing would read both builds' files of the rebuilt day
+    day_dir = Path(urlparse(before.files[0].url).path).parent.parent / f"event_date={START}"
+    assert len(list(day_dir.glob("*.parquet"))) > len([f for f in before.files if f"event_date={START}/" in f.url])
+    newer = load_snapshot(spark, name, latest, *TRAIN_DAYS)
+    assert set(_ids(newer.files)) == _sql_ids(spark, cfg, latest, TRAIN_DAYS) == expected
+    with pytest.raises(ValueError, match=r"@\d+ 2027-01-01..2027-01-02: no rows"):
+        load_snapshot(spark, name, latest, dt.date(2027, 1, 1), dt.date(2027, 1, 2))
+    with pytest.raises(ValueError, match=r"not \['event_date', 'set_id'\]"):
+        load_snapshot(spark, name, latest, *TRAIN_DAYS, set_id="ts-0")
 
 
 def test_shards_are_disjoint_balanced_and_cover_the_split_every_epoch(spark, data_lake):
     cfg, version = data_lake
-    snap = load_snapshot(spark, cfg.table(tables.FEATURES), version, "train")
-    expected = _sql_ids(spark, cfg, version, "train")
+    snap = load_snapshot(spark, cfg.table(tables.FEATURES), version, *TRAIN_DAYS)
+    expected = _sql_ids(spark, cfg, version, TRAIN_DAYS)
     plan = plan_shards(snap.files, 2)
     assert abs(plan.rows(0) - plan.rows(1)) <= max(f.rows for f in snap.files)
     for attempt in range(5):                       # the end-of-data race showed in ~10-15% of runs
@@ -84,10 +95,18 @@ def test_plan_shards_is_deterministic_and_refuses_too_few_files():
         plan_shards(files[:2], 3)
 
 
-def test_batches_arrive_as_typed_tensors(spark, data_lake):
+def test_batches_arrive_as_typed_tensors_and_the_layout_carries_the_train_days_statistics(spark, data_lake):
     cfg, version = data_lake
-    snap = load_snapshot(spark, cfg.table(tables.FEATURES), version, "validation")
-    layout = feature_layout(spark, cfg, snap)
+    name = cfg.table(tables.FEATURES)
+    snap = load_snapshot(spark, name, version, *VALIDATION_DAYS)
+    train_days = tables.read_date_range(spark, name, "event_date", *TRAIN_DAYS, version=version)
+    layout = feature_layout(spark, cfg, train_days, f"{name}@{version}")
+    # the dense statistics: population mean and std of the train days' raw values, nulls skipped
+    for column, mean, std in zip(layout.dense, layout.dense_mean, layout.dense_std):
+        want_mean, want_std = train_days.agg(F.avg(column), F.stddev_pop(column)).first()
+        assert mean == pytest.approx(want_mean or 0.0, rel=1e-9, abs=1e-9), column
+        assert std == pytest.approx(want_std if want_std and want_std > 1e-9 else 1.0, rel=1e-9), column
+    assert len(layout.dense_mean) == len(layout.dense) > 0
     assert len(layout.categorical) == len(cfg.schema.categorical) == len(layout.cardinalities) - 1
     assert layout.input_names[-1] == "slot_input_slot"
     slot_to_task = torch.tensor([cfg.taxonomy.grouping("audio_video").task_index(s) for s in layout.slots])
@@ -97,6 +116,7 @@ def test_batches_arrive_as_typed_tensors(spark, data_lake):
     assert b.categorical.dtype == torch.int64 and b.categorical.shape == (1000, len(layout.categorical) + 1)
     assert torch.equal(b.categorical[:, -1], b.slot + 1)             # the slot input: slot_id + 1
     assert b.dense.dtype == torch.float32 and b.dense.shape == (1000, len(layout.dense))
+    assert torch.equal(b.weight, torch.ones(1000))                   # features files: no sample_weight
     assert b.label.dtype == torch.float32 and set(b.label.unique().tolist()) <= {0.0, 1.0}
     assert (b.categorical.max(0).values < torch.tensor(layout.cardinalities)).all()
     # the task index follows the slot through the grouping
@@ -107,8 +127,9 @@ def test_batches_arrive_as_typed_tensors(spark, data_lake):
 
 def test_batching_keeps_every_row_once_with_and_without_the_shuffle_buffer(spark, data_lake):
     cfg, version = data_lake
-    snap = load_snapshot(spark, cfg.table(tables.FEATURES), version, "test")
-    layout = feature_layout(spark, cfg, snap)
+    snap = load_snapshot(spark, cfg.table(tables.FEATURES), version, *TEST_DAYS)
+    layout = feature_layout(spark, cfg, tables.read_date_range(spark, cfg.table(tables.FEATURES), "event_date",
+                                                               *TRAIN_DAYS, version=version), "features")
     slot_to_task = torch.zeros(len(layout.slots), dtype=torch.long)
 
     def rows(batches):

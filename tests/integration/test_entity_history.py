@@ -1,4 +1,4 @@
-"""features/entity_history.py against features/transforms.with_history, the raw-event form it
+"""features/entity_history.py against tests/history_oracle.py (with_history), the raw-event form it
 replaces: the same history to the last count, from per-day entity aggregates, for one built day
 or a range, on a generated log and on hand-placed events at the window's edges."""
 from __future__ import annotations
@@ -13,6 +13,7 @@ from core.feature_table import history_feature_names
 from features import transforms
 from features.entity_history import entity_day_aggregates, with_history_from_aggregates
 from features.synthetic import generate_impressions
+from tests.history_oracle import with_history
 
 START, DAYS = dt.date(2026, 2, 2), 12          # 7 days of history, then 5 days to build
 
@@ -38,7 +39,7 @@ def from_raw_events(log, cfg, first, last):
     """The raw-event form: every event from ``history_days`` before ``first`` to ``last``."""
     d = F.col(cfg.schema.date)
     window = log.where((d >= F.lit(first - dt.timedelta(days=cfg.features.history_days))) & (d <= F.lit(last)))
-    return history(transforms.with_history(window, cfg, last_day=last, first_day=first), cfg)
+    return history(with_history(window, cfg, last_day=last, first_day=first), cfg)
 
 
 def from_aggregates(log, cfg, first, last, aggregates):
@@ -90,7 +91,7 @@ def test_events_at_the_windows_edges_count_exactly_as_in_the_raw_event_form(spar
         f"{s.ad} string, {s.label} int")
     rows = transforms.with_modality(rows, cfg, s.slot)
     day = dt.date(2026, 3, 9)
-    expected = history(transforms.with_history(rows, cfg, last_day=day, first_day=day), cfg)
+    expected = history(with_history(rows, cfg, last_day=day, first_day=day), cfg)
     # row: edge, day_end, day_start, just_before (4 impressions, 2 clicks: edge and day_end)
     assert expected["row"][:2] == (4.0, 2.0)
     aggregates = entity_day_aggregates(rows.where(F.col(s.date) < F.lit(day)), cfg)

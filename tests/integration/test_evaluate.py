@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from core import lineage, tables
+from core.feature_table import TEST, TRAIN, VALIDATION
 from features.reports import slot_metrics_sql
 from training.artifact import load_artifact, read_artifact
 from training.data import load_snapshot
@@ -17,6 +18,23 @@ from training.validation_scoring import score
 START = dt.date(2026, 1, 1)
 SLOTS = {"stream_audio", "podcast", "stream_audio_leavebehind", "podcast_leavebehind", "stream_video",
          "embedded_music", "podcast_video"}
+
+
+def _camoe(spark, cfg):
+    """The experiment's camoe (first seed): its ModelArtifact."""
+    return read_artifact(lineage.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"])
+
+
+def _days(window, split: str) -> str:
+    """SQL: the rows of ``split``'s days of ``window`` (a model's TrainingWindow)."""
+    first, last = window.bounds(split)
+    return f"event_date BETWEEN DATE'{first}' AND DATE'{last}'"
+
+
+def _validation(spark, cfg, trained):
+    """training.data's snapshot of the model's validation days (features, its pinned version)."""
+    return load_snapshot(spark, cfg.table(tables.FEATURES), trained.features_version,
+                         *trained.window.bounds(VALIDATION))
 
 
 def _metrics(spark, cfg, result, model):
@@ -45,7 +63,7 @@ def test_spark_inference_scores_exactly_like_the_training_loop(spark, experiment
     artifact = lineage.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"]
     model, trained = load_artifact(artifact)
     layout = trained.layout
-    validation = load_snapshot(spark, cfg.table(tables.FEATURES), trained.features_version, "validation")
+    validation = _validation(spark, cfg, trained)
     monkeypatch.setattr(validation_scoring, "iterate_batches", functools.partial(data.iterate_batches, workers=1))
     parts = []
     for file in validation.files:
@@ -60,7 +78,7 @@ def test_spark_inference_scores_exactly_like_the_training_loop(spark, experiment
     assert reference["impression_id"].is_unique and len(reference) == validation.rows
     features = tables.read_table(spark, cfg.table(tables.FEATURES), trained.features_version)
     no_shift = {s: 0.0 for s in layout.slots}
-    scored = score_dataframe(features.where("split = 'validation'"), artifact, no_shift, None,
+    scored = score_dataframe(features.where(_days(trained.window, VALIDATION)), artifact, no_shift, None,
                              keep=["impression_id", "label"]).toPandas()
     assert len(scored) == validation.rows
     joined = scored.merge(reference, on="impression_id", suffixes=("", "_loop"), validate="one_to_one")
@@ -83,7 +101,7 @@ def test_spark_scoring_equals_score_rows_on_the_same_rows(spark, experiment, mod
     shift = {s: 0.25 * i - 1.0 for i, s in enumerate(layout.slots)}
     temperatures = {t: 1.5 + 0.25 * i for i, t in enumerate(trained.tasks)}
     rows = tables.read_table(spark, cfg.table(tables.FEATURES), trained.features_version) \
-        .where("split = 'validation'")
+        .where(_days(trained.window, VALIDATION))
     keep = ["impression_id", "event_date", "slot"]
     scored = score_dataframe(rows, artifact, shift, temperatures, keep=keep, masked_experts=True)
     assert [(f.name, f.dataType.simpleString()) for f in scored.schema] == [
@@ -119,7 +137,7 @@ def test_temperatures_lower_validation_nll_and_keep_per_slot_ranking(spark, expe
     from calibration.evaluate import _nll, downsampling_shift
 
     model, trained = load_artifact(lineage.find_train_run(spark, cfg, "exp1-train-camoe-seed17")["artifact"])
-    validation = load_snapshot(spark, cfg.table(tables.FEATURES), trained.features_version, "validation")
+    validation = _validation(spark, cfg, trained)
     scored = score(model, validation.files, trained.layout, torch.tensor(trained.slot_to_task))
     shift = downsampling_shift(spark, cfg, trained)
     z = scored["logit"].astype(np.float64) + np.array([shift[s] for s in trained.layout.slots])[scored["slot"]]
@@ -147,7 +165,7 @@ def test_slot_metrics_hold_every_segment_with_oracle_and_change_vs_baseline(spar
     assert set(map(tuple, camoe[["level", "slot"]].drop_duplicates().values)) == (
         {("slot", s) for s in SLOTS} | {("task", "audio"), ("task", "video"), ("all", "all")})
     assert len(camoe) == 2 * 10 and len(wide) == 2 * 9                # wide_deep has one task: "all"
-    test_rows = spark.table(cfg.table(tables.FEATURES)).where("split = 'test'").count()
+    test_rows = spark.table(cfg.table(tables.FEATURES)).where(_days(_camoe(spark, cfg).window, TEST)).count()
     overall = camoe[(camoe["level"] == "all") & camoe["calibrated"]].iloc[0]
     assert overall["rows"] == test_rows
     assert camoe[(camoe["level"] == "slot") & camoe["calibrated"]]["rows"].sum() == test_rows
@@ -183,7 +201,7 @@ def test_label_free_and_ceiling_columns_equal_the_numpy_metrics_of_the_predictio
     cfg, result = experiment
     run = result.evaluations["camoe"]
     metrics = spark.table(cfg.table(tables.SLOT_METRICS)).where(f"run_id = '{run}' AND calibrated").toPandas()
-    features = tables.read_table(spark, cfg.table(tables.FEATURES)).where("split = 'test'")
+    features = tables.read_table(spark, cfg.table(tables.FEATURES)).where(_days(_camoe(spark, cfg).window, TEST))
     rows = (spark.table(cfg.table(tables.PREDICTIONS)).where(f"run_id = '{run}'")
             .join(features.select("impression_id", "ceiling_ctr"), "impression_id").toPandas())
     assert len(rows) == features.count()
@@ -216,7 +234,7 @@ def test_bins_predictions_masks_plots_and_sql(spark, experiment):
     per = bins[(bins["level"] == "slot") & bins["calibrated"]].groupby(["slot", "scheme"])
     assert (per["bin"].max() < cfg.evaluation.ece_bins).all()
     rows = bins[(bins["level"] == "all") & bins["calibrated"]].groupby("scheme")["rows"].sum()
-    test_rows = spark.table(cfg.table(tables.FEATURES)).where("split = 'test'").count()
+    test_rows = spark.table(cfg.table(tables.FEATURES)).where(_days(_camoe(spark, cfg).window, TEST)).count()
     assert rows.to_dict() == {"equal_mass": test_rows, "equal_width": test_rows}
 
     predictions = spark.table(cfg.table(tables.PREDICTIONS)).where(f"run_id = '{run}'")
@@ -260,7 +278,7 @@ def test_experiments_train_every_seed_and_report_paired_intervals_and_claims(spa
         ("wide_deep", 17, "exp1-eval-wide_deep-seed17"), ("wide_deep", 18, "exp1-eval-wide_deep-seed18")]
     document = json.loads(Path(result.json).read_text())
     assert document["baseline"] == "wide_deep" and document["seeds"] == entries
-    test_rows = spark.table(cfg.table(tables.FEATURES)).where("split = 'test'").count()
+    test_rows = spark.table(cfg.table(tables.FEATURES)).where(_days(_camoe(spark, cfg).window, TEST)).count()
     assert document["test_rows"] == test_rows
     overall = next(c for c in document["comparisons"]
                    if (c["candidate"], c["segment"], c["metric"]) == ("camoe", "all", "auc_pr"))
@@ -274,8 +292,9 @@ def test_experiments_train_every_seed_and_report_paired_intervals_and_claims(spa
     # predictions' masked_pctr, judged per video slot) are judged; the claims whose roles did not
     # run are listed with the reason
     claims = {(c["claim"], c["candidate"], c["segment"]) for c in document["claims"] if c["metric"] == "auc_pr"}
-    video = sorted({r.slot for r in spark.table(cfg.table(tables.FEATURES)).where("split = 'test'")
-                    .select("slot").distinct().collect()} & set(cfg.taxonomy.slots_of_modality("video")))
+    test_days = spark.table(cfg.table(tables.FEATURES)).where(_days(_camoe(spark, cfg).window, TEST))
+    video = sorted({r.slot for r in test_days.select("slot").distinct().collect()}
+                   & set(cfg.taxonomy.slots_of_modality("video")))
     assert claims == {("CAMoE beats the production baseline", "camoe", s)
                       for s in ("all", "stream_audio", "stream_video")} | {
         (f"masking expert {k + 1} at inference raises video AUC-PR", f"camoe/masked-expert-{k}", s)
@@ -355,9 +374,11 @@ def test_a_unimodal_model_is_validated_calibrated_and_evaluated_on_its_own_slots
     features = spark.table(cfg.table(tables.FEATURES)).where("modality = 'video'")
     m = spark.table(cfg.table(tables.SLOT_METRICS)).where("run_id = 'uni-eval' AND calibrated").toPandas()
     assert set(m[m["level"] == "slot"]["slot"]) == video
-    assert m[m["level"] == "all"]["rows"].iloc[0] == features.where("split = 'test'").count()
+    window = read_artifact(artifact).window
+    assert window == _camoe(spark, cfg).window            # the same snapshot's last day ends both windows
+    assert m[m["level"] == "all"]["rows"].iloc[0] == features.where(_days(window, TEST)).count()
     temperature = spark.table(cfg.table(tables.TEMPERATURES)).where("run_id = 'uni-eval'").first()
-    assert temperature.validation_rows == features.where("split = 'validation'").count()
+    assert temperature.validation_rows == features.where(_days(window, VALIDATION)).count()
     assert read_artifact(artifact).model_slots == ("stream_video", "embedded_music", "podcast_video")
 
 
@@ -381,38 +402,45 @@ def test_reanalysing_an_experiment_trains_nothing_and_gives_the_same_intervals(s
 
 
 @pytest.mark.rebuilds_shared_lake
-def test_the_sampling_ablation_trains_on_every_train_row_and_restores_the_configured_snapshot(spark, eval_lake,
-                                                                                             make_config):
+def test_the_sampling_ablation_trains_on_every_train_row_without_a_feature_rebuild(spark, eval_lake, make_config):
     import json
     from pathlib import Path
 
     from calibration.experiments import run_experiments
 
-    # on the shared lake, after every test of it (the marker): its restoring rebuild is a new
-    # build, whose features the shared models' scoring refuses
+    # on the shared lake, after every test of it (the marker): its training runs become the
+    # lake's latest, which a test asking for "the latest training run" would otherwise get
     cfg = make_config("training.batch_size=256", "training.shuffle_buffer=0", "experiments.seeds=[17]",
                       "experiments.epochs=1", "experiments.baseline=camoe",
                       "experiments.sampling_ablation_floors=[1.0]", database=eval_lake.database)
+    features = cfg.table(tables.FEATURES)
+    features_before = tables.latest_version(spark, features)
     tables.note_minted_run_id("exp-s")    # new to the lake, as an id jobs/experiments.py mints
     result = run_experiments(spark, cfg, "exp-s", models=("camoe",), sampling_ablation=True)
     assert set(result.seed_evaluations) == {"camoe", "camoe@negatives>=1"}
+    # rates belong to the training set: the features table is not rebuilt, both models read one
+    # snapshot through one window, each from its own training set
+    assert tables.latest_version(spark, features) == features_before
     versions = {r.model: r.features_version for r in spark.table(cfg.table(tables.EXPERIMENT_RESULTS))
                 .where("run_id = 'exp-s'").select("model", "features_version").distinct().collect()}
-    main, variant = versions["camoe"], versions["camoe@negatives>=1"]
-    assert main != variant
+    assert versions == {"camoe": features_before, "camoe@negatives>=1": features_before}
+    main, variant = (read_artifact(lineage.find_train_run(spark, cfg, run)["artifact"])
+                     for run in ("exp-s-train-camoe", "exp-s-train-camoe-negatives-1"))
+    assert main.window == variant.window and main.training_set_id != variant.training_set_id
+    sets = spark.table(cfg.table(tables.TRAINING_SETS))
 
-    def split_counts(version: int) -> dict:
-        snapshot = tables.read_table(spark, cfg.table(tables.FEATURES), version)
-        return {r.split: r["count"] for r in snapshot.groupBy("split").count().collect()}
+    def set_rows(artifact) -> int:
+        return sets.where(f"set_id = '{artifact.training_set_id}'").count()
 
-    configured, unsampled = split_counts(main), split_counts(variant)
-    raw_train = spark.table(cfg.table(tables.IMPRESSIONS)).where(
-        "event_date BETWEEN DATE'2026-01-01' AND DATE'2026-01-04'").count()
-    assert unsampled["train"] == raw_train > configured["train"]          # floor 1.0 keeps every train row
-    assert {k: v for k, v in unsampled.items() if k != "train"} == {k: v for k, v in configured.items() if k != "train"}
-    latest = tables.latest_version(spark, cfg.table(tables.FEATURES))
-    assert latest > variant and split_counts(latest) == configured        # later jobs read the configured rates
+    train_days = spark.table(features).where(_days(main.window, TRAIN)).count()
+    assert set_rows(variant) == train_days > set_rows(main)             # floor 1.0 keeps every train row
+    assert {s for (_, label), s in variant.spec.rate_of.items() if label == 0} <= {1.0}
+    # evaluation reads the same validation and test days for both (never down-sampled)
+    temperatures = spark.table(cfg.table(tables.TEMPERATURES)).where(
+        "run_id IN ('exp-s-eval-camoe', 'exp-s-eval-camoe-negatives-1')").groupBy("run_id").sum("validation_rows")
+    assert len({r[1] for r in temperatures.collect()}) == 1
     document = json.loads(Path(result.json).read_text())
+    assert document["window"] == main.window.describe()
     overall = [c for c in document["sampling"] if c["segment"] == "all"]
     assert {(c["candidate"], c["reference"], c["metric"]) for c in overall} == {
         ("camoe@negatives>=1", "camoe", m) for m in ("auc_pr", "excess_log_loss", "true_calibration_ratio")}
@@ -435,7 +463,8 @@ def test_masked_scores_are_recalibrated_with_their_own_experts_temperatures(spar
     tasks = list(artifact.tasks)
     assert masked.shape == (2, len(tasks))
     validation = score_table(spark, snapshot, artifact_dir, shift, None, keep=["label"], masked_experts=True,
-                             selection=RowSelection(split="validation", slots=artifact.model_slots)).toPandas()
+                             selection=RowSelection.of_split(artifact.window, VALIDATION, artifact.model_slots)
+                             ).toPandas()
     raw = np.stack(validation["masked_pctr"].to_numpy())
     for k in range(2):
         for i, task in enumerate(tasks):

@@ -1,18 +1,19 @@
-"""The feature build on real Spark + Delta: splits, vocabularies, history, sampling, reruns."""
+"""The daily feature store on real Spark + Delta: each day built once with stable ids, days one at a
+time equal to one range, point-in-time history from the daily aggregates, reruns, bad input."""
 from __future__ import annotations
 
 import datetime as dt
 import math
 
-import numpy as np
 import pytest
 from pyspark.sql import Row, Window
 from pyspark.sql import functions as F
 
 from core import feature_table, tables
 from features import transforms
-from features.pipeline import build_features
-from tests.helpers import built_lake, generated, write_raw
+from features.pipeline import MissingHistoryDays, build_features, days_to_build
+from tests.helpers import built_lake, generated, recreate_database, write_raw
+from tests.history_oracle import with_history
 
 START = dt.date(2026, 1, 1)
 END = dt.date(2026, 1, 6)
@@ -24,130 +25,103 @@ def built(spark, make_config):
     return cfg, built_lake(spark, cfg, START, 6, 12_000, "build-1")
 
 
-def test_every_accepted_row_lands_once_and_splits_follow_time(spark, built):
+def test_every_accepted_row_of_each_day_lands_once_with_raw_dense_values(spark, built):
+    """No split, no sampling: each day's partition holds every accepted row; dense columns hold the
+    raw value (or its log1p), not a build's standardisation."""
     cfg, result = built
     assert result.input_rows == 72_000
-    assert result.accepted_rows + result.quarantined_rows == result.input_rows
+    assert result.accepted_rows + result.quarantined_rows == result.input_rows == result.feature_rows + \
+        result.quarantined_rows
     feats = spark.table(cfg.table(tables.FEATURES))
-    assert feats.count() == feats.select("impression_id").distinct().count() == result.feature_rows
-    by_date = {r.event_date: r.splits for r in feats.groupBy("event_date").agg(
-        F.collect_set("split").alias("splits")).collect()}
-    assert {d: s for d, s in by_date.items()} == {
-        START + dt.timedelta(days=i): ["train"] for i in range(4)} | {
-        dt.date(2026, 1, 5): ["validation"], dt.date(2026, 1, 6): ["test"]}
-    # validation and test are never down-sampled
-    raw = spark.table(cfg.table(tables.IMPRESSIONS))
-    for day in (dt.date(2026, 1, 5), dt.date(2026, 1, 6)):
-        assert feats.where(F.col("event_date") == day).count() == raw.where(F.col("event_date") == day).count()
-    assert feats.where("split != 'train'").agg(F.max("sample_weight")).first()[0] == 1.0
-
-
-def test_downsampling_keeps_each_stratum_at_its_rate_and_every_positive(spark, built):
-    cfg, _ = built
-    report = {(r.slot, r.label): r for r in spark.table(cfg.table(tables.SAMPLING_RATES))
-              .where("run_id = 'build-1'").collect()}
-    assert len(report) == 14
-    for (slot, label), r in report.items():
-        assert r.rate == cfg.sampling.rate(slot, label)
-        if r.rate == 1.0:
-            assert r.rows_after == r.rows_before, (slot, label)
-        else:
-            # binomial: kept fraction within 4 standard deviations of the rate
-            sd = math.sqrt(r.rate * (1 - r.rate) / r.rows_before)
-            assert abs(r.rows_after / r.rows_before - r.rate) < 4 * sd + 1e-9, (slot, label)
-    # the counts observed as the build wrote are the table's own, and those before sampling the raw log's
-    train = spark.table(cfg.table(tables.FEATURES)).where("split = 'train'")
-    kept = {(r.slot, r.label): r["count"] for r in train.groupBy("slot", "label").count().collect()}
-    assert {k: r.rows_after for k, r in report.items() if r.rows_after} == kept
-    raw = spark.table(cfg.table(tables.IMPRESSIONS)).where(F.col("event_date").between(START, dt.date(2026, 1, 4)))
-    read = {(r.slot, r.clicked): r["count"] for r in raw.groupBy("slot", "clicked").count().collect()}
-    assert {k: r.rows_before for k, r in report.items() if r.rows_before} == read
-    positives_before = sum(r.rows_before for (s, lab), r in report.items() if lab == 1)
-    positives_after = sum(r.rows_after for (s, lab), r in report.items() if lab == 1)
-    assert positives_before == positives_after > 0
-    weights = spark.table(cfg.table(tables.FEATURES)).where(
-        "split = 'train' AND slot = 'stream_audio' AND label = 0").agg(F.min("sample_weight"),
-                                                                      F.max("sample_weight")).first()
-    assert tuple(weights) == pytest.approx((10.0, 10.0))
-
-
-def test_vocabularies_come_from_the_train_window_only(spark, built):
-    cfg, _ = built
-    feats = spark.table(cfg.table(tables.FEATURES))
-    raw = spark.table(cfg.table(tables.IMPRESSIONS))
-    train_users = raw.where(F.col("event_date") <= dt.date(2026, 1, 4)).select("user_id").distinct()
-    test_only = (raw.where(F.col("event_date") == END).join(train_users, "user_id", "left_anti")
-                 .select("impression_id"))
-    assert test_only.count() > 0
-    ids = feats.join(test_only, "impression_id").select("cat_user_id").distinct().collect()
-    assert [r.cat_user_id for r in ids] == [0]
-    vocab = spark.table(cfg.table(tables.VOCABULARIES)).where("run_id = 'build-1'")
-    assert vocab.agg(F.min("count")).first()[0] >= cfg.features.min_count
-    assert vocab.agg(F.min("index")).first()[0] == 1
-    assert vocab.where("feature = 'slot'").count() == 0  # roles are not categorical features
-    # the most frequent train value of each feature gets index 1
-    top = vocab.where("feature = 'focus_state' AND index = 1").first().value
-    assert top == "out_of_focus"
-
-
-def test_dense_features_are_finite_and_standardised_on_train(spark, built):
-    """features/transforms.py fits each dense column's mean and population std (F.avg,
-    F.stddev_pop) on every train row before down-sampling, then scales; the table keeps a sample
-    of those rows, each weighted by 1 / its stratum's rate. The weighted moments of the kept rows
-    are the Horvitz-Thompson estimates of the fitted population's, so they are (0, 1) up to the
-    sampling's own error, which the kept rows estimate: each is asserted within 4 of its standard
-    errors (as the sampling rates are, test_downsampling_keeps_each_stratum_at_its_rate...).
-
-    Caught: a column not divided by its std, or scaled with another column's statistics, or
-    statistics fitted on the down-sampled rows unweighted (the positives and the video slots
-    over-represented), or before the log1p transform. Not told apart: population vs sample std
-    (a factor sqrt(n / (n - 1)), 1 + 1e-5 at these ~48,000 rows, far inside the tolerance)."""
-    cfg, _ = built
-    feats = spark.table(cfg.table(tables.FEATURES)).where("split = 'train'")
+    assert feature_table.OLD_LAYOUT_COLUMN not in feats.columns and "sample_weight" not in feats.columns
+    assert feats.count() == feats.select("event_date", "impression_id").distinct().count() == result.feature_rows
+    raw = spark.table(cfg.table(tables.IMPRESSIONS)).where(F.col("event_date").between(START, END))
+    quarantined = spark.table(cfg.table(tables.QUARANTINE)).where("stage = 'build_features'")
+    per_day = {r.event_date: r["count"] for r in feats.groupBy("event_date").count().collect()}
+    raw_day = {r.event_date: r["count"] for r in raw.groupBy("event_date").count().collect()}
+    bad_day = {r.event_date: r["count"] for r in quarantined.groupBy("event_date").count().collect()}
+    assert per_day == {d: n - bad_day.get(d, 0) for d, n in raw_day.items()}
+    joined = feats.join(raw.select("impression_id", "event_date", "ad_duration_s", "session_ad_index"),
+                        ["impression_id", "event_date"])
+    assert joined.where(F.abs(F.col("dense_ad_duration_s") - F.col("ad_duration_s")) > 1e-3).count() == 0
+    assert "session_ad_index" in cfg.features.log1p_dense
+    assert joined.where(F.abs(F.col("dense_session_ad_index") - F.log1p("session_ad_index")) > 1e-5).count() == 0
     dense = [c for c in feats.columns if c.startswith("dense_")]
-    assert "dense_hist_user_modality_clicks_7d" in dense and "dense_ad_duration_s" in dense
+    assert "dense_hist_user_modality_clicks_7d" in dense
     for c in dense:
         assert feats.where(F.isnan(c) | F.col(c).isNull()).count() == 0, c
-    (build,) = [r.build_run_id for r in feats.select("build_run_id").distinct().collect()]
-    fitted_std = {f"dense_{r.feature}": r.std for r in spark.table(cfg.table(tables.FEATURE_STATS))
-                  .where(F.col("run_id") == build).collect()}
-    assert set(fitted_std) == set(dense)
-    rows = feats.select("sample_weight", *dense).toPandas()
-    w = rows["sample_weight"].to_numpy()
-    assert w.min() >= 1.0 and w.max() == pytest.approx(10.0)        # stream_audio negatives: rate 0.10
-    total = w.sum()
-    for c in dense:
-        x = rows[c].to_numpy(np.float64)
-        mean = np.sum(w * x) / total
-        var = np.sum(w * (x - mean) ** 2) / total
-        # Bernoulli sampling: Var(HT total of z) is estimated by sum over kept rows of w (w - 1) z^2,
-        # z each row's linearised contribution to the ratio estimate
-        se_mean = math.sqrt(np.sum(w * (w - 1) * ((x - mean) / total) ** 2))
-        se_var = math.sqrt(np.sum(w * (w - 1) * (((x - mean) ** 2 - var) / total) ** 2))
-        assert abs(mean) < 0.05 and abs(mean) <= 4 * se_mean + 1e-6, (c, mean, se_mean)
-        if fitted_std[c] <= 1e-9:                # constant on train: scaled by 1, all zeros
-            assert var == 0.0, (c, var)
-            continue
-        std, se_std = math.sqrt(var), se_var / (2 * math.sqrt(var))
-        assert abs(std - 1.0) <= 4 * se_std + 1e-6, (c, std, se_std)
 
 
-def test_rerunning_the_same_dates_replaces_them(spark, built, make_config):
-    cfg, first = built
-    before = spark.table(cfg.table(tables.FEATURES)).count()
-    again = build_features(spark, cfg, START, END, "build-2")
+def test_the_vocabulary_counts_every_built_day_and_admits_after_min_count(spark, built):
+    cfg, result = built
+    state = spark.table(cfg.table(tables.VOCABULARIES))
+    assert state.agg(F.max("counted_through")).first()[0] == END
+    admitted = state.where(F.col("index").isNotNull())
+    assert admitted.agg(F.min("count")).first()[0] >= cfg.features.min_count
+    assert state.where("feature = 'slot'").count() == 0            # roles are not categorical features
+    assert result.new_ids["user_id"] == admitted.where("feature = 'user_id'").count() > 0
+    # a row gets a value's id from its admission day on, OOV before
     feats = spark.table(cfg.table(tables.FEATURES))
-    assert feats.count() == before
-    assert [r.build_run_id for r in feats.select("build_run_id").distinct().collect()] == ["build-2"]
-    assert again.versions_written[tables.FEATURES] > first.versions_written[tables.FEATURES]
-    # the same rows are kept: down-sampling is a pure function of the id and seed
-    v_first = first.versions_written[tables.FEATURES]
-    old = tables.read_table(spark, cfg.table(tables.FEATURES), v_first).select("impression_id")
-    assert old.exceptAll(feats.select("impression_id")).count() == 0
+    users = admitted.where("feature = 'user_id'").select(F.col("value").alias("user_id"), "index", "admitted_on")
+    raw = spark.table(cfg.table(tables.IMPRESSIONS)).select("impression_id", "event_date", "user_id")
+    rows = feats.select("impression_id", "event_date", "cat_user_id").join(raw, ["impression_id", "event_date"]) \
+        .join(users, "user_id", "left")
+    expected = F.when(F.col("admitted_on") <= F.col("event_date"), F.col("index")).otherwise(0)
+    assert rows.where(F.col("cat_user_id") != expected).count() == 0
+    assert rows.where("cat_user_id = 0").count() > 0 and rows.where("cat_user_id > 0").count() > 0
 
 
-def test_history_counts_only_strictly_earlier_events(spark, fresh_db):
-    cfg = fresh_db("features.min_count=1", "quality.min_rows_per_day=0", "sampling.slots={}")
+def test_rebuilding_a_day_replaces_it_with_its_ids_unchanged(spark, built):
+    cfg, first = built
+    feats_name = cfg.table(tables.FEATURES)
+    before = tables.read_table(spark, feats_name, first.versions_written[tables.FEATURES]).drop("build_run_id")
+    state_version = tables.latest_version(spark, cfg.table(tables.VOCABULARIES))
+    again = build_features(spark, cfg, dt.date(2026, 1, 3), dt.date(2026, 1, 3), "build-2")
+    assert again.recounted_days == (dt.date(2026, 1, 3),) and again.new_ids == {}
+    # the vocabulary is not counted again: its state keeps its version
+    assert tables.latest_version(spark, cfg.table(tables.VOCABULARIES)) == state_version
+    feats = spark.table(feats_name)
+    builds = {r.event_date: r.build_run_id for r in feats.select("event_date", "build_run_id").distinct().collect()}
+    assert builds[dt.date(2026, 1, 3)] == "build-2" and builds[dt.date(2026, 1, 4)] == "build-1"
+    after = feats.drop("build_run_id")
+    assert before.exceptAll(after).count() == 0 and after.exceptAll(before).count() == 0
+
+
+def test_history_days_logged_but_unbuilt_are_aggregated_and_missing_ones_fail_naming_them(spark, fresh_db):
+    cfg = fresh_db()
+    logs = generated(spark, cfg, dt.date(2026, 4, 1), 6, 300)
+    write_raw(logs.where(F.col("event_date") != dt.date(2026, 4, 3)), cfg, dt.date(2026, 4, 1), dt.date(2026, 4, 6))
+    # the log's first days: nothing before them to miss; 04-02 is logged, so it is aggregated first
+    result = build_features(spark, cfg, dt.date(2026, 4, 2), dt.date(2026, 4, 2), "d2")
+    assert result.short_history_days == ()
+    daily = spark.table(cfg.table(tables.ENTITY_DAILY))
+    assert sorted(r[0] for r in daily.select("event_date").distinct().collect()) == [
+        dt.date(2026, 4, 1), dt.date(2026, 4, 2)]
+    assert spark.table(cfg.table(tables.FEATURES)).select("event_date").distinct().count() == 1
+    # 04-03 is in neither the log nor the store: 04-04's history would silently miss its events
+    with pytest.raises(MissingHistoryDays, match=r"needs day\(s\) 2026-04-03, which neither .*--short-history"):
+        build_features(spark, cfg, dt.date(2026, 4, 4), dt.date(2026, 4, 4), "d4", short_history=False)
+    assert build_features(spark, cfg, dt.date(2026, 4, 4), dt.date(2026, 4, 4), "d4",
+                          short_history=True).short_history_days == (dt.date(2026, 4, 3),)
+    # the vocabulary's watermark refuses a gap in the built days, even with the flag: ids depend on it
+    with pytest.raises(MissingHistoryDays, match=r"counted through 2026-04-04, but .* unbuilt day\(s\) 2026-04-05"):
+        build_features(spark, cfg, dt.date(2026, 4, 6), dt.date(2026, 4, 6), "d6", short_history=True)
+    assert days_to_build(spark, cfg, dt.date(2026, 4, 1), dt.date(2026, 4, 6)) == [
+        (dt.date(2026, 4, 1), dt.date(2026, 4, 1)), (dt.date(2026, 4, 3), dt.date(2026, 4, 3)),
+        (dt.date(2026, 4, 5), dt.date(2026, 4, 6))]
+
+
+def test_a_warehouse_of_the_old_layout_is_refused_in_one_line(spark, fresh_db):
+    cfg = fresh_db()
+    spark.createDataFrame([("i1", "train")], "impression_id string, split string") \
+        .write.format("delta").saveAsTable(cfg.table(tables.FEATURES))
+    write_raw(generated(spark, cfg, dt.date(2026, 4, 1), 1, 100), cfg, dt.date(2026, 4, 1), dt.date(2026, 4, 1))
+    with pytest.raises(ValueError, match=r"older feature layout .* --drop-old-layout") as error:
+        build_features(spark, cfg, dt.date(2026, 4, 1), dt.date(2026, 4, 1), "old")
+    assert "\n" not in str(error.value)
+
+
+def _hand_log(spark, cfg):
     template = generated(spark, cfg, dt.date(2026, 2, 1), 1, 1).first().asDict()
     t0 = dt.datetime(2026, 2, 1, 12, 0, 0)
 
@@ -155,7 +129,7 @@ def test_history_counts_only_strictly_earlier_events(spark, fresh_db):
         return Row(**{**template, "impression_id": f"h{i}", "event_ts": ts, "event_date": ts.date(),
                       "user_id": user, "ad_id": "ad_hist", "clicked": clicked, "slot": slot})
 
-    rows = [
+    return spark.createDataFrame([
         event(0, t0, 1),
         event(1, t0 + dt.timedelta(seconds=10), 0),
         event(2, t0 + dt.timedelta(seconds=10), 1),                 # same second as h1
@@ -164,34 +138,97 @@ def test_history_counts_only_strictly_earlier_events(spark, fresh_db):
         event(5, t0 + dt.timedelta(days=7, seconds=5), 0),           # h0 is > 7 days old
         event(6, t0 + dt.timedelta(days=9), 0),
         event(7, t0 + dt.timedelta(days=10), 0),
-    ]
-    df = spark.createDataFrame(rows)
-    write_raw(df, cfg, dt.date(2026, 2, 1), dt.date(2026, 2, 11))
-    build_features(spark, cfg, dt.date(2026, 2, 1), dt.date(2026, 2, 11), "hist")
-    raw_hist = spark.table(cfg.table(tables.FEATURES))
-    # undo the scaling to read the counts back: dense = (log1p(x) - mean) / std
-    stats = {r.feature: r for r in spark.table(cfg.table(tables.FEATURE_STATS)).collect()}
+        event(8, dt.datetime(2026, 2, 3, 23, 59, 59), 1),            # the last second of a day ...
+        event(9, dt.datetime(2026, 2, 4, 0, 0, 0), 0),               # ... and the next day's first
+    ])
 
-    def count(row, name):
-        st = stats[name]
-        return round(math.expm1(row[f"dense_{name}"] * (st.std if st.std > 1e-9 else 1.0) + st.mean))
+
+HAND_HISTORY = {
+    "h0": (0, 0, 0),
+    "h1": (1, 1, 1), "h2": (1, 1, 1),   # neither sees the other (same second)
+    "h3": (3, 2, 3),
+    "h4": (0, 0, 3),                    # first video event of the user; h3 is the same second
+    "h8": (4, 2, 5),                    # h0..h3 (audio); the ad saw h0..h4
+    "h9": (5, 3, 6),                    # sees h8, one second before it, across midnight
+    "h5": (5, 2, 6),                    # h0 fell out of the 7-day window; h1..h3, h8, h9 remain
+}
+
+
+@pytest.mark.parametrize("one_day_at_a_time", [False, True], ids=["one range", "day by day"])
+def test_history_counts_only_strictly_earlier_events(spark, fresh_db, one_day_at_a_time):
+    """The hand-made log: same-second events, the window's far edge, another modality, midnight;
+    built as one range (history from its rows) and day by day (from the daily aggregates)."""
+    cfg = fresh_db("features.min_count=1", "quality.min_rows_per_day=0")
+    first, last = dt.date(2026, 2, 1), dt.date(2026, 2, 11)
+    write_raw(_hand_log(spark, cfg), cfg, first, last)
+    days = [(first + dt.timedelta(days=i),) * 2 for i in range(11)] if one_day_at_a_time else [(first, last)]
+    for a, b in days:
+        build_features(spark, cfg, a, b, f"hist-{a:%d}")
+    feats = spark.table(cfg.table(tables.FEATURES))
+
+    def count(row, name):                      # counts are stored as log1p
+        return round(math.expm1(row[f"dense_{name}"]))
 
     got = {r.impression_id: (count(r, "hist_user_modality_impressions_7d"),
                              count(r, "hist_user_modality_clicks_7d"),
-                             count(r, "hist_ad_impressions_7d")) for r in raw_hist.collect()}
-    assert got == {
-        "h0": (0, 0, 0),
-        "h1": (1, 1, 1), "h2": (1, 1, 1),   # neither sees the other (same second)
-        "h3": (3, 2, 3),
-        "h4": (0, 0, 3),                    # first video event of the user; h3 is the same second
-        "h5": (3, 1, 4),                    # h0 fell out of the 7-day window, h1..h4 remain
-        "h6": (1, 0, 1),                    # only h5 is within 7 days
-        "h7": (2, 0, 2),
-    }
+                             count(r, "hist_ad_impressions_7d")) for r in feats.collect()}
+    oracle = with_history(transforms.with_modality(spark.table(cfg.table(tables.IMPRESSIONS)), cfg, "slot"), cfg)
+    names = feature_table.history_feature_names(cfg)
+    expected = {r.impression_id: (round(r[names[0]]), round(r[names[1]]), round(r[names[3]])) for r in oracle.collect()}
+    assert got == expected
+    assert {k: got[k] for k in HAND_HISTORY} == HAND_HISTORY
+
+
+STORE_DAYS, KEPT_DAYS = 30, 10       # days built one at a time; the days whose ids and rows must survive
+
+
+def test_thirty_days_built_one_at_a_time_equal_one_range_and_keep_their_ids(spark, make_config):
+    """Every row, id and value: 30 one-day builds (each reading the days before from the store)
+    against one 30-day build, on a log whose users and ads grow (new values every day) and a
+    capped user vocabulary (hash buckets in use). Ids of values admitted by day 10 are unchanged
+    after days 11-30, and the rows of days 1-10 are never rewritten."""
+    overrides = ("generator.num_users=3000", "generator.num_ads=120", "features.min_count=2",
+                 "features.vocabulary_caps={user_id: {capacity: 400, hash_buckets: 50}}")
+    daily, ranged = make_config(*overrides, database="store_daily"), make_config(*overrides, database="store_range")
+    first = dt.date(2026, 6, 1)
+    last = first + dt.timedelta(days=STORE_DAYS - 1)
+    logs = generated(spark, daily, first, STORE_DAYS, 400).cache()
+    for cfg in (daily, ranged):
+        recreate_database(spark, cfg)
+        write_raw(logs, cfg, first, last)
+    build_features(spark, ranged, first, last, "range")
+    for i in range(STORE_DAYS):
+        day = first + dt.timedelta(days=i)
+        build_features(spark, daily, day, day, f"day-{i + 1:02d}")
+        if i == KEPT_DAYS - 1:
+            kept_ids = spark.table(daily.table(tables.VOCABULARIES)).where("index IS NOT NULL") \
+                .select("feature", "value", "index", "admitted_on", "hashed").collect()
+            early = spark.table(daily.table(tables.FEATURES))
+            early = spark.createDataFrame(early.collect(), early.schema)
+    logs.unpersist()
+    for table in (tables.FEATURES, tables.ENTITY_DAILY, tables.VOCABULARIES):
+        one, other = spark.table(daily.table(table)), spark.table(ranged.table(table))
+        if "build_run_id" in one.columns:
+            one, other = one.drop("build_run_id"), other.drop("build_run_id")
+        assert one.count() == other.count() > 0, table
+        assert one.exceptAll(other).count() == 0 and other.exceptAll(one).count() == 0, table
+    state = spark.table(daily.table(tables.VOCABULARIES))
+    assert state.where("hashed").count() > 0                       # the cap was reached
+    def id_of(r):                              # r["index"]: a Row's .index is tuple.index
+        return r["index"], r["admitted_on"], r["hashed"]
+
+    now = {(r.feature, r.value): id_of(r) for r in state.collect()}
+    changed = [(r.feature, r.value, id_of(r), now.get((r.feature, r.value)))
+               for r in kept_ids if now.get((r.feature, r.value)) != id_of(r)]
+    assert not changed, changed[:5]
+    assert len(now) > len(kept_ids)                                # new values came after day 10
+    feats = spark.table(daily.table(tables.FEATURES)).where(
+        F.col("event_date") < first + dt.timedelta(days=KEPT_DAYS))
+    assert feats.exceptAll(early).count() == 0 and early.exceptAll(feats).count() == 0
 
 
 def _sliding_window_history(df, cfg):
-    """The history definition before issue 10 (sliding rangeBetween frames): the oracle."""
+    """The history definition by sliding rangeBetween frames: the oracle's oracle."""
     s, days = cfg.schema, cfg.features.history_days
     seconds = F.col(s.timestamp).cast("long")
     label = F.col(s.label).cast("double")
@@ -208,10 +245,10 @@ def _sliding_window_history(df, cfg):
             .withColumn(n["ad_ctr"], (F.col(n["ad_clicks"]) + 0.2) / (F.col(n["ad_impressions"]) + 20.0)))
 
 
-def test_history_equals_the_sliding_window_definition_at_every_edge(spark, make_config):
-    """Running sums with expiry records give exactly the old [t - 7 d, t - 1 s] window on a
-    generated log (few users, so user histories are long) plus rows on every edge: the window's
-    first and last second, one second outside, same-second groups, midnight."""
+def test_the_raw_event_oracle_equals_the_sliding_window_definition_at_every_edge(spark, make_config):
+    """tests/history_oracle.py (running sums with expiry records) gives exactly the sliding
+    [t - 7 d, t - 1 s] window on a generated log (few users, so user histories are long) plus rows on
+    every edge: the window's first and last second, one second outside, same-second groups, midnight."""
     cfg = make_config("generator.num_users=200", "generator.num_ads=40")
     logs = generated(spark, cfg, dt.date(2026, 3, 1), 10, 2_000)
     template = logs.first().asDict()
@@ -226,23 +263,10 @@ def test_history_equals_the_sliding_window_definition_at_every_edge(spark, make_
     df = transforms.with_modality(logs.unionByName(spark.createDataFrame(edges, logs.schema)), cfg,
                                   cfg.schema.slot).cache()
     columns = ["impression_id", *feature_table.history_feature_names(cfg)]
-    new = transforms.with_history(df, cfg).select(columns).cache()
+    new = with_history(df, cfg).select(columns).cache()
     old = _sliding_window_history(df, cfg).select(columns)
     assert new.count() == df.count() == 20_000 + len(edges)
     assert new.exceptAll(old).count() == 0 and old.exceptAll(new).count() == 0
-    # expiries past the last day of interest (here 2026-03-08) are dropped: rows up to it are the same
-    until = dt.date(2026, 3, 8)
-    up_to = F.to_date(F.col(cfg.schema.timestamp)) <= F.lit(until)
-    short = transforms.with_history(df, cfg, last_day=until).where(up_to).select(columns)
-    assert short.exceptAll(old.join(df.where(up_to).select("impression_id"), "impression_id")
-                           .select(columns)).count() == 0
-    assert short.count() == df.where(up_to).count()
-    # rows before first_day count as events only: the rows from it on are the same
-    since = dt.date(2026, 3, 9)
-    late = transforms.with_history(df, cfg, first_day=since).select(columns)
-    from_since = df.where(F.col(cfg.schema.date) >= F.lit(since)).select("impression_id")
-    assert late.exceptAll(old.join(from_since, "impression_id").select(columns)).count() == 0
-    assert late.count() == from_since.count() > 0
     at_midnight = new.where(F.col("impression_id") == "edge5").first()
     # edge1, edge2 (exactly 7 days earlier), edge3, edge4 (23:59:59); not edge0 nor edge6 (same second)
     assert at_midnight["hist_user_modality_impressions_7d"] == 4.0

@@ -66,12 +66,19 @@ def test_a_training_run_is_logged_with_its_settings_epochs_delta_input_and_model
     assert [m.step for m in client.get_metric_history(mlflow_run, "log_loss")] == list(range(len(history)))
     assert [m.value for m in client.get_metric_history(mlflow_run, "auc_pr")] == \
         pytest.approx([h["auc_pr"] for h in history])
-    (dataset,) = run.inputs.dataset_inputs
-    assert dataset.dataset.source_type == "delta_table"
-    source = json.loads(dataset.dataset.source)
-    assert source["delta_table_name"] == "spark_catalog." + description.features_table
-    assert source["delta_table_version"] == description.features_version
-    assert {t.value for t in dataset.tags} == {"training"}
+    # the training set (its id, window, rates) instead of a feature build
+    assert params["training_set.id"] == description.training_set_id
+    assert params["training_set.window.train_start"] == str(description.window.train_start)
+    assert params["training_set.training_sets_version"] == str(description.training_sets_version)
+    assert params["training_set.rates"] == ", ".join(f"{s}|{lab}={r:g}" for (s, lab), r in description.spec.rates)
+    inputs = {json.loads(d.dataset.source)["delta_table_name"]: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"spark_catalog." + description.features_table, "spark_catalog." + cfg.table("training_sets")}
+    for table, version, context in ((description.features_table, description.features_version, "validation"),
+                                    (cfg.table("training_sets"), description.training_sets_version, "training")):
+        dataset = inputs["spark_catalog." + table]
+        assert dataset.dataset.source_type == "delta_table"
+        assert json.loads(dataset.dataset.source)["delta_table_version"] == version
+        assert {t.value for t in dataset.tags} == {context}
     # the artifacts folder holds the uncalibrated pyfunc of the run: weights and model.json,
     # not the training folder's epoch checkpoints
     stored = {p.name for p in (cfg.storage.artifacts_dir / "mlflow" / "artifacts").rglob("*") if p.is_file()}
@@ -128,7 +135,8 @@ def test_scoring_by_model_uri_and_spark_udf_give_the_projects_own_pctr(spark, tr
     udf = mlflow.pyfunc.spark_udf(spark, "models:/camoe@champion", env_manager="local", result_type="double")
     columns = description.input_columns
     features = (tables.read_table(spark, description.features_table, description.features_version)
-                .where(F.col("split") == "test").select("impression_id", *columns))
+                .where(F.col("event_date").between(*description.window.bounds("test")))
+                .select("impression_id", *columns))
     via_udf = features.select("impression_id", udf(*[F.col(c) for c in columns]).alias("udf"))
     compared = own_rows.join(via_udf, "impression_id").toPandas()
     assert len(compared) == own.rows

@@ -1,18 +1,24 @@
-"""Training on real Petastorm shards of a real Delta snapshot: learning, distributed. (A killed
-run resuming: tests/test_kill.py, with real processes.)"""
+"""Training on real Petastorm shards of a real Delta snapshot: learning, distributed, training sets
+chosen at training time (other windows and rates on one table, no rebuild, re-runs reading the same
+rows). (A killed run resuming: tests/test_kill.py, with real processes.)"""
 from __future__ import annotations
 
+import collections
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from pyspark.sql import functions as F
 
 from core import tables
 from core.metrics import average_precision
+from core.training_sets import TrainingWindow
 from training.artifact import load_artifact
 from training.checkpoints import checkpoints
-from training.data import load_snapshot
+from training.data import load_snapshot, make_reader
+from training.inference import Scorer
 from training.loop import new_model
 from training.runner import prepare, train
 from training.validation_scoring import evaluate, score
@@ -36,9 +42,18 @@ def test_local_training_learns_and_the_artifact_scores_like_training(spark, trai
                                     output_dir=tmp_path / "m", training_overrides=SMALL)
     assert len(result.history) == 2 and result.workers == 1
     best = result.best
-    validation = load_snapshot(spark, cfg.table(tables.FEATURES), trained.features_version, "validation")
     model, artifact = load_artifact(folder)
     assert artifact == trained                       # model.json reads back as what training wrote
+    # the artifact records the training set: window (clipped to the days built), rates, seed, versions
+    assert artifact.window == TrainingWindow(START, END - dt.timedelta(days=2), END - dt.timedelta(days=1),
+                                             END - dt.timedelta(days=1), END, END)
+    assert artifact.spec.rate_of == dict(cfg.sampling.rates) and artifact.spec.seed == cfg.sampling.seed
+    assert artifact.spec.features_version == artifact.features_version == \
+        tables.latest_version(spark, cfg.table(tables.FEATURES))
+    assert artifact.training_set_id == artifact.spec.set_id
+    assert artifact.training_sets_version <= tables.latest_version(spark, cfg.table(tables.TRAINING_SETS))
+    validation = load_snapshot(spark, cfg.table(tables.FEATURES), trained.features_version,
+                               *artifact.window.bounds("validation"))
     slot_to_task = torch.tensor(artifact.slot_to_task)
     layout = artifact.layout
     # the slot is a model input: one more categorical, 7 slots + OOV
@@ -60,6 +75,15 @@ def test_local_training_learns_and_the_artifact_scores_like_training(spark, trai
     assert set(artifact.tasks) == {"audio", "video"}
     assert np.isfinite(best["auc_pr_audio"]) and np.isfinite(best["auc_pr_video"])
     assert artifact.downsampling_correction == "logit_shift"
+    # an id admitted after the model was trained (>= its cardinality) scores as OOV, never an index error
+    scorer = Scorer.build(model, artifact, shift, None)
+    n = 5
+    columns = {c: np.zeros(n, np.int64) for c in layout.categorical}
+    columns.update({c: np.ones(n, np.float32) for c in layout.dense})
+    oov = scorer.score(np.zeros(n, np.int64), lambda c, dtype: columns[c].astype(dtype), n)["pctr"]
+    columns.update({c: np.full(n, size + 7, np.int64) for c, size in zip(layout.categorical, layout.cardinalities)})
+    newer = scorer.score(np.zeros(n, np.int64), lambda c, dtype: columns[c].astype(dtype), n)["pctr"]
+    assert np.isfinite(newer).all() and np.array_equal(newer, oov)
 
 
 def test_a_loss_weighted_run_records_that_it_needs_no_correction(spark, train_lake):
@@ -72,6 +96,81 @@ def test_a_loss_weighted_run_records_that_it_needs_no_correction(spark, train_la
     assert [uni.layout.slots[i] for i in uni.train_slots] == ["stream_video", "embedded_music", "podcast_video"]
     with pytest.raises(ValueError, match="global batch"):
         prepare(spark, train_lake, "odd", backend="horovod", num_proc=2, training_overrides={"batch_size": 255})
+
+
+def _read_ids(files) -> collections.Counter:
+    seen = collections.Counter()
+    with make_reader(files, ["impression_id"], num_epochs=1, seed=1, workers=1) as reader:
+        for chunk in reader:
+            seen.update(i.decode() if isinstance(i, bytes) else i for i in chunk.impression_id)
+    return seen
+
+
+def test_two_trainings_of_other_windows_and_rates_share_one_table_and_each_rerun_reads_the_same_rows(spark,
+                                                                                                   train_lake):
+    """Two windows and rates chosen at training time on one features version: no rebuild (the
+    features table's version stays), a re-run of either reuses its set (same id and files,
+    nothing written to training_sets or sampling_rates), the rows read are exactly the set's
+    (the train days of the window, down-sampled by the set's rates), and its sampling_rates rows
+    report each stratum. Breakage caught: a set id that ignores the window or rates (the second
+    training reads the first's rows), a reuse path that rewrites, a snapshot that reads another
+    set's files, sampling applied to other days."""
+    cfg = train_lake
+    features, sets, rates_table = (cfg.table(t) for t in (tables.FEATURES, tables.TRAINING_SETS,
+                                                          tables.SAMPLING_RATES))
+    features_version = tables.latest_version(spark, features)
+    first, first_meta = prepare(spark, cfg, "set-a", backend="local", num_proc=1, training_overrides=SMALL)
+    written = (tables.latest_version(spark, sets), tables.latest_version(spark, rates_table))
+    again, again_meta = prepare(spark, cfg, "set-a-again", backend="local", num_proc=1, training_overrides=SMALL)
+    assert again_meta["training_set_id"] == first_meta["training_set_id"]
+    assert (tables.latest_version(spark, sets), tables.latest_version(spark, rates_table)) == written
+    assert again.train_plan == first.train_plan and again.validation_files == first.validation_files
+
+    softer = replace(cfg, sampling=replace(cfg.sampling, rates={("stream_audio", 0): 0.5}))
+    window_days = {"train_days": 2, "validation_days": 1, "test_days": 1}
+    second, second_meta = prepare(spark, softer, "set-b", backend="local", num_proc=1, training_overrides=SMALL,
+                                  end_date=END - dt.timedelta(days=1), window_days=window_days)
+    set_id = second_meta["training_set_id"]
+    assert set_id != first_meta["training_set_id"]
+    window = TrainingWindow.ending(END - dt.timedelta(days=1), 2, 1, 1)
+    assert second_meta["training_set"]["window"]["train_start"] == window.train_start.isoformat()
+    assert tables.latest_version(spark, features) == features_version           # no rebuild
+    files = [f for shard in second.train_plan.shards for f in shard]
+    read = _read_ids(files)
+    in_table = spark.sql(f"SELECT * FROM {sets} VERSION AS OF {second_meta['training_sets_version']}"
+                         ).where(F.col("set_id") == set_id)
+    assert set(read) == {r.impression_id for r in in_table.select("impression_id").collect()}
+    assert set(read.values()) == {1} and sum(read.values()) == second_meta["train_rows"]
+    # exactly the train days, every row but the down-sampled stratum's
+    days = spark.sql(f"SELECT * FROM {features} VERSION AS OF {features_version}").where(
+        F.col("event_date").between(window.train_start, window.train_end))
+    kept_all = days.where((F.col("slot") != "stream_audio") | (F.col("label") == 1))
+    assert {r.impression_id for r in kept_all.select("impression_id").collect()} <= set(read)
+    audio_negatives = days.where((F.col("slot") == "stream_audio") & (F.col("label") == 0)).count()
+    kept = in_table.where((F.col("slot") == "stream_audio") & (F.col("label") == 0))
+    assert abs(kept.count() - 0.5 * audio_negatives) < 4 * (audio_negatives * 0.25) ** 0.5
+    assert {r[0] for r in kept.select("sample_weight").distinct().collect()} == {2.0}
+    report = {(r.slot, r.label): r for r in spark.table(rates_table).where(F.col("set_id") == set_id).collect()}
+    assert len(report) == 2 * len(cfg.taxonomy.slot_names)
+    assert report[("stream_audio", 0)].rate == 0.5 and report[("stream_audio", 0)].rows_before == audio_negatives
+    assert report[("stream_audio", 0)].rows_after == kept.count()
+    assert sum(r.rows_after for r in report.values()) == second_meta["train_rows"]
+    assert report[("podcast", 1)].rows_before == report[("podcast", 1)].rows_after > 0
+
+    written = (tables.latest_version(spark, sets), tables.latest_version(spark, rates_table))
+    rerun, rerun_meta = prepare(spark, softer, "set-b-again", backend="local", num_proc=1, training_overrides=SMALL,
+                                end_date=END - dt.timedelta(days=1), window_days=window_days)
+    assert rerun_meta["training_set_id"] == set_id and rerun.train_plan == second.train_plan
+    assert (tables.latest_version(spark, sets), tables.latest_version(spark, rates_table)) == written
+    assert _read_ids(files) == read
+    # the first set's rows are still there, untouched by the second's write
+    assert _read_ids([f for shard in first.train_plan.shards for f in shard]) == \
+        _read_ids([f for shard in again.train_plan.shards for f in shard])
+
+
+def test_a_window_the_table_cannot_serve_is_refused_naming_its_days(spark, train_lake):
+    with pytest.raises(ValueError, match=r"lacks the validation/test day\(s\) 2026-01-07"):
+        prepare(spark, train_lake, "late", backend="local", num_proc=1, end_date=END + dt.timedelta(days=1))
 
 
 @pytest.mark.slow

@@ -25,6 +25,13 @@ DATES = {
     "--end-date": (["--start-date", "2026-01-05", "--end-date", "2026-01-04"],
                    "--end-date 2026-01-04 is before --start-date 2026-01-05"),
 }
+# a training window's flags (train, experiments): the end date and the days of each split
+WINDOW = {
+    "--end-date": (["--end-date", "2026-02-30"], "argument --end-date: '2026-02-30' is not a date"),
+    "--train-days": (["--train-days", "0"], "argument --train-days: '0' is not a positive integer"),
+    "--validation-days": (["--validation-days", "-1"], "argument --validation-days: '-1' is not a positive integer"),
+    "--test-days": (["--test-days", "one"], "argument --test-days: 'one' is not an integer"),
+}
 BAD_FLAGS = {
     "generate_logs": {
         "--start-date": DATES["--start-date"],
@@ -52,6 +59,7 @@ BAD_FLAGS = {
         "--num-proc": (["--num-proc", "0"], "argument --num-proc: '0' is not a positive integer"),
         "--backend": (["--backend", "mpi"], "argument --backend: invalid choice: 'mpi'"),
         "--epochs": (["--epochs", "two"], "argument --epochs: 'two' is not an integer"),
+        **WINDOW,
     },
     "calibrate_evaluate": {
         "--train-run-id": (["--train-run-id", "x' OR '1'='1"], "argument --train-run-id: "),
@@ -76,16 +84,19 @@ BAD_FLAGS = {
         "--sampling-ablation": (["--models", "wide_deep", "dcnv2", "--sampling-ablation"],
                                 "--sampling-ablation: the sampling ablation retrains experiments.target_model camoe: "
                                 "add it to the models"),
+        **WINDOW,
+        "--train-days": (["--reanalyse", "exp1", "--train-days", "3"],
+                         "--train-days: --reanalyse trains nothing; its window is the one experiment exp1 trained on"),
     },
     "replay_auction": {
         "--models": (["--models", "camoe", "camoe"], "--models camoe camoe: name two different models"),
         "--prediction-runs": (["--prediction-runs", "run-a", "run b"], "argument --prediction-runs: 'run b'"),
     },
-    "summarize": {
-        "--build-run-id": (["--build-run-id", "build;1"], "argument --build-run-id: 'build;1' is not a run id"),
-    },
+    "summarize": DATES,
     "maintain": {
         "--tables": (["--tables", "features,nope"], "--tables: unknown table(s) nope; platform tables:"),
+        "--training-set-retention-days": (["--training-set-retention-days", "-1"],
+                                          "argument --training-set-retention-days: '-1' is not an integer >= 0"),
     },
     "pipeline": {
         "--steps": (["--steps", "build_features,summarise"], "--steps: unknown job(s) summarise"),
@@ -93,7 +104,8 @@ BAD_FLAGS = {
                         "train: usage error: --model 'camoe2' is not a model of conf/models.yaml"),
     },
 }
-FLAGS_WITHOUT_VALUES = {"--help", "--quick", "--show-sql"}
+FLAGS_WITHOUT_VALUES = {"--help", "--quick", "--show-sql", "--drop-old-layout", "--short-history", "--history-only",
+                        "--missing-days"}
 CASES = [(job, flag, *case) for job in JOBS for flag, case in {**COMMON, **BAD_FLAGS[job]}.items()
          if case is not None]
 

@@ -118,6 +118,9 @@ def test_the_slot_reaches_every_model_as_an_input():
                            (taxonomy.input_ids("slot"), taxonomy.input_ids("modality")))
     inputs = layout.categorical_inputs([np.array([3, 3, 0])], np.array([0, 4, 6]))
     assert inputs.tolist() == [[3, 1, 1], [3, 5, 2], [0, 7, 2]]
+    # an id admitted to the vocabulary after the model was trained (>= its 5 rows) is OOV, 0
+    newer = layout.categorical_inputs([np.array([4, 5, 900, -1])], np.array([0, 0, 0, 0]))
+    assert newer[:, 0].tolist() == [4, 0, 0, 0]
     assert layout.input_names == ("cat_a", "slot_input_slot", "slot_input_modality")
     # same features, another slot: single-task models answer differently
     torch.manual_seed(2)

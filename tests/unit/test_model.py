@@ -7,6 +7,7 @@ import torch
 from core.config import load_config
 from training.loss import combine, loss_terms, multitask_bce, own_task_logit, task_weights
 from training.model import (
+    DenseStandardizer,
     Experts,
     FeatureSpec,
     MultiTaskMoE,
@@ -16,6 +17,7 @@ from training.model import (
     TaskGates,
     WideAndDeep,
     build_model,
+    pooled_moments,
 )
 
 SPEC = FeatureSpec(cardinalities=(11, 7, 5), num_dense=4)
@@ -36,6 +38,45 @@ def test_shared_bottom_uses_one_row_per_feature_value_and_normalises_dense():
     # feature 1, value 2 is row 11 + 2 of the shared table
     assert torch.equal(x0[:, 3:6][cat[:, 1] == 2][0], bottom.embedding.weight[13])
     assert x0[:, 9:].mean(0).abs().max() < 1e-5            # BatchNorm in training mode
+
+
+def test_the_dense_standardizer_applies_the_training_window_statistics_first_in_every_model():
+    """Breakage caught: a standardizer that divides before subtracting, is skipped by one model
+    (Wide&Deep's wide part reads dense too), or whose statistics do not follow the weights."""
+    standardize = DenseStandardizer(2, (1.0, 10.0), (2.0, 5.0))
+    torch.testing.assert_close(standardize(torch.tensor([[3.0, 0.0], [1.0, 10.0]])),
+                               torch.tensor([[1.0, -2.0], [0.0, 0.0]]))
+    assert torch.equal(DenseStandardizer(3)(torch.ones(2, 3)), torch.ones(2, 3))          # no statistics
+    assert set(standardize.state_dict()) == {"mean", "std"}                             # saved with the weights
+    spec = FeatureSpec((11, 7, 5), 4, dense_mean=(100.0, -3.0, 0.5, 7.0), dense_std=(50.0, 2.0, 0.1, 1.0))
+    cat, dense = batch()
+    raw = dense * torch.tensor(spec.dense_std) + torch.tensor(spec.dense_mean)          # what the table stores
+    for make in (lambda s: MultiTaskMoE(s, tasks=2), WideAndDeep):
+        torch.manual_seed(0)
+        plain = make(SPEC).eval()
+        torch.manual_seed(0)
+        scaled = make(spec).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(scaled(cat, raw), plain(cat, dense), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="but the model has 4 dense features"):
+        DenseStandardizer(4, (0.0,), (1.0,))
+    with pytest.raises(ValueError, match="must be positive"):
+        DenseStandardizer(1, (0.0,), (0.0,))
+
+
+def test_pooled_moments_equal_the_moments_of_all_values_and_guard_constants():
+    """Per-slot (count, mean, population variance) combined as the whole column's: the
+    statistics training fits in one grouped scan."""
+    g = torch.Generator().manual_seed(1)
+    parts = [torch.randn(n, generator=g, dtype=torch.float64) * s + m for n, s, m in ((50, 1.0, 3.0), (7, 4.0, -2.0),
+                                                                                    (200, 0.5, 1e6))]
+    groups = [(len(p), float(p.mean()), float(p.var(unbiased=False))) for p in parts] + [(0, None, None)]
+    mean, std = pooled_moments(groups)
+    every = torch.cat(parts)
+    assert mean == pytest.approx(float(every.mean()), rel=1e-12)
+    assert std == pytest.approx(float(every.std(unbiased=False)), rel=1e-9)
+    assert pooled_moments([(5, 2.0, 0.0), (3, 2.0, 0.0)]) == (2.0, 1.0)                 # a constant: std 1
+    assert pooled_moments([(0, None, None)]) == (0.0, 1.0)                                # no values at all
 
 
 def test_stacked_cross_matches_the_dcn_v2_formula_per_expert():

@@ -52,3 +52,29 @@ def test_rates_outside_zero_to_one_are_refused_naming_the_stratum():
         TrainingSetSpec.of("camoe.features", 1, window, {("podcast", 0): 0.0}, 11)
     with pytest.raises(ValueError, match=r"rate of \(podcast, 2\)"):
         TrainingSetSpec.of("camoe.features", 1, window, {("podcast", 2): 0.5}, 11)
+
+
+def test_a_training_window_is_clipped_to_the_days_built_and_refused_naming_missing_evaluation_days():
+    """training.runner.training_window: the conf's day counts or the flags', train days before the
+    table's first day clipped, a validation or test day the table lacks named."""
+    from core.config import load_config
+    from training.runner import training_window
+
+    cfg = load_config()                       # splits: 8 train, 1 validation, 1 test
+    days = [dt.date(2026, 3, 1) + dt.timedelta(days=i) for i in range(20)]
+    w = training_window(cfg, days, "camoe.features@3")
+    assert (w.train_start, w.validation_start, w.test_end) == (dt.date(2026, 3, 11), dt.date(2026, 3, 19), days[-1])
+    w = training_window(cfg, days, "camoe.features@3", END - dt.timedelta(days=12), {"train_days": 30,
+                                                                                     "test_days": None})
+    assert (w.train_start, w.train_end, w.test_end) == (days[0], dt.date(2026, 3, 6), dt.date(2026, 3, 8))
+    with pytest.raises(ValueError, match=r"lacks the validation/test day\(s\) 2026-03-21, 2026-03-22"):
+        training_window(cfg, days, "camoe.features@3", dt.date(2026, 3, 22))
+    gapped = [d for d in days if d != dt.date(2026, 3, 19)]
+    with pytest.raises(ValueError, match="lacks the validation/test day.* 2026-03-19 of the window"):
+        training_window(cfg, gapped, "camoe.features@3")
+    with pytest.raises(ValueError, match="holds no train day of the window"):
+        training_window(cfg, days, "camoe.features@3", dt.date(2026, 3, 2))
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['train'\]"):
+        training_window(cfg, days, "camoe.features@3", window_days={"train": 3})
+    with pytest.raises(ValueError, match="holds no rows"):
+        training_window(cfg, [], "camoe.features@3")

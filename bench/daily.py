@@ -1,0 +1,113 @@
+"""Daily-store benchmark: the cost of building one new day, however many days the store holds.
+
+    python bench/daily.py [--rows-per-day 40000] [--days 30] [--window-days 10]
+
+One seeded log of ``--days + 1`` days (plus features.history_days of burn-in, as
+jobs/generate_logs.py writes) in a temporary warehouse, three stores built from it:
+
+- ``full``: days 1..N built (one range, untimed), then day N+1 built alone: timed;
+- ``empty``: a store holding day N+1's inputs only (shallow clones of ``full``'s vocabulary and
+  entity aggregates as they were before day N+1) and no feature rows: day N+1 built alone, timed;
+- ``window``: the daily run before the daily store: the ``--window-days`` days ending on N+1
+  featurised as one build into an empty store (their history days' aggregates included, as the
+  old build read them from the raw log each day), timed.
+
+Each timed build runs in one Spark session after an untimed warm-up build of the same size (JIT,
+jars, caches), and each is the ``features.pipeline.build_features`` call alone. One run, as the
+issue asks; the machine's load average is recorded before and after each timing. Results:
+bench/results/daily.json / .md. The ratios: full / empty (target <= 1.2: the table's size does not
+matter) and window / full (expected >= 5: a day is featurised once, not window_days times).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows-per-day", type=int, default=40_000)
+    parser.add_argument("--days", type=int, default=30, help="days the store holds before the new one")
+    parser.add_argument("--window-days", type=int, default=10, help="days the old daily run rebuilt")
+    args = parser.parse_args()
+
+    from core import tables
+    from core.config import load_config
+    from core.session import build_spark
+    from features.pipeline import build_features
+    from features.synthetic import generate_impressions
+
+    tmp = Path(tempfile.mkdtemp(prefix="camoe-bench-daily-"))
+    base = [f"storage.warehouse_dir={tmp}/warehouse", f"storage.metastore_dir={tmp}/metastore"]
+
+    def config(database: str):
+        return load_config(overrides=[*base, f"database={database}"])
+
+    full, empty, window, warm = (config(f"bench_daily_{name}") for name in ("full", "empty", "window", "warm"))
+    spark = build_spark(full, app_name="bench-daily")
+    burn_in = full.features.history_days
+    start = full.generator.start_date
+    new_day = start + dt.timedelta(days=args.days)
+    first = start - dt.timedelta(days=burn_in)
+    for cfg in (full, empty, window, warm):
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
+    logs = generate_impressions(spark, full.generator, full.taxonomy, start_date=first,
+                                days=args.days + 1 + burn_in, rows_per_day=args.rows_per_day)
+    tables.replace_log_range(logs, full, first, new_day)
+    for cfg in (empty, window, warm):
+        spark.sql(f"CREATE TABLE {cfg.table(tables.IMPRESSIONS)} SHALLOW CLONE {full.table(tables.IMPRESSIONS)}")
+
+    def timed(cfg, begin: dt.date, end: dt.date, run_id: str) -> dict:
+        load_before = os.getloadavg()[0]
+        t = time.perf_counter()
+        result = build_features(spark, cfg, begin, end, run_id)
+        seconds = time.perf_counter() - t
+        return {"days": f"{begin}..{end}", "seconds": round(seconds, 2), "feature_rows": result.feature_rows,
+                "load_1min_before": round(load_before, 2), "load_1min_after": round(os.getloadavg()[0], 2)}
+
+    print(f"building {args.days} days into the store (untimed) ...", flush=True)
+    build_features(spark, full, start, new_day - dt.timedelta(days=1), "bench-store")
+    for table in (tables.VOCABULARIES, tables.ENTITY_DAILY):
+        spark.sql(f"CREATE TABLE {empty.table(table)} SHALLOW CLONE {full.table(table)}")
+    window_start = new_day - dt.timedelta(days=args.window_days - 1)
+    # warm-ups of both sizes: the first build of a session pays for JIT and caches
+    build_features(spark, warm, new_day - dt.timedelta(days=1), new_day - dt.timedelta(days=1), "bench-warm-1")
+    build_features(spark, warm, new_day, new_day, "bench-warm-2")
+    results = {
+        "full": timed(full, new_day, new_day, "bench-new-day"),
+        "empty": timed(empty, new_day, new_day, "bench-new-day"),
+        "window": timed(window, window_start, new_day, "bench-window")}
+    held = spark.table(full.table(tables.FEATURES)).select("event_date").distinct().count()
+    ratios = {"full_over_empty": round(results["full"]["seconds"] / results["empty"]["seconds"], 2),
+              "window_over_full": round(results["window"]["seconds"] / results["full"]["seconds"], 2)}
+    report = {"builds": results, "ratios": ratios, "days_held_before": args.days, "days_held_after": held,
+              "rows_per_day": args.rows_per_day, "window_days": args.window_days, "burn_in_days": burn_in,
+              "targets": {"full_over_empty": "<= 1.2", "window_over_full": ">= 5"},
+              "cores": os.cpu_count(), "master": full.spark.master, "shuffle_partitions": full.spark.shuffle_partitions,
+              "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "daily.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["| build | days | seconds | feature rows | load before/after |", "|---|---|---|---|---|"]
+    names = {"full": f"day {args.days + 1} into a store of {args.days} days",
+             "empty": f"day {args.days + 1} into an empty store (its history inputs only)",
+             "window": f"the {args.window_days}-day window rebuilt (the daily run before the store)"}
+    for key, r in results.items():
+        lines.append(f"| {names[key]} | {r['days']} | {r['seconds']:.1f} | {r['feature_rows']:,} | "
+                     f"{r['load_1min_before']:.1f} / {r['load_1min_after']:.1f} |")
+    lines.append(f"\nfull / empty = {ratios['full_over_empty']} (target <= 1.2); window / full = "
+                 f"{ratios['window_over_full']} (expected >= 5). {args.rows_per_day:,} log rows a day, "
+                 f"{full.spark.master} on {os.cpu_count()} cores, one run; `python bench/daily.py`")
+    (RESULTS / "daily.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
