@@ -1,6 +1,6 @@
 """Daily-store benchmark: the cost of building one new day, however many days the store holds.
 
-    python bench/daily.py [--rows-per-day 40000] [--days 30] [--window-days 10]
+    python bench/daily.py [--rows-per-day 40000] [--days 30] [--window-days 10] [--user-cap 8000:1000]
 
 One seeded log of ``--days + 1`` days (plus features.history_days of burn-in, as
 jobs/generate_logs.py writes) in a temporary warehouse, three stores built from it:
@@ -11,6 +11,10 @@ jobs/generate_logs.py writes) in a temporary warehouse, three stores built from 
 - ``window``: the daily run before the daily store: the ``--window-days`` days ending on N+1
   featurised as one build into an empty store (their history days' aggregates included, as the
   old build read them from the raw log each day), timed.
+
+Every store caps the user vocabulary (``--user-cap CAPACITY:BUCKETS``, features.vocabulary_caps):
+the report gives how many user values went to hash buckets and the measured collision rate (the
+share of hashed values whose bucket holds another value too).
 
 Each timed build runs in one Spark session after an untimed warm-up build of the same size (JIT,
 jars, caches), and each is the ``features.pipeline.build_features`` call alone. One run, as the
@@ -36,7 +40,11 @@ def main() -> None:
     parser.add_argument("--rows-per-day", type=int, default=40_000)
     parser.add_argument("--days", type=int, default=30, help="days the store holds before the new one")
     parser.add_argument("--window-days", type=int, default=10, help="days the old daily run rebuilt")
+    parser.add_argument("--user-cap", default="8000:1000", help="user_id vocabulary CAPACITY:BUCKETS")
     args = parser.parse_args()
+    capacity, buckets = (int(x) for x in args.user_cap.split(":"))
+
+    from pyspark.sql import functions as F
 
     from core import tables
     from core.config import load_config
@@ -48,7 +56,8 @@ def main() -> None:
     base = [f"storage.warehouse_dir={tmp}/warehouse", f"storage.metastore_dir={tmp}/metastore"]
 
     def config(database: str):
-        return load_config(overrides=[*base, f"database={database}"])
+        return load_config(overrides=[*base, f"database={database}", "features.vocabulary_caps="
+                                      f"{{user_id: {{capacity: {capacity}, hash_buckets: {buckets}}}}}"])
 
     full, empty, window, warm = (config(f"bench_daily_{name}") for name in ("full", "empty", "window", "warm"))
     spark = build_spark(full, app_name="bench-daily")
@@ -85,9 +94,18 @@ def main() -> None:
         "empty": timed(empty, new_day, new_day, "bench-new-day"),
         "window": timed(window, window_start, new_day, "bench-window")}
     held = spark.table(full.table(tables.FEATURES)).select("event_date").distinct().count()
+    hashed = spark.table(full.table(tables.VOCABULARIES)).where("feature = 'user_id' AND hashed")
+    per_bucket = hashed.groupBy("index").count()
+    hashed_values = hashed.count()
+    colliding = per_bucket.where("count > 1").agg(F.sum("count")).first()[0] or 0
+    users = spark.table(full.table(tables.VOCABULARIES)).where("feature = 'user_id' AND index IS NOT NULL").count()
+    vocabulary = {"user_id_capacity": capacity, "user_id_hash_buckets": buckets, "user_id_values_with_ids": users,
+                  "user_id_values_hashed": hashed_values,
+                  "collision_rate": round(colliding / hashed_values, 4) if hashed_values else 0.0}
     ratios = {"full_over_empty": round(results["full"]["seconds"] / results["empty"]["seconds"], 2),
               "window_over_full": round(results["window"]["seconds"] / results["full"]["seconds"], 2)}
-    report = {"builds": results, "ratios": ratios, "days_held_before": args.days, "days_held_after": held,
+    report = {"builds": results, "ratios": ratios, "vocabulary": vocabulary, "days_held_before": args.days,
+              "days_held_after": held,
               "rows_per_day": args.rows_per_day, "window_days": args.window_days, "burn_in_days": burn_in,
               "targets": {"full_over_empty": "<= 1.2", "window_over_full": ">= 5"},
               "cores": os.cpu_count(), "master": full.spark.master, "shuffle_partitions": full.spark.shuffle_partitions,
@@ -104,6 +122,9 @@ def main() -> None:
     lines.append(f"\nfull / empty = {ratios['full_over_empty']} (target <= 1.2); window / full = "
                  f"{ratios['window_over_full']} (expected >= 5). {args.rows_per_day:,} log rows a day, "
                  f"{full.spark.master} on {os.cpu_count()} cores, one run; `python bench/daily.py`")
+    lines.append(f"\nuser_id vocabulary capped at {capacity:,} own ids + {buckets:,} hash buckets: "
+                 f"{hashed_values:,} of {users:,} admitted values hashed, collision rate "
+                 f"{vocabulary['collision_rate']:.1%} (hashed values sharing their bucket)")
     (RESULTS / "daily.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     spark.stop()

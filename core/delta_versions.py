@@ -103,3 +103,26 @@ def _commit_metadata(log_dir: str, version: int) -> str | None:
             if "commitInfo" in action:
                 return action["commitInfo"].get("userMetadata")
     return None
+
+
+def partition_days(spark: SparkSession, name: str, column: str) -> set:
+    """The distinct values of date partition ``column`` of the latest snapshot of ``name``, from its
+    data files' Hive-style ``column=YYYY-MM-DD`` directories (the snapshot's file list: Delta's
+    log, no data read). A query of the partition column scans a row per record, and the daily
+    build asks this of the raw log and the store on every day it builds. Falls back to that query
+    where a file is not under such a directory (column mapping, a non-Delta table)."""
+    import datetime as dt
+    from urllib.parse import unquote
+
+    from pyspark.sql import functions as F
+
+    df = spark.table(name)
+    days, marker = set(), f"/{column}="
+    for path in df.inputFiles():
+        at = path.rfind(marker)
+        if at < 0:
+            return {r[0] for r in df.select(F.col(column).cast("date")).distinct().collect()}
+        value = unquote(path[at + len(marker):].split("/", 1)[0])
+        if value != "__HIVE_DEFAULT_PARTITION__":
+            days.add(dt.date.fromisoformat(value))
+    return days

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from core import tables
 from core.config import Config
+from core.delta_versions import partition_days
 from core.feature_table import OLD_LAYOUT_COLUMN, dense_feature_names, feature_columns, old_layout_error
 from features import entity_history, expectations, quality, transforms, vocabulary
 
@@ -165,10 +166,7 @@ def days_to_build(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date
     """The consecutive ranges of [start, end] to build, oldest first: the days ``features`` does
     not hold yet, and ``end`` always (a daily run rebuilds its own day when retried)."""
     name = cfg.table(tables.FEATURES)
-    held = set()
-    if tables.table_exists(spark, name):
-        held = {r[0] for r in tables.read_date_range(spark, name, "event_date", start, end)
-                .select("event_date").distinct().collect()}
+    held = partition_days(spark, name, "event_date") if tables.table_exists(spark, name) else set()
     return _ranges(d for d in (start + dt.timedelta(days=i) for i in range((end - start).days + 1))
                    if d not in held or d == end)
 
@@ -209,23 +207,17 @@ class HistoryDays:
 
 def _history_days(spark: SparkSession, cfg: Config, raw_name: str, daily_name: str, watermark: dt.date | None,
                   start: dt.date) -> HistoryDays:
-    """Two small jobs on date columns: the log's days before ``start`` (from the earlier of the
-    history window and the watermark) and its first day, and the store's aggregated days. Days
-    before the log's first day are no loss: there are no events to count."""
-    date_col = cfg.schema.date
+    """From the tables' file lists (no data read): the log's days before ``start`` (from the
+    earlier of the history window and the watermark) and its first day, and the store's
+    aggregated days. Days before the log's first day are no loss: there are no events to count."""
     window = [start - dt.timedelta(days=i) for i in range(cfg.features.history_days, 0, -1)]
     first = window[0] if watermark is None else min(window[0], watermark + dt.timedelta(days=1))
     if first >= start:
         return HistoryDays((), (), ())
-    raw = spark.table(raw_name)
-    logged = {r[0] for r in raw.where((F.col(date_col) >= F.lit(first)) & (F.col(date_col) < F.lit(start)))
-              .select(date_col).distinct().collect()}
-    log_start = raw.agg(F.min(date_col)).first()[0]
-    aggregated = set()
-    if tables.table_exists(spark, daily_name):
-        aggregated = {r[0] for r in spark.table(daily_name).where(
-            (F.col("event_date") >= F.lit(window[0])) & (F.col("event_date") < F.lit(start)))
-            .select("event_date").distinct().collect()}
+    in_log = partition_days(spark, raw_name, cfg.schema.date)
+    logged = {d for d in in_log if first <= d < start}
+    log_start = min(in_log, default=None)
+    aggregated = partition_days(spark, daily_name, "event_date") if tables.table_exists(spark, daily_name) else set()
     return HistoryDays(
         uncounted=tuple(sorted(d for d in logged if watermark is not None and d > watermark)),
         unaggregated=tuple(d for d in window if d in logged and d not in aggregated),
