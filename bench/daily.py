@@ -8,9 +8,12 @@ jobs/generate_logs.py writes) in a temporary warehouse, three stores built from 
 - ``full``: days 1..N built (one range, untimed), then day N+1 built alone: timed;
 - ``empty``: a store holding day N+1's inputs only (shallow clones of ``full``'s vocabulary and
   entity aggregates as they were before day N+1) and no feature rows: day N+1 built alone, timed;
-- ``window``: the daily run before the daily store: the ``--window-days`` days ending on N+1
-  featurised as one build into an empty store (their history days' aggregates included, as the
-  old build read them from the raw log each day), timed.
+- ``window``: the ``--window-days`` days ending on N+1 featurised as one build into an empty
+  store (their history days' aggregates included), timed: this code asked what the old daily
+  run asked of it;
+- ``before``: the daily run before the daily store itself, the same window rebuilt by that
+  code (``--before-rev``, a git revision of this repository, run from ``git archive`` in its own
+  process, warehouse and Spark session on the same seeded log, after its own warm-up build).
 
 Every store caps the user vocabulary (``--user-cap CAPACITY:BUCKETS``, features.vocabulary_caps):
 the report gives how many user values went to hash buckets and the measured collision rate (the
@@ -41,6 +44,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30, help="days the store holds before the new one")
     parser.add_argument("--window-days", type=int, default=10, help="days the old daily run rebuilt")
     parser.add_argument("--user-cap", default="8000:1000", help="user_id vocabulary CAPACITY:BUCKETS")
+    parser.add_argument("--before-rev", default="10ff935",
+                        help="git revision of the build before the daily store ('' skips it)")
     args = parser.parse_args()
     capacity, buckets = (int(x) for x in args.user_cap.split(":"))
 
@@ -102,12 +107,17 @@ def main() -> None:
     vocabulary = {"user_id_capacity": capacity, "user_id_hash_buckets": buckets, "user_id_values_with_ids": users,
                   "user_id_values_hashed": hashed_values,
                   "collision_rate": round(colliding / hashed_values, 4) if hashed_values else 0.0}
+    spark.stop()                      # the other process's driver gets the cores to itself
+    if args.before_rev:
+        results["before"] = before_daily_store(args.before_rev, tmp, args, window_start, new_day, burn_in)
     ratios = {"full_over_empty": round(results["full"]["seconds"] / results["empty"]["seconds"], 2),
-              "window_over_full": round(results["window"]["seconds"] / results["full"]["seconds"], 2)}
+              "window_over_full": round(results["window"]["seconds"] / results["full"]["seconds"], 2),
+              **({"before_over_full": round(results["before"]["seconds"] / results["full"]["seconds"], 2)}
+                 if "before" in results else {})}
     report = {"builds": results, "ratios": ratios, "vocabulary": vocabulary, "days_held_before": args.days,
               "days_held_after": held,
               "rows_per_day": args.rows_per_day, "window_days": args.window_days, "burn_in_days": burn_in,
-              "targets": {"full_over_empty": "<= 1.2", "window_over_full": ">= 5"},
+              "targets": {"full_over_empty": "<= 1.2", "before_over_full": ">= 5"}, "before_rev": args.before_rev,
               "cores": os.cpu_count(), "master": full.spark.master, "shuffle_partitions": full.spark.shuffle_partitions,
               "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     RESULTS.mkdir(exist_ok=True)
@@ -115,19 +125,70 @@ def main() -> None:
     lines = ["| build | days | seconds | feature rows | load before/after |", "|---|---|---|---|---|"]
     names = {"full": f"day {args.days + 1} into a store of {args.days} days",
              "empty": f"day {args.days + 1} into an empty store (its history inputs only)",
-             "window": f"the {args.window_days}-day window rebuilt (the daily run before the store)"}
+             "window": f"the {args.window_days}-day window built into an empty store by this code",
+             "before": f"the {args.window_days}-day window rebuilt by the build before the store (the old daily run)"}
     for key, r in results.items():
         lines.append(f"| {names[key]} | {r['days']} | {r['seconds']:.1f} | {r['feature_rows']:,} | "
                      f"{r['load_1min_before']:.1f} / {r['load_1min_after']:.1f} |")
-    lines.append(f"\nfull / empty = {ratios['full_over_empty']} (target <= 1.2); window / full = "
-                 f"{ratios['window_over_full']} (expected >= 5). {args.rows_per_day:,} log rows a day, "
+    lines.append(f"\nfull / empty = {ratios['full_over_empty']} (target <= 1.2); old daily run / full = "
+                 f"{ratios.get('before_over_full', '-')} (expected >= 5; the build of git {args.before_rev}); "
+                 f"window / full = {ratios['window_over_full']}. {args.rows_per_day:,} log rows a day, "
                  f"{full.spark.master} on {os.cpu_count()} cores, one run; `python bench/daily.py`")
     lines.append(f"\nuser_id vocabulary capped at {capacity:,} own ids + {buckets:,} hash buckets: "
                  f"{hashed_values:,} of {users:,} admitted values hashed, collision rate "
                  f"{vocabulary['collision_rate']:.1%} (hashed values sharing their bucket)")
     (RESULTS / "daily.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    spark.stop()
+
+
+BEFORE_SCRIPT = """
+import datetime as dt, json, os, sys, time
+from core import tables
+from core.config import load_config
+from core.session import build_spark
+from features.pipeline import build_features
+from features.synthetic import generate_impressions
+tmp, rows, burn_in = sys.argv[1], int(sys.argv[2]), int(sys.argv[6])
+first, start, end = map(dt.date.fromisoformat, sys.argv[3:6])
+cfg = load_config(overrides=[f"storage.warehouse_dir={tmp}/warehouse", f"storage.metastore_dir={tmp}/metastore",
+                             "database=bench_daily_before"])
+spark = build_spark(cfg, app_name="bench-daily-before")
+spark.sql("CREATE DATABASE IF NOT EXISTS bench_daily_before")
+log_start = first - dt.timedelta(days=burn_in)
+logs = generate_impressions(spark, cfg.generator, cfg.taxonomy, start_date=log_start,
+                            days=(end - log_start).days + 1, rows_per_day=rows)
+tables.replace_log_range(logs, cfg, log_start, end)
+build_features(spark, cfg, end - dt.timedelta(days=3), end, "before-warm")
+load = os.getloadavg()[0]
+t = time.perf_counter()
+result = build_features(spark, cfg, start, end, "before-window")
+seconds = time.perf_counter() - t
+print("RESULT " + json.dumps({"days": f"{start}..{end}", "seconds": round(seconds, 2),
+                              "feature_rows": result.feature_rows, "load_1min_before": round(load, 2),
+                              "load_1min_after": round(os.getloadavg()[0], 2)}))
+"""
+
+
+def before_daily_store(rev: str, tmp: Path, args, start: dt.date, end: dt.date, burn_in: int) -> dict:
+    """The old daily run's build of [start, end], timed in its own process by the code of ``rev``
+    (its log: the same generator, seed and dates, from the same first day, so the same rows)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    tree = tmp / "before"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    from core.config import load_config
+    first = load_config().generator.start_date
+    done = subprocess.run([sys.executable, "-c", BEFORE_SCRIPT, str(tmp / "before-lake"), str(args.rows_per_day),
+                           first.isoformat(), start.isoformat(), end.isoformat(), str(burn_in)],
+                          cwd=tree, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the build of {rev} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
 
 
 if __name__ == "__main__":

@@ -117,11 +117,15 @@ def build_features(spark: SparkSession, cfg: Config, start: dt.date, end: dt.dat
         fresh = labelled if watermark is None else labelled.where(F.col(s.date) > F.lit(watermark))
         counts = vocabulary.count_days(fresh, s.categorical, s.date).persist(StorageLevel.MEMORY_AND_DISK)
         extended = vocabulary.extend(state, counts, cfg.features.min_count, cfg.features.vocabulary_caps, end)
+        admissions = Observation()
+        extended = extended.observe(admissions, *_admissions_observed(s.categorical, watermark))
         # the state is written before the features that use it, and read back: a plan of one scan
         written[tables.VOCABULARIES] = tables.overwrite_table(extended, state_name)
         counts.unpersist()
         state = tables.read_table(spark, state_name, written[tables.VOCABULARIES])
-        new_ids, hashed = _admitted(state, watermark)
+        observed = admissions.get
+        new_ids = {c: int(observed[f"new:{c}"]) for c in s.categorical if observed[f"new:{c}"]}
+        hashed = {c: int(observed[f"hashed:{c}"]) for c in s.categorical if observed[f"hashed:{c}"]}
         for feature, n in sorted(hashed.items()):
             log.warning("vocabulary of %s is at capacity: %d value(s) went to hash buckets", feature, n)
     if recounted:
@@ -214,10 +218,12 @@ def _history_days(spark: SparkSession, cfg: Config, raw_name: str, daily_name: s
     first = window[0] if watermark is None else min(window[0], watermark + dt.timedelta(days=1))
     if first >= start:
         return HistoryDays((), (), ())
+    aggregated = partition_days(spark, daily_name, "event_date") if tables.table_exists(spark, daily_name) else set()
+    if all(d in aggregated for d in window) and (watermark is None or watermark >= start - dt.timedelta(days=1)):
+        return HistoryDays((), (), ())          # the daily case: the day before was built
     in_log = partition_days(spark, raw_name, cfg.schema.date)
     logged = {d for d in in_log if first <= d < start}
     log_start = min(in_log, default=None)
-    aggregated = partition_days(spark, daily_name, "event_date") if tables.table_exists(spark, daily_name) else set()
     return HistoryDays(
         uncounted=tuple(sorted(d for d in logged if watermark is not None and d > watermark)),
         unaggregated=tuple(d for d in window if d in logged and d not in aggregated),
@@ -245,14 +251,16 @@ def _entity_days(spark: SparkSession, name: str, start: dt.date, history_days: i
                                   start - dt.timedelta(days=1), read[tables.ENTITY_DAILY])
 
 
-def _admitted(state: DataFrame, watermark: dt.date | None) -> tuple[dict[str, int], dict[str, int]]:
-    """Per feature, the ids this build's counting admitted, and how many of them are hash buckets."""
-    admitted = state.where(F.col("index").isNotNull())
+def _admissions_observed(columns: tuple[str, ...], watermark: dt.date | None) -> list:
+    """Aggregates, for ``DataFrame.observe`` on the vocabulary's write, of the ids the counting of
+    the days after ``watermark`` admitted per feature (``new:<f>``), and of those hash buckets
+    (``hashed:<f>``): the write reports them, no read of the state it wrote."""
+    new = F.col("index").isNotNull()
     if watermark is not None:
-        admitted = admitted.where(F.date_sub(F.col("admitted_on"), 1) > F.lit(watermark))
-    rows = admitted.groupBy("feature").agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col("hashed")).alias("h")) \
-        .collect()
-    return {r["feature"]: int(r["n"]) for r in rows}, {r["feature"]: int(r["h"]) for r in rows if r["h"]}
+        new = new & (F.date_sub(F.col("admitted_on"), 1) > F.lit(watermark))
+    return [agg for c in columns for agg in (
+        F.count_if(new & (F.col("feature") == c)).alias(f"new:{c}"),
+        F.count_if(new & F.col("hashed") & (F.col("feature") == c)).alias(f"hashed:{c}"))]
 
 
 def _days_text(days) -> str:
