@@ -203,7 +203,8 @@ class HistoryDays:
     """What the days before a build's first day hold. ``uncounted``: logged days after the vocabulary's
     watermark, never built (their values would be missing from the ids); ``unaggregated``: logged
     days of the history window without aggregates (the build writes them first); ``missing``:
-    history days after the log's first day that neither the log nor the store holds."""
+    history days after the log's first day that neither the log nor the store holds (nor the
+    vocabulary counted: a built day without a row has no partition)."""
     uncounted: tuple[dt.date, ...]
     unaggregated: tuple[dt.date, ...]
     missing: tuple[dt.date, ...]
@@ -227,8 +228,9 @@ def _history_days(spark: SparkSession, cfg: Config, raw_name: str, daily_name: s
     return HistoryDays(
         uncounted=tuple(sorted(d for d in logged if watermark is not None and d > watermark)),
         unaggregated=tuple(d for d in window if d in logged and d not in aggregated),
+        # a day counted into the vocabulary was built: without aggregates, it had no accepted row
         missing=tuple(d for d in window if d not in logged and d not in aggregated
-                      and log_start is not None and d >= log_start))
+                      and log_start is not None and d >= log_start and (watermark is None or d > watermark)))
 
 
 def _ranges(days) -> list[tuple[dt.date, dt.date]]:

@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 
 from core import tables
 from features.pipeline import build_features, validate_tables
+from features.sampling import every_stratum
 from tests.helpers import write_raw
 
 ALT = Path(__file__).resolve().parents[1] / "data" / "alt_log.yaml"
@@ -49,9 +50,11 @@ def test_a_differently_shaped_log_builds_features_from_conf_alone(spark, fresh_d
     modality = {r.slot: r.modality for r in feats.select("slot", "modality").distinct().collect()}
     assert modality == {"radio_spot": "audio", "audiobook_spot": "audio", "clip": "video"}
     assert {r.label for r in feats.select("label").distinct().collect()} == {0, 1}
-    # only radio_spot negatives are down-sampled in this conf
-    rates = {(r.slot, r.label): r.rate for r in spark.table(cfg.table(tables.SAMPLING_RATES)).collect()}
+    # only radio_spot negatives are down-sampled in this conf, when a training set is drawn: the
+    # store keeps every accepted row of every slot
+    rates = every_stratum(cfg.taxonomy.slot_names, cfg.sampling.rates)
     assert rates[("radio_spot", 0)] == 0.5 and rates[("clip", 0)] == 1.0
+    assert feats.count() == result.accepted_rows
     results, _ = validate_tables(spark, cfg, START, END, "alt-dq")
     assert all(r.success for r in results), "\n".join(r.summary() for r in results)
 

@@ -233,9 +233,7 @@ def test_standalone_cluster_matches_local(standalone_cluster, tmp_path, request)
         ("impressions", ("impression_id",), ()),
         ("features", ("event_date", "impression_id"), ("build_run_id",)),
         ("vocabularies", ("feature", "value"), ()),
-        ("entity_daily", ("event_date", "entity", "key", "event_second"), ()),
-        ("training_sets", ("set_id", "event_date", "impression_id"), ("build_run_id",)),
-        ("sampling_rates", ("set_id", "slot", "label"), ("created_at",)))]
+        ("entity_daily", ("event_date", "entity", "key", "event_second"), ()))]
     assert not any(problems), "\n".join(p for p in problems if p)
 
     # TorchDistributor training of the same snapshot on the cluster (barrier tasks on the
