@@ -71,11 +71,11 @@ score: env
 ## validation window (Thu-Sat) and a 3-day test window (Sun-Tue), so both hold weekdays and a
 ## weekend day; report: bench/results/experiments.{md,json} + pareto.png.
 ## EXPERIMENT_FLAGS=--quick: two seeds, at most two epochs, 50 resamples (a smoke run of the whole suite);
-## EXPERIMENT_FLAGS=--sampling-ablation: also camoe on snapshots with milder / no down-sampling
+## EXPERIMENT_FLAGS=--sampling-ablation: also camoe on training sets with milder / no down-sampling
 BENCHMARK_FLAGS ?= --set storage.warehouse_dir=benchmark-lake/warehouse \
     --set storage.metastore_dir=benchmark-lake/metastore --set storage.artifacts_dir=benchmark-lake/artifacts \
     --set generator.days=20 --set generator.rows_per_day=300000 \
-    --set splits.validation_days=3 --set splits.test_days=3
+    --set splits.train_days=14 --set splits.validation_days=3 --set splits.test_days=3
 EXPERIMENT_FLAGS ?=
 BENCHMARK_SUBMIT = $(VENV)/bin/spark-submit $$($(PY) -m core.session --local-jars $(BENCHMARK_FLAGS) $(CONF_FLAGS))
 experiments: env
