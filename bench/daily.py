@@ -1,6 +1,6 @@
 """Daily-store benchmark: the cost of building one new day, however many days the store holds.
 
-    python bench/daily.py [--rows-per-day 40000] [--days 30] [--window-days 10] [--user-cap 8000:1000]
+    python bench/daily.py [--rows-per-day 40000] [--days 30] [--window-days 10] [--user-cap 16000:20000]
 
 One seeded log of ``--days + 1`` days (plus features.history_days of burn-in, as
 jobs/generate_logs.py writes) in a temporary warehouse, three stores built from it:
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--rows-per-day", type=int, default=40_000)
     parser.add_argument("--days", type=int, default=30, help="days the store holds before the new one")
     parser.add_argument("--window-days", type=int, default=10, help="days the old daily run rebuilt")
-    parser.add_argument("--user-cap", default="8000:1000", help="user_id vocabulary CAPACITY:BUCKETS")
+    parser.add_argument("--user-cap", default="16000:20000", help="user_id vocabulary CAPACITY:BUCKETS")
     parser.add_argument("--before-rev", default="10ff935",
                         help="git revision of the build before the daily store ('' skips it)")
     args = parser.parse_args()
