@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class MissingHistoryDays(ValueError):
-    """A built day's history window holds days the log has but the store has not built."""
+    """Days a build needs are in neither the store nor the log (history days), or are logged but
+    unbuilt between the vocabulary's last counted day and the build (their ids)."""
 
 
 @dataclass
